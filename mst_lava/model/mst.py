@@ -1,0 +1,298 @@
+"""Masked Spiking Transformer: a Swin-style transformer with QCFS activations and BatchNorm.
+
+Tensors on the residual stream are token grids ``(B, H, W, C)``. Every LayerNorm of
+Swin is a BatchNorm over channels (the final norm included), every GELU/activation a
+QCFS site. The ten sites of a block, named as in the paper:
+
+    SC1   QCFS(BN1(x))                      input of the attention
+    Q,K,V QCFS of the three qkv projections
+    A     QCFS(Q·Kᵀ·scale)                  then + relative-position bias (+ shift mask), softmax
+    AV    QCFS(softmax(A)·V)                "soft(A)·V"
+    Proj  QCFS(proj(AV))                    added to the residual stream
+    SC2   QCFS(BN2(x))                      input of the MLP
+    MLP1  QCFS(fc1(SC2))
+    MLP2  QCFS(fc2(MLP1))                   added to the residual stream
+
+plus ``embed`` (patch embedding: conv + BN + QCFS) and ``merge`` (patch merging:
+2×2 gather + BN + linear + QCFS) outside the blocks. Blocks are numbered globally
+(0 .. sum(depths)-1); a merge site carries the index of the stage it feeds.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mst_lava.errors import MSTError
+from mst_lava.model.qcfs import QCFS
+
+
+@dataclass
+class MSTConfig:
+    img_size: int = 32
+    in_chans: int = 3
+    num_classes: int = 10
+    patch_size: int = 2
+    embed_dim: int = 96
+    depths: tuple = (2, 2, 6, 2)
+    heads: tuple = (3, 6, 12, 24)
+    window: int = 4
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    L: int = 16
+    lam_init: float = 3.0
+    preset: str = field(default="custom")
+
+    def __post_init__(self):
+        self.depths = tuple(int(d) for d in self.depths)
+        self.heads = tuple(int(h) for h in self.heads)
+        if len(self.depths) != len(self.heads):
+            raise MSTError("config: depths and heads need one entry per stage")
+        if self.img_size % self.patch_size:
+            raise MSTError(f"config: img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        res = self.img_size // self.patch_size
+        for s in range(len(self.depths)):
+            dim = self.embed_dim * 2 ** s
+            if dim % self.heads[s]:
+                raise MSTError(f"config: stage {s} width {dim} is not divisible by {self.heads[s]} heads")
+            w = min(self.window, res)
+            if res % w:
+                raise MSTError(f"config: stage {s} grid {res}x{res} is not a multiple of window {w}")
+            if s + 1 < len(self.depths):
+                if res % 2:
+                    raise MSTError(f"config: stage {s} grid {res} cannot be merged 2x2")
+                res //= 2
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["depths"], d["heads"] = list(self.depths), list(self.heads)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MSTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise MSTError(f"model config has unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
+PRESETS: dict[str, MSTConfig] = {
+    "digits": MSTConfig(img_size=8, in_chans=1, num_classes=10, patch_size=1, embed_dim=32,
+                        depths=(2, 2), heads=(2, 4), window=4, mlp_ratio=2.0, preset="digits"),
+    "fmnist": MSTConfig(img_size=28, in_chans=1, num_classes=10, patch_size=2, embed_dim=48,
+                        depths=(2, 2), heads=(3, 6), window=7, mlp_ratio=4.0, preset="fmnist"),
+    "cifar": MSTConfig(img_size=32, in_chans=3, num_classes=10, patch_size=2, embed_dim=96,
+                       depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), window=4, preset="cifar"),
+    "swin-t": MSTConfig(img_size=224, in_chans=3, num_classes=1000, patch_size=4, embed_dim=96,
+                        depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), window=7, preset="swin-t"),
+}
+
+
+def build_model(preset: str | MSTConfig = "digits", **overrides) -> "MST":
+    """An MST from a preset name (digits, fmnist, cifar, swin-t) or a config, with field overrides."""
+    if isinstance(preset, MSTConfig):
+        cfg = preset
+    else:
+        if preset not in PRESETS:
+            raise MSTError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        cfg = PRESETS[preset]
+    d = cfg.to_dict()
+    d.update(overrides)
+    return MST(MSTConfig.from_dict(d))
+
+
+class TokenBN(nn.BatchNorm1d):
+    """BatchNorm over the channel (last) dimension of a ``(..., C)`` tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        return super().forward(x.reshape(-1, shape[-1])).reshape(shape)
+
+
+def window_partition(x: torch.Tensor, w: int) -> torch.Tensor:
+    """(B, H, W, C) → (B·nW, w·w, C), windows of one image contiguous, row-major."""
+    B, H, W, C = x.shape
+    x = x.view(B, H // w, w, W // w, w, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, w * w, C)
+
+
+def window_reverse(x: torch.Tensor, w: int, H: int, W: int) -> torch.Tensor:
+    """(B·nW, w·w, C) → (B, H, W, C), inverse of :func:`window_partition`."""
+    C = x.shape[-1]
+    x = x.view(-1, H // w, W // w, w, w, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, H, W, C)
+
+
+def relative_position_index(w: int) -> torch.Tensor:
+    """(w², w²) index into a (2w-1)² bias table: token i attends token j at offset (dy, dx)."""
+    ys, xs = torch.meshgrid(torch.arange(w), torch.arange(w), indexing="ij")
+    coords = torch.stack([ys.flatten(), xs.flatten()])          # 2, N
+    rel = coords[:, :, None] - coords[:, None, :] + (w - 1)     # 2, N, N in [0, 2w-2]
+    return rel[0] * (2 * w - 1) + rel[1]
+
+
+def shift_attention_mask(H: int, W: int, w: int, s: int) -> torch.Tensor:
+    """(nW, w², w²) additive mask for shifted windows: -100 between tokens of different regions.
+
+    After a cyclic shift by -s, the last window along each axis mixes tokens from
+    opposite borders; the grid is cut into regions [0, H-w), [H-w, H-s), [H-s, H)
+    per axis and tokens only attend within their region.
+    """
+    region = torch.zeros(1, H, W, 1)
+    cnt = 0
+    for hs in (slice(0, -w), slice(-w, -s), slice(-s, None)):
+        for ws in (slice(0, -w), slice(-w, -s), slice(-s, None)):
+            region[:, hs, ws, :] = cnt
+            cnt += 1
+    win = window_partition(region, w).squeeze(-1)              # nW, N
+    diff = win[:, None, :] - win[:, :, None]
+    return torch.where(diff != 0, torch.tensor(-100.0), torch.tensor(0.0))
+
+
+class WindowAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, w: int, block: int, cfg: MSTConfig):
+        super().__init__()
+        self.heads, self.w = heads, w
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim, bias=cfg.qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.bias_table = nn.Parameter(torch.zeros((2 * w - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.bias_table, std=0.02)
+        self.register_buffer("rel_index", relative_position_index(w), persistent=False)
+        q = lambda site: QCFS(site, block, cfg.L, cfg.lam_init)  # noqa: E731
+        self.q_act, self.k_act, self.v_act = q("Q"), q("K"), q("V")
+        self.a_act, self.av_act, self.proj_act = q("A"), q("AV"), q("Proj")
+
+    def position_bias(self) -> torch.Tensor:
+        N = self.w * self.w
+        return self.bias_table[self.rel_index.view(-1)].view(N, N, -1).permute(2, 0, 1)  # h, N, N
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        Bn, N, C = x.shape
+        h = self.heads
+        qkv = self.qkv(x).view(Bn, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
+        q, k, v = self.q_act(qkv[0]), self.k_act(qkv[1]), self.v_act(qkv[2])
+        a = self.a_act((q @ k.transpose(-2, -1)) * self.scale)
+        a = a + self.position_bias().unsqueeze(0)
+        if mask is not None:
+            nW = mask.shape[0]
+            a = (a.view(-1, nW, h, N, N) + mask.unsqueeze(1)).view(Bn, h, N, N)
+        a = a.softmax(dim=-1)
+        o = self.av_act(a @ v)
+        o = o.transpose(1, 2).reshape(Bn, N, C)
+        return self.proj_act(self.proj(o))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with (shifted) window attention; BN in place of LN."""
+
+    def __init__(self, dim: int, heads: int, res: int, w: int, shift: int, block: int, cfg: MSTConfig):
+        super().__init__()
+        self.res, self.w, self.shift, self.index = res, w, shift, block
+        self.norm1 = TokenBN(dim)
+        self.sc1 = QCFS("SC1", block, cfg.L, cfg.lam_init)
+        self.attn = WindowAttention(dim, heads, w, block, cfg)
+        self.norm2 = TokenBN(dim)
+        self.sc2 = QCFS("SC2", block, cfg.L, cfg.lam_init)
+        hidden = int(dim * cfg.mlp_ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.mlp1 = QCFS("MLP1", block, cfg.L, cfg.lam_init)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.mlp2 = QCFS("MLP2", block, cfg.L, cfg.lam_init)
+        if shift:
+            self.register_buffer("attn_mask", shift_attention_mask(res, res, w, shift), persistent=False)
+        else:
+            self.attn_mask = None
+
+    def attention_branch(self, x: torch.Tensor) -> torch.Tensor:
+        H = W = self.res
+        y = self.sc1(self.norm1(x))
+        if self.shift:
+            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        y = self.attn(window_partition(y, self.w), self.attn_mask)
+        y = window_reverse(y, self.w, H, W)
+        if self.shift:
+            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
+        return y
+
+    def mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp2(self.fc2(self.mlp1(self.fc1(self.sc2(self.norm2(x))))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention_branch(x)
+        return x + self.mlp_branch(x)
+
+
+class PatchMerging(nn.Module):
+    """2×2 neighbourhood gather (B, H, W, C) → (B, H/2, W/2, 4C), BN, linear 4C → 2C, QCFS.
+
+    The gather order is (0,0), (1,0), (0,1), (1,1) as (row, col) offsets, so the
+    linear layer equals a 2×2 stride-2 convolution (see docs/netx-mst-format.md).
+    """
+
+    def __init__(self, dim: int, stage: int, cfg: MSTConfig):
+        super().__init__()
+        self.norm = TokenBN(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.act = QCFS("merge", stage, cfg.L, cfg.lam_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+        return self.act(self.reduction(self.norm(x)))
+
+
+class MST(nn.Module):
+    def __init__(self, cfg: MSTConfig):
+        super().__init__()
+        self.cfg = cfg
+        C = cfg.embed_dim
+        self.patch_embed = nn.Conv2d(cfg.in_chans, C, cfg.patch_size, cfg.patch_size)
+        self.embed_norm = nn.BatchNorm2d(C)
+        self.embed_act = QCFS("embed", 0, cfg.L, cfg.lam_init)
+        res = cfg.img_size // cfg.patch_size
+        self.stages = nn.ModuleList()
+        self.merges = nn.ModuleList()
+        b = 0
+        for s, (depth, heads) in enumerate(zip(cfg.depths, cfg.heads)):
+            dim = C * 2 ** s
+            w = min(cfg.window, res)
+            shift = w // 2 if res > w else 0
+            self.stages.append(nn.ModuleList(
+                Block(dim, heads, res, w, shift if i % 2 else 0, b + i, cfg) for i in range(depth)))
+            b += depth
+            if s + 1 < len(cfg.depths):
+                self.merges.append(PatchMerging(dim, s + 1, cfg))
+                res //= 2
+        self.num_features = C * 2 ** (len(cfg.depths) - 1)
+        self.norm = TokenBN(self.num_features)
+        self.head = nn.Linear(self.num_features, cfg.num_classes)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module):
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def blocks(self):
+        for stage in self.stages:
+            yield from stage
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed_act(self.embed_norm(self.patch_embed(x)).permute(0, 2, 3, 1))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        for s, stage in enumerate(self.stages):
+            for blk in stage:
+                x = blk(x)
+            if s < len(self.merges):
+                x = self.merges[s](x)
+        return self.norm(x).mean(dim=(1, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
