@@ -35,6 +35,7 @@ class MSTConfig:
     in_chans: int = 3
     num_classes: int = 10
     patch_size: int = 2
+    embed_kernel: int = 0          # patch-embedding conv kernel; 0 = patch_size (non-overlapping)
     embed_dim: int = 96
     depths: tuple = (2, 2, 6, 2)
     heads: tuple = (3, 6, 12, 24)
@@ -50,6 +51,8 @@ class MSTConfig:
         self.heads = tuple(int(h) for h in self.heads)
         if len(self.depths) != len(self.heads):
             raise MSTError("config: depths and heads need one entry per stage")
+        if self.embed_kernel and (self.embed_kernel - self.patch_size) % 2:
+            raise MSTError("config: embed_kernel - patch_size must be even (symmetric padding)")
         if self.img_size % self.patch_size:
             raise MSTError(f"config: img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         res = self.img_size // self.patch_size
@@ -80,7 +83,8 @@ class MSTConfig:
 
 
 PRESETS: dict[str, MSTConfig] = {
-    "digits": MSTConfig(img_size=8, in_chans=1, num_classes=10, patch_size=1, embed_dim=32,
+    # 8×8 digits: one pixel per token, so the patch embedding is an overlapping 3×3 conv
+    "digits": MSTConfig(img_size=8, in_chans=1, num_classes=10, patch_size=1, embed_kernel=3, embed_dim=32,
                         depths=(2, 2), heads=(2, 4), window=4, mlp_ratio=2.0, preset="digits"),
     "fmnist": MSTConfig(img_size=28, in_chans=1, num_classes=10, patch_size=2, embed_dim=48,
                         depths=(2, 2), heads=(3, 6), window=7, mlp_ratio=4.0, preset="fmnist"),
@@ -249,7 +253,8 @@ class MST(nn.Module):
         super().__init__()
         self.cfg = cfg
         C = cfg.embed_dim
-        self.patch_embed = nn.Conv2d(cfg.in_chans, C, cfg.patch_size, cfg.patch_size)
+        k = cfg.embed_kernel or cfg.patch_size
+        self.patch_embed = nn.Conv2d(cfg.in_chans, C, k, cfg.patch_size, padding=(k - cfg.patch_size) // 2)
         self.embed_norm = nn.BatchNorm2d(C)
         self.embed_act = QCFS("embed", 0, cfg.L, cfg.lam_init)
         res = cfg.img_size // cfg.patch_size

@@ -1,0 +1,41 @@
+"""Dataset registry: ``get_dataset(name, root, split, img_size, in_chans)``.
+
+Static sets live in ``static.py``; event-camera sets in ``events.py`` (``EVENT_DATASETS``).
+"""
+from __future__ import annotations
+
+from mst_lava.data.static import STATIC_DATASETS
+from mst_lava.errors import MSTError
+
+# Default model preset for each dataset name.
+DEFAULT_PRESET = {"digits": "digits", "fmnist": "fmnist", "cifar10": "cifar", "cifar100": "cifar",
+                  "imagenet": "swin-t"}
+
+
+def _event_datasets() -> dict:
+    try:
+        from mst_lava.data.events import EVENT_DATASETS
+    except ImportError:
+        return {}
+    return EVENT_DATASETS
+
+
+def dataset_names() -> list[str]:
+    return list(STATIC_DATASETS) + list(_event_datasets())
+
+
+def get_dataset(name: str, root=None, split: str = "train", img_size: int | None = None,
+                in_chans: int | None = None, augment: bool = False, frames: int | None = None):
+    """A torch Dataset of ``(image (C, H, W) float32, label)`` for ``name`` read from ``root``."""
+    if split not in ("train", "test"):
+        raise MSTError(f"split must be 'train' or 'test', not {split!r}")
+    events = _event_datasets()
+    if name in STATIC_DATASETS:
+        if frames:
+            raise MSTError("--frames applies to event-camera datasets only")
+        defaults = {"digits": (8, 1), "fmnist": (28, 1), "cifar10": (32, 3), "cifar100": (32, 3),
+                    "imagenet": (224, 3)}[name]
+        return STATIC_DATASETS[name](root, split, img_size or defaults[0], in_chans or defaults[1], augment)
+    if name in events:
+        return events[name](root, split, img_size or 128, in_chans or 2, frames, augment)
+    raise MSTError(f"unknown dataset {name!r}; choose from {', '.join(dataset_names())}")

@@ -1,0 +1,210 @@
+"""Static image datasets read from local files: digits, Fashion-MNIST, CIFAR-10/100, ImageNet folders.
+
+Every dataset yields ``(image, label)`` with ``image`` a float32 tensor ``(C, H, W)``,
+normalized, at the model's input size. Training augmentation is random crop (with
+padding) and horizontal flip — no flip for digits, whose mirror images are other digits.
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from mst_lava.errors import MSTError
+
+FMNIST_DEFAULT = "/usr/share/datasets/fashion-mnist"
+FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                  "Sneaker", "Bag", "Ankle boot")
+
+
+class TensorImages(Dataset):
+    """Images held in memory as one uint8/float array ``(N, C, H, W)`` plus labels."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, scale: float, mean, std,
+                 img_size: int, in_chans: int, augment: bool, flip: bool, pad: int, classes):
+        self.images = torch.from_numpy(np.array(images))  # own, writable copy
+        self.labels = torch.as_tensor(np.array(labels), dtype=torch.long)
+        self.scale, self.img_size, self.in_chans = scale, img_size, in_chans
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.augment, self.flip, self.pad = augment, flip, pad
+        self.classes = list(classes)
+        self.num_classes = len(self.classes)
+        self.transform = None   # optional extra tensor transform (e.g. pepper noise), applied last
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        x = self.images[i].to(torch.float32) / self.scale
+        if x.shape[0] != self.in_chans:
+            if x.shape[0] == 1:
+                x = x.expand(self.in_chans, -1, -1)
+            elif self.in_chans == 1:
+                x = x.mean(0, keepdim=True)
+        if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
+            x = F.interpolate(x[None], size=(self.img_size, self.img_size), mode="bilinear",
+                              align_corners=False)[0]
+        if self.augment:
+            x = random_crop_flip(x, self.pad, self.flip)
+        m, s = self.mean, self.std
+        if m.shape[0] != x.shape[0]:
+            m, s = m.mean().view(1, 1, 1), s.mean().view(1, 1, 1)
+        x = (x - m) / s
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[i])
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
+    if pad:
+        H, W = x.shape[-2:]
+        xp = F.pad(x, (pad, pad, pad, pad))
+        dy, dx = np.random.randint(0, 2 * pad + 1, size=2)
+        x = xp[:, dy:dy + H, dx:dx + W]
+    if flip and np.random.rand() < 0.5:
+        x = x.flip(-1)
+    return x
+
+
+def digits(root, split, img_size, in_chans, augment):
+    """scikit-learn's 8×8 digits, a fixed stratified 80/20 split (random_state=0)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    d = load_digits()
+    idx_tr, idx_te = train_test_split(np.arange(len(d.target)), test_size=0.2, random_state=0,
+                                      stratify=d.target)
+    idx = idx_tr if split == "train" else idx_te
+    images = d.images[idx].astype(np.float32)[:, None]
+    return TensorImages(images, d.target[idx], scale=16.0, mean=(0.30,), std=(0.38,),
+                        img_size=img_size, in_chans=in_chans, augment=augment, flip=False, pad=1,
+                        classes=[str(i) for i in range(10)])
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx (optionally gzip) file: images (N, rows, cols) uint8 or labels (N,) uint8."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise MSTError(f"{path} is not a readable idx file ({e}); re-download it") from None
+    if len(data) < 8:
+        raise MSTError(f"{path} is too short to be an idx file")
+    magic, n = struct.unpack(">II", data[:8])
+    if magic == 2051:
+        rows, cols = struct.unpack(">II", data[8:16])
+        expected, off, shape = n * rows * cols, 16, (n, rows, cols)
+    elif magic == 2049:
+        expected, off, shape = n, 8, (n,)
+    else:
+        raise MSTError(f"{path} has idx magic {magic}; expected 2051 (images) or 2049 (labels)")
+    if len(data) - off != expected:
+        raise MSTError(f"{path} is truncated or corrupt: {len(data) - off} payload bytes, expected {expected}")
+    return np.frombuffer(data, dtype=np.uint8, offset=off).reshape(shape)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
+        if (root / name).exists():
+            return root / name
+    raise MSTError(f"Fashion-MNIST: {root / (stem + '.gz')} not found. Expected in {root}: "
+                   "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+                   "t10k-labels-idx1-ubyte.gz (Debian: apt-get install dataset-fashion-mnist, "
+                   f"files in {FMNIST_DEFAULT}); point --data at the folder holding them")
+
+
+def fmnist(root, split, img_size, in_chans, augment):
+    root = Path(root or FMNIST_DEFAULT)
+    if not root.is_dir():
+        _find(root, "train-images-idx3-ubyte")  # raises with the full explanation
+    pre = "train" if split == "train" else "t10k"
+    images = read_idx(_find(root, f"{pre}-images-idx3-ubyte"))
+    labels = read_idx(_find(root, f"{pre}-labels-idx1-ubyte"))
+    if len(images) != len(labels):
+        raise MSTError(f"Fashion-MNIST in {root}: {len(images)} images but {len(labels)} labels")
+    return TensorImages(images[:, None], labels, scale=255.0, mean=(0.2860,), std=(0.3530,),
+                        img_size=img_size, in_chans=in_chans, augment=augment, flip=True, pad=2,
+                        classes=FMNIST_CLASSES)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """CIFAR's python batches are pickles: allow numpy arrays and builtins, nothing else."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _load_cifar_batch(path: Path) -> dict:
+    if not path.exists():
+        raise MSTError(f"CIFAR: {path} not found")
+    try:
+        with open(path, "rb") as f:
+            d = _SafeUnpickler(f, encoding="bytes").load()
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise MSTError(f"CIFAR: {path} is not a valid CIFAR python batch ({e})") from None
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+
+
+def cifar(root, split, img_size, in_chans, augment, n_classes=10):
+    if root is None:
+        raise MSTError("CIFAR needs --data DIR: the folder cifar-10-batches-py (data_batch_1..5, test_batch, "
+                       "batches.meta) or cifar-100-python (train, test, meta), from "
+                       "https://www.cs.toronto.edu/~kriz/cifar.html (python version)")
+    root = Path(root)
+    if n_classes == 10:
+        sub = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        label_key = "labels"
+    else:
+        sub = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
+        files = ["train" if split == "train" else "test"]
+        label_key = "fine_labels"
+    batches = [_load_cifar_batch(sub / f) for f in files]
+    try:
+        images = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
+        labels = np.concatenate([np.asarray(b[label_key]) for b in batches])
+    except (KeyError, ValueError) as e:
+        raise MSTError(f"CIFAR batches in {sub} lack the expected 'data'/{label_key!r} entries ({e})") from None
+    mean, std = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)) if n_classes == 10 else \
+        ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+    return TensorImages(images, labels, scale=255.0, mean=mean, std=std, img_size=img_size,
+                        in_chans=in_chans, augment=augment, flip=True, pad=4,
+                        classes=[str(i) for i in range(n_classes)])
+
+
+def imagenet(root, split, img_size, in_chans, augment):
+    from torchvision import datasets, transforms
+    if root is None or not (Path(root) / ("train" if split == "train" else "val")).is_dir():
+        raise MSTError(f"ImageNet needs --data DIR with DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG "
+                       f"(got {root})")
+    norm = transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    if augment:
+        tf = transforms.Compose([transforms.RandomResizedCrop(img_size), transforms.RandomHorizontalFlip(),
+                                 transforms.ToTensor(), norm])
+    else:
+        tf = transforms.Compose([transforms.Resize(int(img_size * 8 / 7)), transforms.CenterCrop(img_size),
+                                 transforms.ToTensor(), norm])
+    ds = datasets.ImageFolder(str(Path(root) / ("train" if split == "train" else "val")), transform=tf)
+    ds.num_classes = len(ds.classes)
+    return ds
+
+
+STATIC_DATASETS = {
+    "digits": digits,
+    "fmnist": fmnist,
+    "cifar10": lambda *a: cifar(*a, n_classes=10),
+    "cifar100": lambda *a: cifar(*a, n_classes=100),
+    "imagenet": imagenet,
+}

@@ -1,0 +1,110 @@
+"""Python 3.11 compatibility shim for lava-nc 0.10.0, applied at import time.
+
+The fault
+    ``lava/magma/compiler/var_model.py`` (lava-nc 0.10.0) declares three dataclasses
+    (``CoreEncoder``, ``ChipEncoder``, ``AxonEncoder``) whose fields default to an
+    *instance* of the dataclass ``ByteEncoder``::
+
+        x: ByteEncoder = ByteEncoder()
+
+    Python 3.11 rejects unhashable (mutable) dataclass instances as field defaults
+    ("mutable default <class 'ByteEncoder'> for field x is not allowed: use
+    default_factory"), so ``import lava.magma.compiler.var_model`` raises, and with it
+    every Lava compile and run.
+
+The fix
+    :func:`install` puts a finder at the front of ``sys.meta_path`` that intercepts
+    exactly that one module. Its loader reads the module's *source* (never the cached
+    ``.pyc``), rewrites each ``name: ByteEncoder = ByteEncoder()`` field into
+    ``name: ByteEncoder = field(default_factory=ByteEncoder)`` and executes the result
+    as the module. Each instance then gets its own ``ByteEncoder``, which is what the
+    original code meant (and what Python < 3.11 gave by sharing, harmlessly, since the
+    encoders are never mutated in place by lava-nc 0.10.0's CPU path).
+
+    Nothing on disk is changed; site-packages stays as installed. A lava version that
+    already fixed the file matches no field and loads unchanged. Python < 3.11 gets the
+    same rewrite, which is equally valid there.
+
+Use
+    ``import mst_lava.lava`` installs the hook (``mst_lava/lava/__init__.py`` calls
+    :func:`install`) and must come before anything imports ``lava``. Installing is
+    idempotent. :data:`PATCHED_FIELDS` records how many fields were rewritten (0 until
+    the module is imported through the hook).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.abc
+import importlib.machinery
+import re
+import sys
+
+TARGET = "lava.magma.compiler.var_model"
+_FIELD_NAME = "_mst_lava_dc_field"  # injected into the module namespace; one leading underscore: no mangling
+_PATTERN = re.compile(r"^(?P<head>[ \t]+\w+[ \t]*:[ \t]*ByteEncoder[ \t]*=[ \t]*)ByteEncoder\(\)[ \t]*$",
+                      re.MULTILINE)
+
+PATCHED_FIELDS = 0
+
+
+def patch_source(source: str) -> tuple[str, int]:
+    """Rewrite ``name: ByteEncoder = ByteEncoder()`` fields; returns (new source, number rewritten)."""
+    return _PATTERN.subn(lambda m: f"{m.group('head')}{_FIELD_NAME}(default_factory=ByteEncoder)", source)
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    """Executes the target module from patched source; delegates everything else to the real loader."""
+
+    def __init__(self, inner: importlib.machinery.SourceFileLoader):
+        self.inner = inner
+
+    def create_module(self, spec):
+        return None  # default module creation
+
+    def exec_module(self, module) -> None:
+        global PATCHED_FIELDS
+        source = self.inner.get_source(module.__name__)
+        patched, n = patch_source(source)
+        module.__dict__[_FIELD_NAME] = dataclasses.field
+        code = compile(patched, self.inner.get_filename(module.__name__), "exec", dont_inherit=True)
+        exec(code, module.__dict__)
+        PATCHED_FIELDS = n
+
+    # keep inspect/linecache working on the real file
+    def get_source(self, fullname):
+        return self.inner.get_source(fullname)
+
+    def get_filename(self, fullname):
+        return self.inner.get_filename(fullname)
+
+
+class _VarModelFinder(importlib.abc.MetaPathFinder):
+    """Finds the target module with the other finders, then swaps in :class:`_PatchingLoader`."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != TARGET:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or isinstance(finder, _VarModelFinder):
+                continue
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            spec.loader = _PatchingLoader(spec.loader)
+        return spec
+
+
+def is_installed() -> bool:
+    return any(isinstance(f, _VarModelFinder) for f in sys.meta_path)
+
+
+def install() -> None:
+    """Install the import hook (idempotent). Must run before ``lava.magma.compiler.var_model`` is imported."""
+    if not is_installed():
+        sys.meta_path.insert(0, _VarModelFinder())

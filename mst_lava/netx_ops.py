@@ -1,0 +1,404 @@
+"""Arithmetic shared by the torch executor (`mst_lava.export.netsim`) and the Lava ProcessModels.
+
+Every function here takes numpy arrays or torch tensors (CPU or CUDA) and returns the same
+kind, with bit-identical integer results on all of them: that is what makes torch-vs-Lava
+spike parity hold by construction. The semantics are specified in docs/netx-mst-format.md;
+this module is their single implementation.
+
+Conventions
+    * integer ("fixed") values are int64; float values float64 (numpy) or the caller's dtype.
+    * Time-batched functions take tensors whose axis 0 is time (T, ...), t counted from 1.
+    * Integer products that torch cannot do in int64 on CUDA (matmul, conv) run in float64
+      with every magnitude < 2**53, so they are exact and then cast back to int64.
+    * Floor semantics everywhere (``//`` and arithmetic shifts floor in numpy and torch).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:  # torch is optional for the Lava side
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None
+
+from mst_lava.model import rsm as _rsm
+
+# fixed-point constants of format version 1 (also written to each file)
+INPUT_FRAC_BITS = 8          # analog input: x_int = round(x * 2**8)
+WEIGHT_BITS = 8              # signed weight mantissas in [-127, 127]
+STATE_BITS = 23              # |vth|, |bias| < 2**23
+MAX_WEIGHT_EXP = 16
+DYN_VTH = 1 << 16            # threshold of neurons fed by dynamic products (A, AV)
+SCALE_BITS = 15              # mantissa bits of the Q·Kᵀ scale constant: [2**14, 2**15)
+V_BITS = 12                  # mantissa bits of θ_V in the softmax·V op: [2**11, 2**12)
+LOGIT_FRAC_BITS = 8          # softmax logits in units of 2**-8
+EXP_OUT_BITS = 15            # exp table values in units of 2**-15
+PROB_BITS = 15               # probabilities in units of 2**-15
+MASK_VALUE = -100.0          # shift mask value of the model
+RESIDUAL_GAIN_BITS = 15      # residual gains < 2**15
+
+
+# ----------------------------------------------------------------------------------------
+# numpy / torch dispatch (tiny on purpose)
+
+def is_torch(x) -> bool:
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def like(a, ref, dtype: str | None = None):
+    """``a`` (numpy array / scalar / tensor) as the same kind (and device) as ``ref``."""
+    if is_torch(ref):
+        dt = {"int64": torch.int64, "float64": torch.float64, "bool": torch.bool, None: None}[dtype]
+        if is_torch(a):
+            return a.to(device=ref.device, dtype=dt or a.dtype)
+        arr = np.asarray(a)
+        t = torch.from_numpy(np.ascontiguousarray(arr)).to(ref.device)
+        return t.to(dt) if dt is not None else t
+    out = a.detach().cpu().numpy() if is_torch(a) else np.asarray(a)
+    return out.astype(dtype) if dtype is not None else out
+
+
+def as_int64(x):
+    return x.to(torch.int64) if is_torch(x) else np.asarray(x).astype(np.int64)
+
+
+def as_float64(x):
+    return x.to(torch.float64) if is_torch(x) else np.asarray(x).astype(np.float64)
+
+
+def permute(x, axes):
+    return x.permute(*axes) if is_torch(x) else np.transpose(x, axes)
+
+
+def roll2(x, s: int, axes=(-2, -1)):
+    """Cyclic shift by ``s`` along two axes (torch.roll semantics: out[i] = in[i - s])."""
+    if s == 0:
+        return x
+    if is_torch(x):
+        return torch.roll(x, shifts=(s, s), dims=tuple(axes))
+    return np.roll(x, (s, s), axis=tuple(axes))
+
+
+def cumsum0(x):
+    return torch.cumsum(x, dim=0) if is_torch(x) else np.cumsum(x, axis=0)
+
+
+def diff0(F):
+    """First differences along time with F(0) = 0: out[0] = F[0], out[t] = F[t] - F[t-1]."""
+    if is_torch(F):
+        return torch.cat([F[:1], F[1:] - F[:-1]], dim=0)
+    return np.concatenate([F[:1], F[1:] - F[:-1]], axis=0)
+
+
+def amax(x, axis=-1):
+    return x.amax(dim=axis, keepdim=True) if is_torch(x) else x.max(axis=axis, keepdims=True)
+
+
+def xsum(x, axis=-1, keepdims=True):
+    return x.sum(dim=axis, keepdim=keepdims) if is_torch(x) else x.sum(axis=axis, keepdims=keepdims)
+
+
+def minimum(x, v):
+    return torch.clamp(x, max=v) if is_torch(x) else np.minimum(x, v)
+
+
+def clip(x, lo, hi):
+    return torch.clamp(x, lo, hi) if is_torch(x) else np.clip(x, lo, hi)
+
+
+def exact_matmul(a, b):
+    """Integer matmul, exact: int64 in numpy; float64 in torch (caller keeps |values| < 2**53)."""
+    if is_torch(a):
+        return torch.round(a.to(torch.float64) @ b.to(torch.float64)).to(torch.int64)
+    return np.matmul(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
+
+
+def time_index(T: int, ref, ndim: int):
+    """t = 1..T as an int64 array shaped (T, 1, ..., 1) with ``ndim`` dims, same kind as ref."""
+    t = np.arange(1, T + 1, dtype=np.int64).reshape((T,) + (1,) * (ndim - 1))
+    return like(t, ref, "int64")
+
+
+# ----------------------------------------------------------------------------------------
+# scalars: mantissa/shift representation of positive constants
+
+def mant_shift(value: float, bits: int) -> tuple[int, int]:
+    """value ≈ mant · 2**-shift with mant in [2**(bits-1), 2**bits) (value > 0)."""
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"mant_shift needs a positive finite value, got {value}")
+    e = math.floor(math.log2(value))
+    shift = (bits - 1) - e
+    mant = int(round(value * 2.0 ** shift))
+    if mant >= (1 << bits):
+        mant //= 2
+        shift -= 1
+    return mant, shift
+
+
+def mul_shift_div(x, mant: int, shift: int, den=1):
+    """floor(x · mant · 2**-shift / den) exactly, for int64 x and positive int64 ``den``."""
+    num = x * mant
+    if shift >= 0:
+        return num // (den * (1 << shift))
+    return (num * (1 << -shift)) // den
+
+
+# ----------------------------------------------------------------------------------------
+# input encoding, IF neuron
+
+def quantize_input(x, frac_bits: int = INPUT_FRAC_BITS):
+    """Analog input → int64 ``clip(round_half_even(x · 2**frac_bits), -32768, 32767)``."""
+    if is_torch(x):
+        return torch.clamp(torch.round(x.to(torch.float64) * 2.0 ** frac_bits), -32768, 32767).to(torch.int64)
+    return np.clip(np.round(np.asarray(x, dtype=np.float64) * 2.0 ** frac_bits), -32768, 32767).astype(np.int64)
+
+
+def if_init(vth, shape, ref, fixed: bool):
+    """Initial membrane potential: vth // 2 (fixed) or vth / 2 (float), broadcast to ``shape``."""
+    if is_torch(ref):
+        dt = torch.int64 if fixed else ref.dtype if ref.is_floating_point() else torch.float64
+        v = torch.zeros(shape, dtype=dt, device=ref.device)
+    else:
+        v = np.zeros(shape, dtype=np.int64 if fixed else np.float64)
+    return v + (vth // 2 if fixed else vth / 2)
+
+
+def if_step(v, current, vth):
+    """One IF step with reset by subtraction: v += I; s = v >= vth; v -= s·vth. Returns (v, s)."""
+    v = v + current
+    s = v >= vth
+    if is_torch(v):
+        v = v - s.to(v.dtype) * vth
+    else:
+        v = v - s.astype(v.dtype) * vth
+    return v, s
+
+
+def if_scan(currents, vth, fixed: bool, T: int | None = None, v0=None):
+    """Run IF over time. ``currents`` is (T or 1, ...) (1 = the same current every step).
+
+    Returns (spikes (T, ...) bool, final v). ``vth`` a scalar (or broadcastable array).
+    """
+    T = currents.shape[0] if T is None else T
+    shape = tuple(currents.shape[1:])
+    v = if_init(vth, shape, currents, fixed) if v0 is None else v0
+    out = []
+    for t in range(T):
+        v, s = if_step(v, currents[t if currents.shape[0] > 1 else 0], vth)
+        out.append(s)
+    spikes = torch.stack(out, 0) if is_torch(currents) else np.stack(out, 0)
+    return spikes, v
+
+
+def synapse_fixed(acc, weight_exp: int, bias=None):
+    """Fixed-point synaptic current: acc · 2**weight_exp + bias (int64)."""
+    cur = acc * (1 << int(weight_exp))
+    return cur if bias is None else cur + bias
+
+
+# ----------------------------------------------------------------------------------------
+# convolution (both kinds; exact for integers)
+
+def conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), groups: int = 1):
+    """Correlation (torch conv2d semantics) of x (B, Cin, H, W) with weight (Cout, Cin/g, kH, kW).
+
+    Integer inputs give exact int64 results (float64 inside on torch); float inputs keep
+    their dtype on torch, float64 on numpy.
+    """
+    sy, sx = (int(stride[0]), int(stride[1]))
+    py, px = (int(padding[0]), int(padding[1]))
+    if is_torch(x):
+        import torch.nn.functional as F
+        integer = not x.is_floating_point()
+        dt = torch.float64 if integer else x.dtype
+        w = like(weight, x).to(dt)
+        y = F.conv2d(x.to(dt), w, None, (sy, sx), (py, px), 1, groups)
+        if integer:
+            y = torch.round(y).to(torch.int64)
+        if bias is not None:
+            y = y + like(bias, y).to(y.dtype).view(1, -1, 1, 1)
+        return y
+    x = np.asarray(x)
+    w = np.asarray(weight)
+    integer = np.issubdtype(x.dtype, np.integer)
+    dt = np.int64 if integer else np.float64
+    x, w = x.astype(dt), w.astype(dt)
+    B, C, H, W = x.shape
+    Co, Cg, kH, kW = w.shape
+    if py or px:
+        x = np.pad(x, ((0, 0), (0, 0), (py, py), (px, px)))
+    Ho = (x.shape[2] - kH) // sy + 1
+    Wo = (x.shape[3] - kW) // sx + 1
+    cols = np.lib.stride_tricks.sliding_window_view(x, (kH, kW), axis=(2, 3))[:, :, ::sy, ::sx][:, :, :Ho, :Wo]
+    # cols: B, C, Ho, Wo, kH, kW
+    og = Co // groups
+    outs = []
+    for g in range(groups):
+        xg = cols[:, g * Cg:(g + 1) * Cg]
+        wg = w[g * og:(g + 1) * og]
+        outs.append(np.einsum("bchwij,ocij->bohw", xg, wg, optimize=True))
+    y = np.concatenate(outs, axis=1)
+    if bias is not None:
+        y = y + np.asarray(bias).astype(dt).reshape(1, -1, 1, 1)
+    return y
+
+
+def conv_fanout(in_shape, weight_shape, stride=(1, 1), padding=(0, 0), groups: int = 1) -> np.ndarray:
+    """Synapses leaving each input element (C, H, W) of a conv: out positions covering it × out channels per group."""
+    C, H, W = in_shape
+    Co, Cg, kH, kW = weight_shape
+    sy, sx = stride
+    py, px = padding
+    Ho = (H + 2 * py - kH) // sy + 1
+    Wo = (W + 2 * px - kW) // sx + 1
+
+    def cover(n, k, s, p, no):
+        cnt = np.zeros(n, dtype=np.int64)
+        for o in range(no):
+            lo = o * s - p
+            for j in range(k):
+                if 0 <= lo + j < n:
+                    cnt[lo + j] += 1
+        return cnt
+
+    cy, cx = cover(H, kH, sy, py, Ho), cover(W, kW, sx, px, Wo)
+    per_pos = cy[:, None] * cx[None, :]
+    return np.broadcast_to(per_pos[None] * (Co // groups), (C, H, W)).copy()
+
+
+# ----------------------------------------------------------------------------------------
+# windows and RSM indices
+
+def to_windows(x, w: int, shift: int, heads: int):
+    """Grid (..., C, H, W) → shifted windows per head (..., nW, h, N, d) (model's layout)."""
+    *lead, C, H, W = x.shape
+    x = roll2(x, -shift) if shift else x
+    d = C // heads
+    nH, nWx = H // w, W // w
+    x = x.reshape(tuple(lead) + (heads, d, nH, w, nWx, w))
+    k = len(lead)
+    x = permute(x, tuple(range(k)) + (k + 2, k + 4, k + 0, k + 3, k + 5, k + 1))  # nH nWx h wy wx d
+    return x.reshape(tuple(lead) + (nH * nWx, heads, w * w, d))
+
+
+def from_windows(x, w: int, shift: int, H: int, W: int):
+    """Inverse of :func:`to_windows`: (..., nW, h, N, d) → grid (..., C, H, W)."""
+    *lead, nW, heads, N, d = x.shape
+    nH, nWx = H // w, W // w
+    x = x.reshape(tuple(lead) + (nH, nWx, heads, w, w, d))
+    k = len(lead)
+    x = permute(x, tuple(range(k)) + (k + 2, k + 5, k + 0, k + 3, k + 1, k + 4))  # h d nH wy nWx wx
+    x = x.reshape(tuple(lead) + (heads * d, H, W))
+    return roll2(x, shift) if shift else x
+
+
+def rsm_index(layout: str, shape, *, grid=None, window: int = 0, shift: int = 0, heads: int = 1) -> np.ndarray:
+    """Element index (int64, shaped like the stored tensor ``shape``) as the QCFS site sees it."""
+    shape = tuple(int(s) for s in shape)
+    if layout in ("attn", "flat"):
+        return np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+    C, H, W = shape
+    if layout == "grid":
+        return np.arange(H * W * C, dtype=np.int64).reshape(H, W, C).transpose(2, 0, 1).copy()
+    w, s = int(window), int(shift)
+    c = np.arange(C).reshape(C, 1, 1)
+    y = np.arange(H).reshape(1, H, 1)
+    x = np.arange(W).reshape(1, 1, W)
+    ys, xs = (y - s) % H, (x - s) % W
+    nw = (ys // w) * (W // w) + xs // w
+    n = (ys % w) * w + xs % w
+    N = w * w
+    if layout == "window_heads":
+        d = C // heads
+        idx = ((nw * heads + c // d) * N + n) * d + c % d
+    elif layout == "window_tokens":
+        idx = (nw * N + n) * C + c
+    else:
+        raise ValueError(f"unknown RSM layout {layout!r}")
+    return np.broadcast_to(idx, (C, H, W)).astype(np.int64).copy()
+
+
+def rsm_keep(seed: int, site_id: int, block: int, step: int, index, threshold: int):
+    """Keep-mask (bool, shaped like ``index``) of one site at one logical step."""
+    bits = _rsm.mask_bits(_rsm.mask_key(seed, int(site_id), block, step), index)
+    return bits >= threshold
+
+
+# ----------------------------------------------------------------------------------------
+# dynamic products: Q·Kᵀ (A site) and softmax(A)·V (AV site), time-batched (axis 0 = t)
+
+def qk_products(Sq_w, Sk_w):
+    """P(t) = S_q(t) · S_k(t)ᵀ per window and head: (T, ..., nW, h, N, d) → (T, ..., nW, h, N, N)."""
+    return exact_matmul(Sq_w, Sk_w.swapaxes(-1, -2) if not is_torch(Sk_w) else Sk_w.transpose(-1, -2))
+
+
+def qk_current_fixed(P, mant: int, shift: int):
+    """I(t) = F(t) − F(t−1), F(t) = floor(mant · P(t) / (t · 2**shift)). P int64 (T, ...)."""
+    t = time_index(P.shape[0], P, P.ndim)
+    return diff0(mul_shift_div(P, mant, shift, t))
+
+
+def qk_current_float(P, scale: float):
+    """I(t) = scale · (P(t)/t − P(t−1)/(t−1)), P(0)/0 = 0."""
+    P = P.to(torch.float64) if is_torch(P) else np.asarray(P, dtype=np.float64)
+    t = like(np.arange(1, P.shape[0] + 1, dtype=np.float64).reshape((-1,) + (1,) * (P.ndim - 1)), P, "float64")
+    return diff0(P / t) * scale
+
+
+def make_exp_table(frac_bits: int = LOGIT_FRAC_BITS, out_bits: int = EXP_OUT_BITS) -> np.ndarray:
+    """exp_table[k] = round(2**out_bits · exp(−k / 2**frac_bits)), up to and including the first 0."""
+    kmax = int(math.ceil(2 ** frac_bits * math.log(2.0 ** (out_bits + 1)))) + 1
+    k = np.arange(kmax + 1, dtype=np.float64)
+    tab = np.round(2.0 ** out_bits * np.exp(-k / 2 ** frac_bits)).astype(np.int64)
+    last = int(np.argmax(tab == 0))
+    return tab[:last + 1].copy()
+
+
+def softmax_fixed(z, exp_table, prob_bits: int = PROB_BITS):
+    """Integer softmax over the last axis: p = (e · 2**prob_bits) // Σ e, e = table[max − z]."""
+    tab = like(exp_table, z, "int64")
+    dz = amax(z, -1) - z
+    e = tab[minimum(dz, int(tab.shape[0]) - 1)]
+    return (e * (1 << prob_bits)) // xsum(e, -1)
+
+
+def softmax_av_fixed(SA, SVw, *, a_mult: int, bias, mask, exp_table, prob_bits: int, v_mant: int, v_shift: int):
+    """Currents of the AV neurons, time-batched.
+
+    SA (T, ..., nW, h, N, N) and SVw (T, ..., nW, h, N, d): cumulative delivered counts (int64).
+    bias (h, N, N) int, mask (nW, N, N) int or None. Returns I (T, ..., nW, h, N, d) int64.
+    """
+    t = time_index(SA.shape[0], SA, SA.ndim)
+    z = (SA * int(a_mult)) // t + like(bias, SA, "int64")
+    if mask is not None:
+        m = like(mask, SA, "int64")
+        z = z + m.reshape(m.shape[0], 1, m.shape[1], m.shape[2])
+    p = softmax_fixed(z, exp_table, prob_bits)
+    G = mul_shift_div(exact_matmul(p, SVw), v_mant, prob_bits + v_shift)
+    return diff0(G)
+
+
+def softmax_av_float(SA, SVw, *, theta_a: float, theta_v: float, bias, mask):
+    """Float version: G(t) = softmax(θ_A·S_A(t)/t + B + M) @ (θ_V·S_V(t)); I = G(t) − G(t−1)."""
+    if is_torch(SA):
+        dt = torch.float64 if not SA.is_floating_point() else SA.dtype
+        SA, SVw = SA.to(dt), SVw.to(dt)
+        t = torch.arange(1, SA.shape[0] + 1, dtype=dt, device=SA.device).view((-1,) + (1,) * (SA.ndim - 1))
+        z = SA * (theta_a / t) + like(bias, SA).to(dt)
+        if mask is not None:
+            m = like(mask, SA).to(dt)
+            z = z + m.reshape(m.shape[0], 1, m.shape[1], m.shape[2])
+        p = torch.softmax(z, dim=-1)
+        return diff0(p @ (SVw * theta_v))
+    SA, SVw = np.asarray(SA, dtype=np.float64), np.asarray(SVw, dtype=np.float64)
+    t = np.arange(1, SA.shape[0] + 1, dtype=np.float64).reshape((-1,) + (1,) * (SA.ndim - 1))
+    z = SA * (theta_a / t) + np.asarray(bias, dtype=np.float64)
+    if mask is not None:
+        m = np.asarray(mask, dtype=np.float64)
+        z = z + m.reshape(m.shape[0], 1, m.shape[1], m.shape[2])
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    p = e / e.sum(axis=-1, keepdims=True)
+    return diff0(p @ (SVw * theta_v))

@@ -1,0 +1,456 @@
+"""Spike, synaptic-operation and MAC counters for converted (and plain ANN) models.
+
+How it works, generically (any model built from QCFS sites, the MST and the baselines):
+
+* every neuron reports, per call, the spikes it emitted, the spikes delivered after RSM,
+  and its neuron updates (neurons × steps); it *tags* its output tensor with its site;
+* a ``TorchFunctionMode`` follows tags through operations that only move elements
+  (view, reshape, permute, transpose, roll, slicing, cat, window partition…) and through
+  average pooling (tag marked "pooled", with the pooling factor);
+* forward hooks on every ``nn.Linear`` / ``nn.Conv2d`` look at the input's tag:
+    - spike input → synaptic ops = Σ over delivered spikes of their nonzero outgoing
+      synapses, i.e. ``sum(conv((x≠0), (W≠0)))`` with the layer's own stride, padding,
+      dilation and groups; computed as ``(x≠0)·fanout`` where ``fanout`` is the exact
+      per-input fan-out map (a transposed convolution of ones), exact at borders;
+      attributed to the producing site;
+    - pooled spikes → the same with spike counts ``round(x·factor/λ)`` per pooled input;
+    - analog input (image, BN of the residual stream, head) → dense MACs;
+* matrix products with a spike operand are *dynamic products* (no fixed synapses):
+  number of nonzero pairwise products ``Σ_k nnz(a[..., :, k])·nnz(b[..., k, :])``:
+  Q·Kᵀ coincidences (spike·spike) and softmax·V accumulations (analog·spike);
+* softmax evaluations (elements and rows), counted apart;
+* adding a spike tensor to a tensor of the same shape (the residual stream) is a
+  residual accumulation: one per delivered spike, counted apart;
+* products of two analog tensors (the ANN's attention) are counted as MACs.
+
+Counts accumulate on the device (no per-step synchronisation) and are read into Python
+integers at checkpoints (``checkpoint(t)``), so one T=128 run yields the counts at
+T = 8, 16, … too. :meth:`OpCounter.summary` returns per-inference (per sample) figures.
+"""
+from __future__ import annotations
+
+import weakref
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from mst_lava.model.qcfs import QCFS, iter_sites
+from mst_lava.model.rsm import BLOCK_SITES
+
+# operations that only move/copy elements, each input element to at most one output element
+_STRUCTURAL = {
+    "view", "reshape", "permute", "transpose", "contiguous", "flatten", "unflatten", "squeeze",
+    "unsqueeze", "roll", "__getitem__", "select", "narrow", "clone", "detach", "to", "float", "double",
+    "half", "bfloat16", "type", "type_as", "movedim", "moveaxis", "swapaxes", "swapdims", "t",
+    "view_as", "reshape_as", "dropout", "identity", "pad",
+}
+_MULTI_OUT = {"unbind", "chunk", "split", "tensor_split"}
+_CAT = {"cat", "concat", "concatenate", "stack"}
+_POOL = {"adaptive_avg_pool2d", "avg_pool2d", "adaptive_avg_pool1d", "avg_pool1d", "mean"}
+_MATMUL = {"matmul", "__matmul__", "bmm"}
+_ADD = {"add", "__add__", "__radd__", "__iadd__", "add_"}
+_SOFTMAX = {"softmax", "_softmax", "log_softmax"}
+
+
+@dataclass(frozen=True)
+class Tag:
+    site: QCFS
+    factor: float = 1.0        # > 1: average of `factor` spike-valued elements (pooled spikes)
+
+    @property
+    def label(self) -> str:
+        return f"{self.site.site}@{self.site.block}"
+
+
+def group_of(site: str, block: int) -> str:
+    """Group for per-block figures: transformer-block sites and baseline 'act' sites by block index."""
+    return str(block) if (site in BLOCK_SITES or site == "act") else f"{site}@{block}"
+
+
+def conv_fanout(conv: nn.Conv2d, in_hw: tuple[int, int], device=None) -> torch.Tensor:
+    """(C_in, H, W) float32: number of nonzero synapses from each input element to the output map.
+
+    Exact at borders (zero padding), for any stride, dilation and groups: it is the transposed
+    convolution of an all-ones output map with the weights' nonzero pattern.
+    """
+    H, W = in_hw
+    w = (conv.weight.detach() != 0).to(torch.float32)
+    if device is not None:
+        w = w.to(device)
+    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+    ph, pw = conv.padding
+    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    oph = H + 2 * ph - dh * (kh - 1) - 1 - (Ho - 1) * sh
+    opw = W + 2 * pw - dw * (kw - 1) - 1 - (Wo - 1) * sw
+    ones = torch.ones(1, conv.out_channels, Ho, Wo, dtype=torch.float32, device=w.device)
+    f = F.conv_transpose2d(ones, w, None, conv.stride, conv.padding, (oph, opw), conv.groups, conv.dilation)
+    return f[0]
+
+
+def conv_synops_direct(conv: nn.Conv2d, x: torch.Tensor) -> int:
+    """Reference count: sum(conv((x≠0), (W≠0))) with the layer's geometry (slow; for tests)."""
+    w = (conv.weight.detach() != 0).to(torch.float64)
+    ind = (x != 0).to(torch.float64)
+    return int(F.conv2d(ind, w, None, conv.stride, conv.padding, conv.dilation, conv.groups).sum())
+
+
+def linear_fanout(lin: nn.Linear) -> torch.Tensor:
+    """(in_features,) float32: nonzero outgoing synapses of each input feature."""
+    return (lin.weight.detach() != 0).sum(0).to(torch.float32)
+
+
+class _Mode(TorchFunctionMode):
+    def __init__(self, counter: "OpCounter"):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        c = self.counter
+        if not c._quiet:
+            c._quiet = True
+            try:
+                c._on_op(getattr(func, "__name__", ""), args, kwargs, out)
+            finally:
+                c._quiet = False
+        return out
+
+
+def _nz_pairs(ca: torch.Tensor, cb: torch.Tensor) -> torch.Tensor:
+    """Σ over batch and k of (events in column k of a) × (events in row k of b) for a @ b."""
+    return (ca.sum(-2, dtype=torch.float64) * cb.sum(-1, dtype=torch.float64)).sum()
+
+
+class OpCounter:
+    """Counts spikes, neuron updates, synaptic ops, MACs and the other operations of a model run.
+
+    Use through the simulators (``simulate(..., counter=c)``) or directly::
+
+        c = OpCounter(model); c.begin_input(B)
+        with c.active(): model(x)
+        c.checkpoint(1); c.summary(1)
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.names = {m: n for n, m in model.named_modules()}
+        self._tags: dict[int, tuple] = {}
+        self._quiet = False
+        self._hooks = []
+        self._fanout: dict = {}
+        self.current_block = -1
+        self.site_info: dict[str, dict] = {}
+        self.totals: dict[int, dict] = {}
+        self.samples: dict[int, int] = defaultdict(int)
+        self._cur: dict = {}
+        self._static: dict = defaultdict(int)
+        self._B = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def begin_input(self, batch: int) -> None:
+        """A new input of ``batch`` samples: the running (per-input) counts start from zero."""
+        self._cur = {}
+        self._static = defaultdict(int)
+        self._B = int(batch)
+        self._tags.clear()
+
+    @contextmanager
+    def active(self):
+        """Hooks on every Linear/Conv2d and the tag-following mode, for the duration of a run."""
+        for m in self.model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                self._hooks.append(m.register_forward_hook(self._layer_hook))
+        mode = _Mode(self)
+        try:
+            with mode:
+                yield self
+        finally:
+            for h in self._hooks:
+                h.remove()
+            self._hooks.clear()
+            self._tags.clear()
+
+    @contextmanager
+    def quiet(self):
+        prev, self._quiet = self._quiet, True
+        try:
+            yield
+        finally:
+            self._quiet = prev
+
+    # ---- tags --------------------------------------------------------------------------
+    def tag(self, t: torch.Tensor, site: QCFS, factor: float = 1.0) -> None:
+        self._set_tag(t, Tag(site, factor))
+
+    def _set_tag(self, t, tag: Tag) -> None:
+        if len(self._tags) > 4096:
+            self._tags = {k: v for k, v in self._tags.items() if v[0]() is not None}
+        self._tags[id(t)] = (weakref.ref(t), tag)
+
+    def _is_softmax_out(self, t) -> bool:
+        ref = getattr(self, "_softmax_out", None)
+        return ref is not None and ref() is t
+
+    def tag_of(self, t) -> Tag | None:
+        if not isinstance(t, torch.Tensor):
+            return None
+        e = self._tags.get(id(t))
+        if e is None or e[0]() is not t:
+            return None
+        return e[1]
+
+    # ---- accumulation --------------------------------------------------------------------
+    def _add(self, key, value) -> None:
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+        cur = self._cur.get(key)
+        self._cur[key] = value if cur is None else cur + value
+
+    def record_site(self, site: QCFS, neuron, emitted, delivered, n: int, steps: int, batch: int) -> None:
+        """Called by a neuron after each call: spikes emitted/delivered, n neurons per sample."""
+        name = self.names.get(site, f"{site.site}@{site.block}")
+        if name not in self.site_info:
+            self.site_info[name] = {"site": site.site, "block": site.block, "neurons": int(n),
+                                    "mask_ratio": float(getattr(neuron, "ratio", 0.0)), "lam": float(neuron.lam)}
+        self.site_info[name]["mask_ratio"] = float(getattr(neuron, "ratio", 0.0))
+        self.current_block = site.block
+        self._add(("emitted", name), emitted)
+        self._add(("delivered", name), delivered)
+        self._add(("updates", name), int(n) * int(steps) * int(batch))
+
+    def _events(self, x: torch.Tensor, tag: Tag | None) -> torch.Tensor:
+        """Per element: number of spike events it stands for (0/1, or counts for pooled spikes)."""
+        if tag is not None and tag.factor != 1.0:
+            lam = float(tag.site.neuron.lam) if tag.site.neuron is not None else float(tag.site.lam)
+            return torch.round(x.to(torch.float32) * (tag.factor / lam))
+        return (x != 0).to(torch.float32)
+
+    def _layer_hook(self, module, inputs, output) -> None:
+        prev, self._quiet = self._quiet, True
+        try:
+            self._count_layer(module, inputs[0], output)
+        finally:
+            self._quiet = prev
+
+    def _count_layer(self, module, x: torch.Tensor, out: torch.Tensor) -> None:
+        name = self.names.get(module, type(module).__name__)
+        tag = self.tag_of(x)
+        kind = "analog" if tag is None else ("spikes" if tag.factor == 1.0 else "pooled spikes")
+        typ = type(module).__name__
+        if isinstance(module, nn.Conv2d):
+            per_out = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+        else:
+            per_out = module.in_features
+        if tag is None:
+            self._add(("layer_macs", name, typ, kind, ""), int(out.numel()) * per_out)
+            return
+        ev = self._events(x, tag)
+        if isinstance(module, nn.Conv2d):
+            if isinstance(module.padding, str) or module.padding_mode != "zeros":
+                w = (module.weight.detach() != 0).to(torch.float32)
+                syn = module._conv_forward(ev, w, None).sum(dtype=torch.float64)
+            else:
+                key = (module, tuple(x.shape[-2:]), str(x.device))
+                fo = self._fanout.get(key)
+                if fo is None:
+                    fo = self._fanout[key] = conv_fanout(module, tuple(x.shape[-2:]), x.device)
+                syn = (ev * fo).sum(dtype=torch.float64)
+        else:
+            key = (module, str(x.device))
+            fo = self._fanout.get(key)
+            if fo is None:
+                fo = self._fanout[key] = linear_fanout(module).to(x.device)
+            syn = (ev * fo).sum(dtype=torch.float64)
+        self._add(("layer_synops", name, typ, kind, tag.label), syn)
+        self._add(("site_synops", self.names.get(tag.site, tag.label)), syn)
+
+    def _on_op(self, name: str, args, kwargs, out) -> None:
+        if not name or not args:
+            return
+        a0 = args[0]
+        if name in _STRUCTURAL:
+            tag = self.tag_of(a0)
+            if tag is not None and isinstance(out, torch.Tensor):
+                if name == "__getitem__" and _advanced_index(args[1] if len(args) > 1 else None):
+                    return
+                if name == "pad" and (kwargs.get("value", args[3] if len(args) > 3 else 0) or 0) != 0:
+                    return
+                if name == "pad" and kwargs.get("mode", args[2] if len(args) > 2 else "constant") != "constant":
+                    return
+                self._set_tag(out, tag)
+            return
+        if name in _MULTI_OUT:
+            tag = self.tag_of(a0)
+            if tag is not None and isinstance(out, (tuple, list)):
+                for o in out:
+                    self._set_tag(o, tag)
+            return
+        if name in _CAT:
+            if isinstance(a0, (list, tuple)) and a0:
+                tags = [self.tag_of(t) for t in a0]
+                if all(t is not None for t in tags) and len({(t.site, t.factor) for t in tags}) == 1:
+                    self._set_tag(out, tags[0])
+            return
+        if name in _POOL:
+            tag = self.tag_of(a0)
+            if tag is not None and isinstance(out, torch.Tensor) and out.numel():
+                self._set_tag(out, Tag(tag.site, tag.factor * a0.numel() / out.numel()))
+            return
+        if name in _MATMUL:
+            if len(args) < 2 or not all(isinstance(t, torch.Tensor) and t.dim() >= 2 for t in args[:2]):
+                return
+            a, b = args[0], args[1]
+            ta, tb = self.tag_of(a), self.tag_of(b)
+            if ta is None and tb is None:
+                self._static[("matmul_macs", self.current_block)] += int(out.numel()) * int(a.shape[-1])
+                return
+            n = _nz_pairs(self._events(a, ta), self._events(b, tb))
+            if ta is not None and tb is not None:
+                label, kind, blk = f"{ta.site.site}·{tb.site.site}ᵀ", "spike·spike", ta.site.block
+            else:
+                t = ta or tb
+                other = a if tb is not None else b
+                src = "softmax" if self._is_softmax_out(other) else "analog"
+                label = f"{src}·{t.site.site}" if tb is not None else f"{t.site.site}·{src}"
+                kind, blk = "analog·spike", t.site.block
+            self._add(("dynamic", label, kind, blk), n)
+            return
+        if name in _SOFTMAX:
+            if isinstance(out, torch.Tensor) and out.dim():
+                dim = kwargs.get("dim", args[1] if len(args) > 1 else -1)
+                self._static[("softmax_elements", self.current_block)] += int(out.numel())
+                self._static[("softmax_rows", self.current_block)] += int(out.numel() // out.shape[dim])
+                self._softmax_out = weakref.ref(out)
+            return
+        if name in _ADD:
+            if len(args) >= 2 and isinstance(args[1], torch.Tensor) and isinstance(a0, torch.Tensor) \
+                    and a0.shape == args[1].shape:
+                for t in (a0, args[1]):
+                    tag = self.tag_of(t)
+                    if tag is not None and tag.factor == 1.0:
+                        self._add(("residual", self.names.get(tag.site, tag.label)), torch.count_nonzero(t))
+            if name.endswith("_"):
+                self._tags.pop(id(a0), None)
+            return
+        if name.endswith("_") and not name.startswith("__"):
+            self._tags.pop(id(a0), None)      # in-place change of a tagged tensor: not spikes any more
+
+    # ---- reading -------------------------------------------------------------------------
+    def checkpoint(self, t: int) -> None:
+        """Add the running counts of the current input (its first t steps) to the totals at t."""
+        tot = self.totals.setdefault(int(t), defaultdict(int))
+        for k, v in self._cur.items():
+            tot[k] += int(round(float(v))) if isinstance(v, torch.Tensor) else int(v)
+        for k, v in self._static.items():
+            tot[k] += int(v)
+        self.samples[int(t)] += self._B
+
+    def checkpoints(self) -> list[int]:
+        return sorted(self.totals)
+
+    def raw(self, t: int | None = None) -> dict:
+        """Integer totals over all samples at checkpoint t (default: the largest)."""
+        if t is None:
+            t = max(self.totals)
+        return dict(self.totals[int(t)])
+
+    def summary(self, t: int | None = None) -> dict:
+        """Per-inference figures (totals divided by the number of samples) at checkpoint t."""
+        if not self.totals:
+            raise RuntimeError("no counts yet: run a simulation with this counter first")
+        if t is None:
+            t = max(self.totals)
+        return summarize(self.raw(t), self.samples[int(t)], int(t), self.site_info)
+
+
+def _advanced_index(idx) -> bool:
+    """True when an index may copy elements more than once (tensors, lists, booleans)."""
+    items = idx if isinstance(idx, tuple) else (idx,)
+    return not all(i is None or i is Ellipsis or (isinstance(i, (int, slice)) and not isinstance(i, bool))
+                   for i in items)
+
+
+def summarize(raw: dict, samples: int, T: int, site_info: dict) -> dict:
+    """Turn raw totals into the per-inference report structure (see module docstring)."""
+    S = max(int(samples), 1)
+    per = lambda v: v / S  # noqa: E731
+    sites = []
+    for name, info in site_info.items():
+        em, de = raw.get(("emitted", name), 0), raw.get(("delivered", name), 0)
+        up = raw.get(("updates", name), 0)
+        sites.append({"name": name, "site": info["site"], "block": info["block"],
+                      "group": group_of(info["site"], info["block"]), "mask_ratio": info["mask_ratio"],
+                      "lam": info["lam"], "neurons": info["neurons"], "neuron_updates": per(up),
+                      "spikes_emitted": per(em), "spikes_delivered": per(de),
+                      "firing_rate": em / up if up else 0.0, "delivered_rate": de / up if up else 0.0,
+                      "synops_out": per(raw.get(("site_synops", name), 0)),
+                      "residual_accumulations": per(raw.get(("residual", name), 0))})
+    layers: dict[str, dict] = {}
+    for k, v in raw.items():
+        if k[0] in ("layer_synops", "layer_macs"):
+            _, name, typ, kind, src = k
+            e = layers.setdefault((name, kind), {"name": name, "type": typ, "input": kind, "source": src or None,
+                                                 "synops": 0.0, "macs": 0.0})
+            e["synops" if k[0] == "layer_synops" else "macs"] += per(v)
+    dynamic = [{"op": k[1], "kind": k[2], "block": k[3], "count": per(v)}
+               for k, v in raw.items() if k[0] == "dynamic"]
+    blocks = sorted({k[1] for k in raw if k[0] in ("softmax_elements", "matmul_macs")})
+    softmax = [{"block": b, "elements": per(raw.get(("softmax_elements", b), 0)),
+                "rows": per(raw.get(("softmax_rows", b), 0))} for b in blocks
+               if raw.get(("softmax_elements", b))]
+    matmul = [{"block": b, "macs": per(raw.get(("matmul_macs", b), 0))} for b in blocks
+              if raw.get(("matmul_macs", b))]
+    lay = list(layers.values())
+    totals = {
+        "spikes_emitted": sum(s["spikes_emitted"] for s in sites),
+        "spikes_delivered": sum(s["spikes_delivered"] for s in sites),
+        "neuron_updates": sum(s["neuron_updates"] for s in sites),
+        "neurons": sum(s["neurons"] for s in sites),
+        "synops": sum(e["synops"] for e in lay),
+        "analog_macs": sum(e["macs"] for e in lay),
+        "qk_products": sum(d["count"] for d in dynamic if d["kind"] == "spike·spike"),
+        "softmax_v_accumulations": sum(d["count"] for d in dynamic if d["kind"] == "analog·spike"),
+        "softmax_elements": sum(s["elements"] for s in softmax),
+        "residual_accumulations": sum(s["residual_accumulations"] for s in sites),
+        "analog_matmul_macs": sum(m["macs"] for m in matmul),
+    }
+    totals["firing_rate"] = totals["spikes_emitted"] / totals["neuron_updates"] if totals["neuron_updates"] else 0.0
+    groups: dict[str, dict] = {}
+    for s in sites:
+        g = groups.setdefault(s["group"], {"group": s["group"], "spikes_emitted": 0.0, "spikes_delivered": 0.0,
+                                           "neuron_updates": 0.0, "synops": 0.0})
+        g["spikes_emitted"] += s["spikes_emitted"]
+        g["spikes_delivered"] += s["spikes_delivered"]
+        g["neuron_updates"] += s["neuron_updates"]
+        g["synops"] += s["synops_out"]
+    return {"T": T, "samples": int(samples), "sites": sites, "layers": lay, "dynamic": dynamic,
+            "softmax": softmax, "analog_matmul": matmul, "per_block": list(groups.values()), "totals": totals}
+
+
+@torch.no_grad()
+def ann_counts(model: nn.Module, x: torch.Tensor) -> dict:
+    """Per-inference MACs (layers and attention matmuls) and softmax evaluations of the ANN on ``x``."""
+    for _, m in iter_sites(model):
+        if m.neuron is not None:
+            raise RuntimeError("ann_counts needs the ANN: restore() the model first")
+    was = model.training
+    model.eval()
+    c = OpCounter(model)
+    c.begin_input(x.shape[0])
+    try:
+        with c.active():
+            model(x)
+    finally:
+        model.train(was)
+    c.checkpoint(1)
+    s = c.summary(1)
+    return {"samples": s["samples"], "macs": s["totals"]["analog_macs"] + s["totals"]["analog_matmul_macs"], "layer_macs": s["totals"]["analog_macs"],
+            "matmul_macs": s["totals"]["analog_matmul_macs"], "softmax_elements": s["totals"]["softmax_elements"],
+            "layers": [{"name": e["name"], "type": e["type"], "macs": e["macs"]} for e in s["layers"]]}

@@ -1,0 +1,209 @@
+"""Integrate-and-fire neurons that replace QCFS activations, with Random Spike Masking.
+
+Dynamics (per element, threshold λ = the site's trained ``lam``):
+
+    v[0]   = λ/2                         membrane pre-charged to half the threshold
+    v     += x[t]                        integrate the input of step t
+    s[t]   = v >= λ                      spike
+    v     -= s[t]·λ                      reset by subtraction
+    out[t] = s[t]·λ · keep[t]            the site outputs spike·λ; RSM drops a spike on delivery
+
+RSM never touches the membrane: a spike is *emitted* (counted), then dropped on the way
+out with probability r. ``keep`` comes from the counter-based generator of
+:mod:`mst_lava.model.rsm`, keyed by (seed, site, block, step) and the element index within
+one sample's tensor at the site (C-order of the layout the site sees), so every sample of
+a batch gets the same mask and a one-sample Lava run sees the bits a batched run does.
+
+Two implementations:
+
+* :class:`IFNeuron` – multi-step: its input holds ``steps`` time steps folded time-major
+  into the leading dimension ``(steps·B·…, …)``; it reshapes to ``(steps, B·rest)`` and
+  scans over time. State carries across calls (time chunks).
+* :class:`StepIFNeuron` – one step per call (the per-step reference / oracle), written
+  separately on purpose, mask bits from :func:`mst_lava.model.rsm.keep_mask_torch`.
+
+Both read the shared :class:`Clock` that the simulator advances: first step ``t0``,
+``steps`` in this call, ``batch`` = number of samples B.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mst_lava.errors import MSTError
+from mst_lava.model import rsm
+
+
+@dataclass
+class Clock:
+    """What the simulator tells every neuron before a forward pass."""
+    t0: int = 0          # global index of the first time step in this call
+    steps: int = 1       # time steps folded into the leading dimension
+    batch: int = 1       # samples B
+
+
+def if_step(v: torch.Tensor, x: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One IF step, pure: ``(v_new, spike_bool)``. Reset by subtraction."""
+    v = v + x
+    s = v >= lam
+    return v - s.to(v.dtype) * lam, s
+
+
+def if_spike_train(x: torch.Tensor, lam: float) -> torch.Tensor:
+    """Spike train (bool, same shape) of one IF neuron per element for inputs ``x`` of shape (T, ...)."""
+    v = torch.full_like(x[0], lam / 2)
+    out = []
+    for t in range(x.shape[0]):
+        v, s = if_step(v, x[t], lam)
+        out.append(s)
+    return torch.stack(out)
+
+
+def keep_block(seed: int, site: str, block: int, t0: int, steps: int, n: int, ratio: float,
+               device) -> torch.Tensor:
+    """Boolean keep-mask ``(steps, n)`` for steps t0..t0+steps-1 and element indices 0..n-1."""
+    thr = rsm.drop_threshold(ratio)
+    keys = torch.tensor([rsm.mask_key(seed, site, block, t0 + i) for i in range(steps)],
+                        dtype=torch.int64, device=device).unsqueeze(1)
+    out = torch.empty(steps, n, dtype=torch.bool, device=device)
+    # bound the int64 temporaries (~8 of them) to about 2**24 elements each
+    rows = max(1, (1 << 24) // max(n, 1))
+    idx = torch.arange(n, dtype=torch.int64, device=device).unsqueeze(0)
+    for i in range(0, steps, rows):
+        out[i:i + rows] = rsm.mask_bits(keys[i:i + rows], idx) >= thr
+    return out
+
+
+class _Base:
+    """State and bookkeeping shared by both neuron kinds."""
+
+    def __init__(self, site_module, clock: Clock, ratio: float = 0.0, seed: int = 0, counter=None):
+        self.site = site_module.site
+        self.block = site_module.block
+        self.clock = clock
+        self.ratio = rsm.check_ratio(ratio)
+        self.seed = int(seed)
+        self.counter = counter
+        self.v: torch.Tensor | None = None
+        self.lam = float(site_module.lam.detach())
+
+    def reset(self, site_module=None) -> None:
+        """Forget the membrane (new input); re-read λ from the site."""
+        self.v = None
+        if site_module is not None:
+            self.lam = float(site_module.lam.detach())
+
+    def _split(self, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, int]:
+        B = self.clock.batch
+        if x.numel() % (steps * B):
+            raise MSTError(f"site {self.site}@{self.block}: input of shape {tuple(x.shape)} does not split "
+                           f"into {steps} steps × {B} samples")
+        xs = x.reshape(steps, -1)
+        return xs, xs.shape[1] // B
+
+    def _init_state(self, xs: torch.Tensor) -> None:
+        if self.v is None:
+            self.v = torch.full((xs.shape[1],), self.lam / 2, dtype=xs.dtype, device=xs.device)
+        elif self.v.shape[0] != xs.shape[1] or self.v.dtype != xs.dtype:
+            raise MSTError(f"site {self.site}@{self.block}: state holds {self.v.shape[0]} neurons "
+                           f"but the input has {xs.shape[1]} per step; call reset() between inputs")
+
+
+class IFNeuron(_Base):
+    """Multi-step IF neuron: input ``(steps·B·…, …)`` time-major; scans over ``clock.steps``."""
+
+    def __init__(self, site_module, clock: Clock, ratio: float = 0.0, seed: int = 0, counter=None,
+                 cache_masks: bool = True):
+        super().__init__(site_module, clock, ratio, seed, counter)
+        self.cache_masks = cache_masks
+        self._masks: dict = {}
+
+    def keep(self, t0: int, steps: int, n: int, device) -> torch.Tensor:
+        key = (self.seed, t0, steps, n, self.ratio, str(device))
+        m = self._masks.get(key)
+        if m is None:
+            m = keep_block(self.seed, self.site, self.block, t0, steps, n, self.ratio, device)
+            if self.cache_masks and steps * n <= (1 << 26):
+                self._masks[key] = m
+        return m
+
+    def set_seed(self, seed: int) -> None:
+        if int(seed) != self.seed:
+            self.seed = int(seed)
+            self._masks.clear()
+
+    def __call__(self, site_module, x: torch.Tensor) -> torch.Tensor:
+        counter = self.counter
+        ctx = counter.quiet() if counter is not None else _NULL
+        with ctx:
+            steps, B, t0 = self.clock.steps, self.clock.batch, self.clock.t0
+            xs, n = self._split(x, steps)
+            self._init_state(xs)
+            lam, v = self.lam, self.v
+            out = torch.empty_like(xs)
+            s = torch.empty(xs.shape[1], dtype=torch.bool, device=xs.device)
+            for t in range(steps):
+                v.add_(xs[t])
+                torch.ge(v, lam, out=s)
+                o = out[t]
+                o.copy_(s)
+                v.sub_(o, alpha=lam)          # v - λ·1 or v - λ·0: exact
+            emitted = delivered = None
+            if counter is not None:
+                emitted = torch.count_nonzero(out)
+            if self.ratio > 0:
+                keep = self.keep(t0, steps, n, xs.device)
+                out.view(steps, B, n).mul_(keep.unsqueeze(1))
+                if counter is not None:
+                    delivered = torch.count_nonzero(out)
+            else:
+                delivered = emitted
+            out.mul_(lam)
+            y = out.view(x.shape)
+            if counter is not None:
+                counter.record_site(site_module, self, emitted, delivered, n, steps, B)
+        if counter is not None:
+            counter.tag(y, site_module)
+        return y
+
+
+class StepIFNeuron(_Base):
+    """One step per call: the per-step reference. Input ``(B·…, …)`` at step ``clock.t0``."""
+
+    def __call__(self, site_module, x: torch.Tensor) -> torch.Tensor:
+        if self.clock.steps != 1:
+            raise MSTError("StepIFNeuron runs one step per call (clock.steps must be 1)")
+        counter = self.counter
+        ctx = counter.quiet() if counter is not None else _NULL
+        with ctx:
+            B, t = self.clock.batch, self.clock.t0
+            xs, n = self._split(x, 1)
+            self._init_state(xs)
+            self.v, s = if_step(self.v, xs[0], self.lam)
+            spikes = s.to(x.dtype)
+            emitted = delivered = None
+            if counter is not None:
+                emitted = torch.count_nonzero(spikes)
+            if self.ratio > 0:
+                keep = rsm.keep_mask_torch(self.seed, self.site, self.block, t, n, self.ratio, x.device)
+                spikes = (spikes.view(B, n) * keep.to(x.dtype)).view(-1)
+            if counter is not None:
+                delivered = torch.count_nonzero(spikes)
+            y = (spikes * self.lam).view(x.shape)
+            if counter is not None:
+                counter.record_site(site_module, self, emitted, delivered, n, 1, B)
+        if counter is not None:
+            counter.tag(y, site_module)
+        return y
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NULL = _Null()

@@ -1,0 +1,195 @@
+"""Training: AdamW (wd 0.05), timm CosineLRScheduler with warmup, label smoothing, AMP, DDP, resume.
+
+Launched under ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel;
+rank 0 evaluates, prints and writes checkpoints. A checkpoint is written atomically
+after every epoch with the optimizer state, so ``--resume`` continues an interrupted run.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mst_lava.checkpoint import load_checkpoint, read_checkpoint, model_from_checkpoint, save_checkpoint
+from mst_lava.data import DEFAULT_PRESET, get_dataset
+from mst_lava.errors import MSTError
+from mst_lava.model import build_model, set_ann_masks
+from mst_lava.model.rsm import parse_mask_spec
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "digits"
+    data: str | None = None
+    preset: str | None = None
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.1
+    mask: dict = field(default_factory=dict)
+    seed: int = 0
+    out: str = "mst.pt"
+    resume: bool = False
+    init: str | None = None
+    device: str = "auto"
+    workers: int = 0
+    frames: int | None = None
+    amp: bool = True
+    progress: bool = True
+    limit_train: int | None = None   # use only the first N training images (smoke tests)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MSTError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, device, progress: bool = False, desc: str = "eval") -> float:
+    """Top-1 accuracy of the ANN over a loader."""
+    model.eval()
+    correct = total = 0
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x)
+        correct += (logits.argmax(1) == y).sum().item()
+        total += y.numel()
+    return correct / max(total, 1)
+
+
+def _worker_init(worker_id: int) -> None:
+    s = torch.initial_seed() % 2 ** 32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train (or fine-tune / resume) and return the final metrics."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if distributed:
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank = torch.distributed.get_rank()
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    main = rank == 0
+    device = pick_device(cfg.device)
+    seed_everything(cfg.seed + rank)
+    mask = parse_mask_spec(cfg.mask)
+
+    start_epoch, train_state, history = 0, None, []
+    if cfg.resume:
+        ckpt = read_checkpoint(cfg.out)
+        if "train_state" not in ckpt:
+            raise MSTError(f"{cfg.out} holds no training state to resume from")
+        model = model_from_checkpoint(ckpt)
+        train_state = ckpt["train_state"]
+        start_epoch = int(train_state["epoch"]) + 1
+        history = list(ckpt["metrics"].get("history", []))
+        mask = dict(ckpt.get("mask") or mask)
+        cfg.dataset = ckpt.get("dataset") or cfg.dataset
+    elif cfg.init:
+        model, ckpt = load_checkpoint(cfg.init)
+        if cfg.preset and cfg.preset != model.cfg.preset:
+            raise MSTError(f"--init checkpoint is preset {model.cfg.preset!r}, not {cfg.preset!r}")
+    else:
+        model = build_model(cfg.preset or DEFAULT_PRESET.get(cfg.dataset, "digits"))
+    mcfg = model.cfg
+    set_ann_masks(model, mask, seed=cfg.seed)
+    model.to(device)
+
+    ds_kw = dict(img_size=mcfg.img_size, in_chans=mcfg.in_chans, frames=cfg.frames)
+    train_ds = get_dataset(cfg.dataset, cfg.data, "train", augment=True, **ds_kw)
+    test_ds = get_dataset(cfg.dataset, cfg.data, "test", augment=False, **ds_kw)
+    n_cls = getattr(train_ds, "num_classes", None)
+    if n_cls is not None and n_cls > mcfg.num_classes:
+        raise MSTError(f"dataset {cfg.dataset} has {n_cls} classes but the model head has {mcfg.num_classes}")
+    if cfg.limit_train:
+        train_ds = torch.utils.data.Subset(train_ds, range(min(cfg.limit_train, len(train_ds))))
+
+    sampler = torch.utils.data.distributed.DistributedSampler(train_ds) if distributed else None
+    g = torch.Generator().manual_seed(cfg.seed)
+    train_dl = DataLoader(train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True
+                          if len(train_ds) > cfg.batch_size else False, num_workers=cfg.workers,
+                          pin_memory=device.type == "cuda", generator=g, worker_init_fn=_worker_init,
+                          persistent_workers=cfg.workers > 0)
+    test_dl = DataLoader(test_ds, max(cfg.batch_size, 256), num_workers=cfg.workers)
+
+    net = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or n.endswith("bias_table") else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    from timm.scheduler import CosineLRScheduler
+    steps_per_epoch = max(len(train_dl), 1)
+    sched = CosineLRScheduler(opt, t_initial=cfg.epochs * steps_per_epoch, lr_min=cfg.lr * 0.01,
+                              warmup_t=cfg.warmup_epochs * steps_per_epoch, warmup_lr_init=cfg.lr * 0.01,
+                              t_in_epochs=False)
+    if train_state is not None:
+        opt.load_state_dict(train_state["optimizer"])
+    use_amp = cfg.amp and device.type == "cuda"
+
+    t0 = time.time()
+    metrics: dict = {}
+    acc = float("nan")
+    for epoch in range(start_epoch, cfg.epochs):
+        net.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        tot_loss = n_seen = 0
+        bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2.0,
+                   disable=not (main and cfg.progress))
+        for it, (x, y) in enumerate(bar):
+            sched.step_update(epoch * steps_per_epoch + it)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
+            if not math.isfinite(loss.item()):
+                raise MSTError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot_loss += loss.item() * len(y)
+            n_seen += len(y)
+            bar.set_postfix(loss=f"{tot_loss / n_seen:.3f}")
+        if main:
+            acc = evaluate(model, test_dl, device)
+            history.append({"epoch": epoch, "loss": tot_loss / max(n_seen, 1), "ann_acc": acc,
+                            "time_s": round(time.time() - t0, 2)})
+            if cfg.progress:
+                print(f"epoch {epoch + 1}/{cfg.epochs}  loss {tot_loss / max(n_seen, 1):.4f}  "
+                      f"test acc {100 * acc:.2f}%  ({time.time() - t0:.0f}s)", flush=True)
+            metrics = {"ann_acc": acc, "epoch": epoch, "history": history}
+            save_checkpoint(cfg.out, model, mask=mask, metrics=metrics, dataset=cfg.dataset,
+                            train_state={"epoch": epoch, "optimizer": opt.state_dict()})
+    if start_epoch >= cfg.epochs and main:
+        acc = evaluate(model, test_dl, device)
+        metrics = {"ann_acc": acc, "epoch": cfg.epochs - 1, "history": history}
+    if distributed:
+        torch.distributed.destroy_process_group()
+    metrics["train_time_s"] = round(time.time() - t0, 2)
+    return metrics

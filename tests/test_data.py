@@ -1,0 +1,66 @@
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+from mst_lava.data import get_dataset
+from mst_lava.data.static import read_idx
+from mst_lava.errors import MSTError
+
+
+def test_digits_fixed_stratified_split():
+    tr, te = get_dataset("digits", split="train"), get_dataset("digits", split="test")
+    assert len(tr) == 1437 and len(te) == 360
+    labels = np.array([te[i][1] for i in range(len(te))])
+    assert np.bincount(labels).min() >= 35                      # stratified: ~36 per class
+    assert [te[i][1] for i in range(5)] == [get_dataset("digits", split="test")[i][1] for i in range(5)]
+    x, _ = tr[0]
+    assert x.shape == (1, 8, 8)
+
+
+def _write_idx(path, arr, magic):
+    header = struct.pack(">II", magic, arr.shape[0]) + b"".join(struct.pack(">I", d) for d in arr.shape[1:])
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_fmnist_idx_reader_and_errors(tmp_path):
+    imgs = np.random.default_rng(0).integers(0, 255, (6, 28, 28))
+    labels = np.arange(6) % 10
+    for pre in ("train", "t10k"):
+        _write_idx(tmp_path / f"{pre}-images-idx3-ubyte.gz", imgs, 2051)
+        _write_idx(tmp_path / f"{pre}-labels-idx1-ubyte.gz", labels[:, None].reshape(6), 2049)
+    ds = get_dataset("fmnist", tmp_path, "test")
+    assert len(ds) == 6 and ds[3][1] == 3 and ds[0][0].shape == (1, 28, 28)
+    assert np.array_equal(read_idx(tmp_path / "t10k-images-idx3-ubyte.gz"), imgs)
+    # corrupt: truncate the payload
+    raw = gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz").read()
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(raw[:-10])
+    with pytest.raises(MSTError, match="t10k-images-idx3-ubyte.gz is truncated"):
+        get_dataset("fmnist", tmp_path, "test")
+    with pytest.raises(MSTError, match="apt-get install dataset-fashion-mnist"):
+        get_dataset("fmnist", tmp_path / "missing", "test")
+
+
+def test_cifar_batches_and_resize(tmp_path):
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(d / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}, f)
+    tr = get_dataset("cifar10", tmp_path, "train")
+    assert len(tr) == 20 and tr[0][0].shape == (3, 32, 32)
+    assert get_dataset("cifar10", tmp_path, "test", img_size=16)[1][0].shape == (3, 16, 16)
+    with open(d / "test_batch", "wb") as f:
+        f.write(b"garbage")
+    with pytest.raises(MSTError, match="test_batch is not a valid CIFAR"):
+        get_dataset("cifar10", tmp_path, "test")
+
+
+def test_unknown_dataset():
+    with pytest.raises(MSTError, match="unknown dataset 'mnist3'"):
+        get_dataset("mnist3")
