@@ -13,7 +13,7 @@ import time
 from mst_lava.errors import MSTError
 
 # modules that add subcommands: (module, what it provides); absent modules are skipped
-COMMAND_MODULES = ("mst_lava.snn.evaluate", "mst_lava.lava.commands", "mst_lava.search")  # noqa
+COMMAND_MODULES = ("mst_lava.snn.evaluate", "mst_lava.lava.commands", "mst_lava.search")
 
 
 def _add_train(sub) -> None:

@@ -1,0 +1,172 @@
+"""``mst rsm-search``: per-site Random Spike Masking ratios under an accuracy budget.
+
+The paper's Table 2 shows that sites differ in how much masking they tolerate. This
+search finds a mask map that cuts spike-driven operations the most (synaptic ops plus the
+spike-driven dynamic products Q·Kᵀ and soft(A)·V, which is where masking Q, K, A, V acts) while the SNN's mean
+accuracy over the seeds stays within ``budget`` points of the unmasked SNN.
+
+Method (greedy, deterministic): start unmasked; at each round try raising every site
+(one ratio for all blocks) to its next level in ``--levels``; among the moves that stay
+within the budget, take the one with the most synops saved per accuracy point lost
+(ties: most synops saved); stop when no move fits. The search scores on a held-out slice of
+the *training* split (``--search-n`` samples) so the test split is touched once, for the
+final comparison of the found map, uniform masking and the unmasked network.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mst_lava.errors import MSTError
+from mst_lava.model.rsm import BLOCK_SITES, check_ratio, parse_mask_spec
+
+DEFAULT_LEVELS = "0.25,0.5,0.75,0.9"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "rsm-search", help="find per-site RSM ratios that cut synaptic ops most within an accuracy budget",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+    p.add_argument("checkpoint", help="checkpoint .pt written by `mst train`")
+    p.add_argument("--data", default=None, help="dataset folder (default: the dataset's standard location)")
+    p.add_argument("--dataset", default=None, help="dataset name (default: the one named in the checkpoint)")
+    p.add_argument("--budget", type=float, default=0.3,
+                   help="largest accuracy loss allowed, in percentage points, against the unmasked SNN (default 0.3)")
+    p.add_argument("--T", type=int, default=32, help="time steps (default 32)")
+    p.add_argument("--seeds", type=int, default=3, help="mask seeds 0, 1000, ... averaged per candidate (default 3)")
+    p.add_argument("--final-seeds", type=int, default=10, help="seeds for the final test-split comparison (default 10)")
+    p.add_argument("--levels", default=DEFAULT_LEVELS, help=f"ratios a site may take (default {DEFAULT_LEVELS})")
+    p.add_argument("--sites", default=",".join(BLOCK_SITES), help="sites the search may mask (default: all ten)")
+    p.add_argument("--uniform", default="Q=0.75,K=0.75,A=0.75",
+                   help="the uniform masking to compare with (default the paper's Q=K=A=0.75)")
+    p.add_argument("--search-n", type=int, default=256, help="held-out training samples scored per candidate")
+    p.add_argument("--n", type=int, default=None, help="test samples for the final comparison (default: all)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--out", default="rsm_search.json", help="where to write the result (JSON)")
+    p.set_defaults(func=run_rsm_search)
+
+
+def _batches(ds, idx, bs):
+    for i in range(0, len(idx), bs):
+        items = [ds[j] for j in idx[i:i + bs]]
+        yield torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+class Scorer:
+    """SNN accuracy (mean over seeds) and synops per inference of a mask map on fixed data."""
+
+    def __init__(self, model, batches, T, seeds, device):
+        self.model, self.T, self.seeds, self.device = model, T, seeds, device
+        self.batches = [(x.to(device), y.to(device)) for x, y in batches]
+        self.cache: dict[tuple, dict] = {}
+
+    def __call__(self, mask: dict[str, float]) -> dict:
+        from mst_lava.snn import OpCounter, simulate
+        key = tuple(sorted((k, v) for k, v in mask.items() if v > 0))
+        if key in self.cache:
+            return self.cache[key]
+        accs, synops = [], []
+        for seed in (self.seeds if key else self.seeds[:1]):   # unmasked: seeds change nothing
+            counter = OpCounter(self.model) if not synops else None
+            correct = total = 0
+            for x, y in self.batches:
+                r = simulate(self.model, x, self.T, mask=dict(key), seed=seed, counter=counter)
+                correct += (r.predictions() == y).sum().item()
+                total += len(y)
+            accs.append(100.0 * correct / total)
+            if counter is not None:
+                t = counter.summary()["totals"]
+                synops.append((t["synops"], t["qk_products"] + t["softmax_v_accumulations"]))
+        res = {"acc": float(np.mean(accs)), "acc_std": float(np.std(accs)), "synops": float(synops[0][0]),
+               "dynamic_products": float(synops[0][1]), "ops": float(sum(synops[0]))}
+        self.cache[key] = res
+        return res
+
+
+def greedy_search(score, sites, levels, budget, progress=True) -> tuple[dict, list]:
+    """The greedy per-site search described in the module docstring. Returns (mask, trace)."""
+    base = score({})
+    current = {s: 0.0 for s in sites}
+    cur = base
+    trace = [{"mask": {}, **base}]
+    bar = tqdm(desc="rsm-search", disable=not progress, unit="round")
+    while True:
+        best = None
+        for s in sites:
+            higher = [lv for lv in levels if lv > current[s]]
+            if not higher:
+                continue
+            cand = dict(current, **{s: higher[0]})
+            r = score(cand)
+            loss = base["acc"] - r["acc"]
+            saved = cur["ops"] - r["ops"]
+            if loss > budget or saved <= 0:
+                continue
+            gain = saved / max(loss - (base["acc"] - cur["acc"]), 1e-3)
+            if best is None or (gain, saved) > (best[0], best[1]):
+                best = (gain, saved, cand, r)
+        if best is None:
+            break
+        current, cur = best[2], best[3]
+        trace.append({"mask": {k: v for k, v in current.items() if v}, **cur})
+        bar.update(1)
+        bar.set_postfix(ops=f"{cur['ops'] / base['ops']:.2f}x", acc=f"{cur['acc']:.2f}")
+    bar.close()
+    return {k: v for k, v in current.items() if v}, trace
+
+
+def run_rsm_search(args) -> int:
+    from mst_lava.checkpoint import load_checkpoint
+    from mst_lava.data import get_dataset
+    from mst_lava.train import pick_device
+    if not 0 <= args.budget < 100:
+        raise MSTError("--budget is in accuracy points and must be in [0, 100)")
+    levels = sorted({check_ratio(float(v), "--levels ratio") for v in args.levels.split(",") if v.strip()})
+    sites = [s for s in parse_mask_spec([f"{s}=0" for s in args.sites.split(",") if s.strip()])]
+    uniform = parse_mask_spec([args.uniform]) if args.uniform else {}
+    device = pick_device(args.device)
+    model, ckpt = load_checkpoint(args.checkpoint)
+    model.to(device)
+    name = args.dataset or ckpt.get("dataset")
+    if not name:
+        raise MSTError("the checkpoint names no dataset: pass --dataset")
+    kw = dict(img_size=model.cfg.img_size, in_chans=model.cfg.in_chans)
+    train_ds = get_dataset(name, args.data, "train", **kw)
+    test_ds = get_dataset(name, args.data, "test", **kw)
+    rng = np.random.default_rng(12345)
+    search_idx = rng.permutation(len(train_ds))[:args.search_n].tolist()
+    test_idx = list(range(min(args.n or len(test_ds), len(test_ds))))
+    seeds = [1000 * i for i in range(args.seeds)]
+    t0 = time.time()
+    with torch.no_grad():
+        scorer = Scorer(model, list(_batches(train_ds, search_idx, args.batch_size)), args.T, seeds, device)
+        found, trace = greedy_search(scorer, sites, levels, args.budget)
+        final = Scorer(model, list(_batches(test_ds, test_idx, args.batch_size)), args.T,
+                       [1000 * i for i in range(args.final_seeds)], device)
+        rows = {"unmasked": final({}), "search": final(found), "uniform": final(uniform)}
+    base = rows["unmasked"]
+    for r in rows.values():
+        r["synops_rel"] = r["synops"] / base["synops"] if base["synops"] else float("nan")
+        r["ops_rel"] = r["ops"] / base["ops"] if base["ops"] else float("nan")
+        r["acc_loss"] = base["acc"] - r["acc"]
+    result = {"checkpoint": str(args.checkpoint), "dataset": name, "T": args.T, "budget_points": args.budget,
+              "levels": levels, "sites": sites, "search_seeds": seeds, "search_samples": len(search_idx),
+              "test_samples": len(test_idx), "final_seeds": args.final_seeds, "mask": found,
+              "uniform_mask": uniform, "test": rows, "trace": trace, "wall_s": round(time.time() - t0, 1)}
+    out = Path(args.out)
+    from mst_lava.checkpoint import atomic_write
+    atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
+    print(f"found mask: {' '.join(f'{k}={v}' for k, v in found.items()) or '(none fits the budget)'}")
+    print(f"{'':10s} {'synops':>12s} {'x':>6s} {'synops+dyn':>12s} {'x':>6s} {'accuracy %':>16s}")
+    for k, r in rows.items():
+        print(f"{k:10s} {r['synops']:12.0f} {r['synops_rel']:6.3f} {r['ops']:12.0f} {r['ops_rel']:6.3f} "
+              f"{r['acc']:9.2f} ± {r['acc_std']:.2f}")
+    print(f"test split, {len(test_idx)} samples, T={args.T}, {args.final_seeds} seeds; wrote {out} "
+          f"({result['wall_s']:.0f}s)")
+    return 0
