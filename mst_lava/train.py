@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mst_lava.checkpoint import load_checkpoint, read_checkpoint, model_from_checkpoint, save_checkpoint
-from mst_lava.data import DEFAULT_PRESET, get_dataset
+from mst_lava.data import DEFAULT_PRESET, as_images, get_dataset
 from mst_lava.errors import MSTError
 from mst_lava.model import build_model, set_ann_masks
 from mst_lava.model.rsm import parse_mask_spec
@@ -69,7 +69,7 @@ def evaluate(model: torch.nn.Module, loader, device, progress: bool = False, des
     model.eval()
     correct = total = 0
     for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = as_images(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(x)
         correct += (logits.argmax(1) == y).sum().item()
@@ -165,7 +165,7 @@ def train(cfg: TrainConfig) -> dict:
                    disable=not (main and cfg.progress))
         for it, (x, y) in enumerate(bar):
             sched.step_update(epoch * steps_per_epoch + it)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = as_images(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
             if not math.isfinite(loss.item()):

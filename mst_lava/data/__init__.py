@@ -39,3 +39,11 @@ def get_dataset(name: str, root=None, split: str = "train", img_size: int | None
     if name in events:
         return events[name](root, split, img_size or 128, in_chans or 2, frames, augment)
     raise MSTError(f"unknown dataset {name!r}; choose from {', '.join(dataset_names())}")
+
+
+def as_images(x):
+    """A batch as the ANN takes it: event frames ``(B, T, C, H, W)`` are averaged into one image."""
+    if x.dim() == 5:
+        from mst_lava.data.events import collapse_frames
+        return collapse_frames(x)
+    return x
