@@ -21,7 +21,7 @@ from tqdm import tqdm
 from mst_lava.checkpoint import load_checkpoint, read_checkpoint, model_from_checkpoint, save_checkpoint
 from mst_lava.data import DEFAULT_PRESET, as_images, get_dataset
 from mst_lava.errors import MSTError
-from mst_lava.model import build_model, set_ann_masks
+from mst_lava.model import PRESETS, build_model, set_ann_masks
 from mst_lava.model.rsm import parse_mask_spec
 
 
@@ -114,17 +114,25 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.preset and cfg.preset != model.cfg.preset:
             raise MSTError(f"--init checkpoint is preset {model.cfg.preset!r}, not {cfg.preset!r}")
     else:
-        model = build_model(cfg.preset or DEFAULT_PRESET.get(cfg.dataset, "digits"))
-    mcfg = model.cfg
-    set_ann_masks(model, mask, seed=cfg.seed)
-    model.to(device)
-
+        model = None
+    if model is None:   # a fresh model: the preset, with the head sized for the dataset
+        preset = cfg.preset or DEFAULT_PRESET.get(cfg.dataset, "digits")
+        if preset not in PRESETS:
+            raise MSTError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        mcfg = PRESETS[preset]
+    else:
+        mcfg = model.cfg
     ds_kw = dict(img_size=mcfg.img_size, in_chans=mcfg.in_chans, frames=cfg.frames)
     train_ds = get_dataset(cfg.dataset, cfg.data, "train", augment=True, **ds_kw)
     test_ds = get_dataset(cfg.dataset, cfg.data, "test", augment=False, **ds_kw)
     n_cls = getattr(train_ds, "num_classes", None)
-    if n_cls is not None and n_cls > mcfg.num_classes:
+    if model is None:
+        model = build_model(mcfg, **({"num_classes": n_cls} if n_cls else {}))
+    elif n_cls is not None and n_cls > mcfg.num_classes:
         raise MSTError(f"dataset {cfg.dataset} has {n_cls} classes but the model head has {mcfg.num_classes}")
+    set_ann_masks(model, mask, seed=cfg.seed)
+    model.to(device)
+
     if cfg.limit_train:
         train_ds = torch.utils.data.Subset(train_ds, range(min(cfg.limit_train, len(train_ds))))
 

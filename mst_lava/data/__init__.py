@@ -9,7 +9,8 @@ from mst_lava.errors import MSTError
 
 # Default model preset for each dataset name.
 DEFAULT_PRESET = {"digits": "digits", "fmnist": "fmnist", "cifar10": "cifar", "cifar100": "cifar",
-                  "imagenet": "swin-t"}
+                  "imagenet": "swin-t", "cifar10-dvs": "dvs", "n-caltech101": "dvs", "n-cars": "dvs",
+                  "action-recognition": "dvs", "asl-dvs": "dvs", "dvs-gesture": "dvs"}
 
 
 def _event_datasets() -> dict:

@@ -88,6 +88,9 @@ PRESETS: dict[str, MSTConfig] = {
                         depths=(2, 2), heads=(2, 4), window=4, mlp_ratio=2.0, preset="digits"),
     "fmnist": MSTConfig(img_size=28, in_chans=1, num_classes=10, patch_size=2, embed_dim=48,
                         depths=(2, 2), heads=(3, 6), window=7, mlp_ratio=4.0, preset="fmnist"),
+    # event-camera frames (2 polarity channels) resized to 64×64
+    "dvs": MSTConfig(img_size=64, in_chans=2, num_classes=10, patch_size=4, embed_dim=48,
+                     depths=(2, 2), heads=(3, 6), window=4, mlp_ratio=4.0, preset="dvs"),
     "cifar": MSTConfig(img_size=32, in_chans=3, num_classes=10, patch_size=2, embed_dim=96,
                        depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), window=4, preset="cifar"),
     "swin-t": MSTConfig(img_size=224, in_chans=3, num_classes=1000, patch_size=4, embed_dim=96,
