@@ -28,7 +28,9 @@ from mst_lava.model import rsm as _rsm
 # fixed-point constants of format version 1 (also written to each file)
 INPUT_FRAC_BITS = 8          # analog input: x_int = round(x * 2**8)
 WEIGHT_BITS = 8              # signed weight mantissas in [-127, 127]
-STATE_BITS = 23              # |vth|, |bias| < 2**23
+STATE_BITS = 23              # vth < 2**23
+BIAS_BITS = 31               # |bias| < 2**31 (neuron layers)
+READOUT_BIAS_BITS = 40       # |bias| < 2**40 (the readout is an int64 accumulator)
 MAX_WEIGHT_EXP = 16
 DYN_VTH = 1 << 16            # threshold of neurons fed by dynamic products (A, AV)
 SCALE_BITS = 15              # mantissa bits of the Q·Kᵀ scale constant: [2**14, 2**15)
@@ -170,9 +172,9 @@ def if_step(v, current, vth):
     v = v + current
     s = v >= vth
     if is_torch(v):
-        v = v - s.to(v.dtype) * vth
+        v = torch.where(s, v - vth, v)
     else:
-        v = v - s.astype(v.dtype) * vth
+        v = np.where(s, v - vth, v)
     return v, s
 
 
@@ -214,7 +216,15 @@ def conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), groups: int = 1)
         integer = not x.is_floating_point()
         dt = torch.float64 if integer else x.dtype
         w = like(weight, x).to(dt)
-        y = F.conv2d(x.to(dt), w, None, (sy, sx), (py, px), 1, groups)
+        Co, Cg, kH, kW = w.shape
+        if (kH, kW, sy, sx, py, px) == (1, 1, 1, 1, 0, 0) and groups == 1:
+            xs = x.to(dt)                                   # 1x1 conv = matmul over channels (BLAS)
+            B_, C_, H_, W_ = xs.shape
+            y = (w.view(Co, Cg) @ xs.reshape(B_, C_, H_ * W_)).view(B_, Co, H_, W_)
+        elif (kH, kW, sy, sx, py, px) == (1, 1, 1, 1, 0, 0) and Cg == 1 and groups == Co == x.shape[1]:
+            y = x.to(dt) * w.view(1, Co, 1, 1)             # depthwise 1x1 = per-channel scale
+        else:
+            y = F.conv2d(x.to(dt), w, None, (sy, sx), (py, px), 1, groups)
         if integer:
             y = torch.round(y).to(torch.int64)
         if bias is not None:
@@ -334,17 +344,25 @@ def qk_products(Sq_w, Sk_w):
     return exact_matmul(Sq_w, Sk_w.swapaxes(-1, -2) if not is_torch(Sk_w) else Sk_w.transpose(-1, -2))
 
 
+def qk_value_fixed(P, t, mant: int, shift: int):
+    """F(t) = floor(mant · P(t) / (t · 2**shift)) for cumulative products P(t) at step t (t >= 1)."""
+    return mul_shift_div(P, mant, shift, t)
+
+
 def qk_current_fixed(P, mant: int, shift: int):
-    """I(t) = F(t) − F(t−1), F(t) = floor(mant · P(t) / (t · 2**shift)). P int64 (T, ...)."""
-    t = time_index(P.shape[0], P, P.ndim)
-    return diff0(mul_shift_div(P, mant, shift, t))
+    """Time-batched: I(t) = F(t) − F(t−1), F(0) = 0, for P (T, ...) int64."""
+    return diff0(qk_value_fixed(P, time_index(P.shape[0], P, P.ndim), mant, shift))
+
+
+def qk_value_float(P, t, scale: float):
+    """F(t) = scale · P(t) / t (float)."""
+    return as_float64(P) * scale / t
 
 
 def qk_current_float(P, scale: float):
-    """I(t) = scale · (P(t)/t − P(t−1)/(t−1)), P(0)/0 = 0."""
-    P = P.to(torch.float64) if is_torch(P) else np.asarray(P, dtype=np.float64)
-    t = like(np.arange(1, P.shape[0] + 1, dtype=np.float64).reshape((-1,) + (1,) * (P.ndim - 1)), P, "float64")
-    return diff0(P / t) * scale
+    """Time-batched: I(t) = scale · (P(t)/t − P(t−1)/(t−1)), P(0)/0 = 0."""
+    t = time_index(P.shape[0], P, P.ndim)
+    return diff0(qk_value_float(P, as_float64(t), scale))
 
 
 def make_exp_table(frac_bits: int = LOGIT_FRAC_BITS, out_bits: int = EXP_OUT_BITS) -> np.ndarray:
@@ -364,41 +382,47 @@ def softmax_fixed(z, exp_table, prob_bits: int = PROB_BITS):
     return (e * (1 << prob_bits)) // xsum(e, -1)
 
 
-def softmax_av_fixed(SA, SVw, *, a_mult: int, bias, mask, exp_table, prob_bits: int, v_mant: int, v_shift: int):
-    """Currents of the AV neurons, time-batched.
+def _add_mask(z, mask_like):
+    return z + mask_like.reshape(mask_like.shape[0], 1, mask_like.shape[1], mask_like.shape[2])
 
-    SA (T, ..., nW, h, N, N) and SVw (T, ..., nW, h, N, d): cumulative delivered counts (int64).
-    bias (h, N, N) int, mask (nW, N, N) int or None. Returns I (T, ..., nW, h, N, d) int64.
+
+def softmax_av_value_fixed(SA, SVw, t, *, a_mult: int, bias, mask, exp_table, prob_bits: int,
+                           v_mant: int, v_shift: int):
+    """G(t) of the AV site at step t (t an int >= 1, or an int64 array broadcastable over SA).
+
+    SA (..., nW, h, N, N) and SVw (..., nW, h, N, d): cumulative delivered counts (int64).
+    bias (h, N, N) int, mask (nW, N, N) int or None. Returns (..., nW, h, N, d) int64.
     """
-    t = time_index(SA.shape[0], SA, SA.ndim)
     z = (SA * int(a_mult)) // t + like(bias, SA, "int64")
     if mask is not None:
-        m = like(mask, SA, "int64")
-        z = z + m.reshape(m.shape[0], 1, m.shape[1], m.shape[2])
+        z = _add_mask(z, like(mask, SA, "int64"))
     p = softmax_fixed(z, exp_table, prob_bits)
-    G = mul_shift_div(exact_matmul(p, SVw), v_mant, prob_bits + v_shift)
-    return diff0(G)
+    return mul_shift_div(exact_matmul(p, SVw), v_mant, prob_bits + v_shift)
 
 
-def softmax_av_float(SA, SVw, *, theta_a: float, theta_v: float, bias, mask):
-    """Float version: G(t) = softmax(θ_A·S_A(t)/t + B + M) @ (θ_V·S_V(t)); I = G(t) − G(t−1)."""
+def softmax_av_fixed(SA, SVw, **kw):
+    """Time-batched currents of the AV neurons: I(t) = G(t) − G(t−1), inputs (T, ...)."""
+    return diff0(softmax_av_value_fixed(SA, SVw, time_index(SA.shape[0], SA, SA.ndim), **kw))
+
+
+def softmax_av_value_float(SA, SVw, t, *, theta_a: float, theta_v: float, bias, mask):
+    """Float G(t) = softmax(θ_A·S_A(t)/t + B + M) @ (θ_V·S_V(t))."""
     if is_torch(SA):
-        dt = torch.float64 if not SA.is_floating_point() else SA.dtype
-        SA, SVw = SA.to(dt), SVw.to(dt)
-        t = torch.arange(1, SA.shape[0] + 1, dtype=dt, device=SA.device).view((-1,) + (1,) * (SA.ndim - 1))
-        z = SA * (theta_a / t) + like(bias, SA).to(dt)
+        dt = SA.dtype if SA.is_floating_point() else torch.float64
+        z = SA.to(dt) * theta_a / t + like(bias, SA).to(dt)
         if mask is not None:
-            m = like(mask, SA).to(dt)
-            z = z + m.reshape(m.shape[0], 1, m.shape[1], m.shape[2])
-        p = torch.softmax(z, dim=-1)
-        return diff0(p @ (SVw * theta_v))
-    SA, SVw = np.asarray(SA, dtype=np.float64), np.asarray(SVw, dtype=np.float64)
-    t = np.arange(1, SA.shape[0] + 1, dtype=np.float64).reshape((-1,) + (1,) * (SA.ndim - 1))
-    z = SA * (theta_a / t) + np.asarray(bias, dtype=np.float64)
+            z = _add_mask(z, like(mask, SA).to(dt))
+        return torch.softmax(z, dim=-1) @ (SVw.to(dt) * theta_v)
+    z = np.asarray(SA, dtype=np.float64) * theta_a / t + np.asarray(bias, dtype=np.float64)
     if mask is not None:
-        m = np.asarray(mask, dtype=np.float64)
-        z = z + m.reshape(m.shape[0], 1, m.shape[1], m.shape[2])
+        z = _add_mask(z, np.asarray(mask, dtype=np.float64))
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    p = e / e.sum(axis=-1, keepdims=True)
-    return diff0(p @ (SVw * theta_v))
+    return (e / e.sum(axis=-1, keepdims=True)) @ (np.asarray(SVw, dtype=np.float64) * theta_v)
+
+
+def softmax_av_float(SA, SVw, **kw):
+    """Time-batched float currents: I(t) = G(t) − G(t−1)."""
+    t = time_index(SA.shape[0], SA, SA.ndim)
+    t = t.to(SA.dtype if SA.is_floating_point() else torch.float64) if is_torch(t) else t.astype(np.float64)
+    return diff0(softmax_av_value_float(SA, SVw, t, **kw))

@@ -1,0 +1,82 @@
+"""``mst-export model.pt -o export/model.net [--precision float|fixed] [--mask SITE=R ...] [--seed S]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mst_lava.errors import MSTError
+
+DESCRIPTION = """\
+Export a trained Masked Spiking Transformer checkpoint to a netx HDF5 file for Lava.
+
+BatchNorm is folded into weights and biases, every QCFS site becomes an integrate-and-fire
+neuron (threshold λ, reset by subtraction, initial potential λ/2), token-wise linear layers
+become 1x1 convolutions on the token grid, patch embedding and merging strided convolutions.
+Plain layers are written as standard netx groups, window attention, residual stream, RSM
+sites and the readout as versioned mst_lava extension groups (docs/netx-mst-format.md).
+"""
+
+EPILOG = """\
+examples:
+  mst-export export/digits.pt -o export/digits.net
+  mst-export export/digits.pt -o export/digits_fixed.net --precision fixed
+  mst-export model.pt -o masked.net --mask Q=0.75 --mask K=0.75 --mask A=0.75 --seed 1000
+
+RSM sites: SC1 Q K A V AV Proj SC2 MLP1 MLP2 embed merge (SITE@BLOCK=R for one block).
+"""
+
+
+def build_parser(prog: str = "mst-export") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="trained MST checkpoint (.pt) written by `mst train`")
+    p.add_argument("-o", "--out", required=True, metavar="NET",
+                   help="output netx HDF5 file, e.g. export/model.net (written atomically)")
+    p.add_argument("--precision", choices=("float", "fixed"), default="float",
+                   help="float: float weights and thresholds; fixed: additionally Loihi-style 8-bit weight "
+                        "mantissas with a per-layer exponent, integer thresholds and biases, and integer "
+                        "softmax/product arithmetic (float values are kept too). Default: float")
+    p.add_argument("--mask", action="append", metavar="SITE=R", default=None,
+                   help="Random Spike Masking ratio of a site (repeatable, or comma-separated), e.g. Q=0.75; "
+                        "default: the ratios the checkpoint was trained with")
+    p.add_argument("--seed", type=int, default=0, help="RSM mask seed written into the file (default 0)")
+    p.add_argument("--summary", action="store_true", help="print the exported layer table")
+
+
+def run(args) -> int:
+    from mst_lava.export.exporter import export_checkpoint
+    from mst_lava.model.rsm import parse_mask_spec
+    mask = parse_mask_spec(args.mask) if args.mask else None
+    if args.seed < 0:
+        raise MSTError(f"--seed must be >= 0, got {args.seed}")
+    out = str(args.out)
+    if not out.strip():
+        raise MSTError("--out is empty; give a file name such as export/model.net")
+    graph = export_checkpoint(args.checkpoint, out, precision=args.precision, mask=mask, seed=args.seed)
+    n_sites = len(graph.sites())
+    masked = {f"{l.site}@{l.block}": l.rsm_ratio for _, l in graph.sites() if l.rsm_ratio > 0}
+    if args.summary:
+        print(graph.summary())
+    print(f"wrote {out}: {len(graph)} layers, {n_sites} neuron sites, precision {args.precision}, "
+          f"RSM {'off' if not masked else f'{len(masked)} sites masked'} (seed {args.seed})")
+    return 0
+
+
+def export_main(argv=None) -> int:
+    """Console entry point of ``mst-export``; user errors print a message and exit 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except MSTError as e:
+        print(f"mst-export: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(export_main())

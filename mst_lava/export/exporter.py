@@ -1,0 +1,336 @@
+"""Graph walk of a trained MST → :class:`NetxGraph` (float, optionally fixed point).
+
+Every QCFS site becomes an IF neuron (threshold λ, reset by subtraction, v0 = λ/2). BatchNorm
+is folded into the neighbouring affine maps; λ of the presynaptic site is folded into the
+weights so spikes are unary. Layouts and formulas: docs/netx-mst-format.md, section 6.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import torch
+
+from mst_lava import __version__
+from mst_lava import netx_ops as ops
+from mst_lava.errors import MSTError
+from mst_lava.export.graph import Layer, NetxGraph
+from mst_lava.model.rsm import SITES, drop_threshold, parse_mask_spec, ratio_for
+
+MERGE_OFFSETS = ((0, 0), (1, 0), (0, 1), (1, 1))   # (dy, dx) of PatchMerging's gather, in order
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def bn_fold(bn) -> tuple[np.ndarray, np.ndarray]:
+    """BatchNorm (eval) as y = g·x + h per channel."""
+    var = _np(bn.running_var)
+    mean = _np(bn.running_mean)
+    g = 1.0 / np.sqrt(var + bn.eps)
+    if bn.weight is not None:
+        g = g * _np(bn.weight)
+    h = -g * mean
+    if bn.bias is not None:
+        h = h + _np(bn.bias)
+    return g, h
+
+
+def _theta(site) -> float:
+    lam = float(site.lam.detach())
+    if not (lam > 0 and math.isfinite(lam)):
+        raise MSTError(f"site {site.site}@{site.block} has threshold λ = {lam}; an IF neuron needs λ > 0")
+    return lam
+
+
+def _if_neuron(theta: float) -> dict:
+    return {"type": "IF", "reset": "subtract", "compare": "ge", "v_init": "half_threshold",
+            "threshold": float(theta), "iDecay": 4096, "vDecay": 0, "refDelay": 0}
+
+
+def merge_conv_weight(reduction_w: np.ndarray, g: np.ndarray, C: int) -> np.ndarray:
+    """PatchMerging's linear (2C × 4C) with BN scale g (4C) folded → conv weight (2C, C, 2, 2).
+
+    weight[o, c, dy, dx] = R[o, k·C + c] · g[k·C + c] with k the index of (dy, dx) in MERGE_OFFSETS.
+    """
+    Rg = reduction_w * g[None, :]
+    out = np.zeros((Rg.shape[0], C, 2, 2))
+    for k, (dy, dx) in enumerate(MERGE_OFFSETS):
+        out[:, :, dy, dx] = Rg[:, k * C:(k + 1) * C]
+    return out
+
+
+class _Builder:
+    def __init__(self, mask: dict, seed: int):
+        self.layers: list[Layer] = []
+        self.mask = mask
+        self.seed = seed
+
+    def add(self, layer: Layer) -> int:
+        depth = 0 if not layer.inputs else 1 + max(int(self.layers[k].mst["depth"]) for k in layer.inputs)
+        layer.mst.setdefault("site", "")
+        layer.mst.setdefault("block", -1)
+        layer.mst.setdefault("site_id", -1)
+        layer.mst.setdefault("rsm_ratio", 0.0)
+        layer.mst.setdefault("rsm_threshold", 0)
+        layer.mst.setdefault("layout", "none")
+        layer.mst["depth"] = depth
+        self.layers.append(layer)
+        return len(self.layers) - 1
+
+    def site(self, layer: Layer, qcfs, layout: str) -> Layer:
+        r = ratio_for(self.mask, qcfs.site, qcfs.block)
+        layer.mst.update(site=qcfs.site, block=int(qcfs.block), site_id=SITES.index(qcfs.site),
+                         rsm_ratio=float(r), rsm_threshold=drop_threshold(r), layout=layout)
+        layer.neuron = _if_neuron(_theta(qcfs))
+        return layer
+
+    def conv(self, name, src: int, weight, bias, qcfs, layout, *, stride=1, padding=0, groups=1,
+             extra=None) -> int:
+        weight = np.asarray(weight, dtype=np.float64)
+        Co, Cg, kH, kW = weight.shape
+        C, H, W = self.layers[src].shape
+        Ho, Wo = (H + 2 * padding - kH) // stride + 1, (W + 2 * padding - kW) // stride + 1
+        params = {"weight": weight.astype(np.float32), "bias": np.asarray(bias, dtype=np.float32),
+                  "stride": np.array([stride, stride]), "padding": np.array([padding, padding]),
+                  "dilation": np.array([1, 1]), "groups": np.int64(groups), "inChannels": np.int64(Cg * groups),
+                  "outChannels": np.int64(Co), "kernelSize": np.array([kH, kW])}
+        layer = Layer(type="conv", shape=(Co, Ho, Wo), name=name, inputs=[src], output="spikes", params=params,
+                      flt={"weight": weight, "bias": np.asarray(bias, dtype=np.float64)}, mst=dict(extra or {}))
+        return self.add(self.site(layer, qcfs, layout))
+
+    def residual(self, name, srcs: list[int], gains: list[float], stage: int) -> int:
+        shape = self.layers[srcs[0]].shape
+        layer = Layer(type="mst_residual", shape=tuple(shape), name=name, inputs=list(srcs), output="graded",
+                      flt={"gain": np.asarray(gains, dtype=np.float64)}, mst={"stage": stage, "layout": "none"})
+        return self.add(layer)
+
+
+def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
+                 ckpt: dict | None = None) -> NetxGraph:
+    """The network graph of a trained MST (eval mode), in ``precision`` "float" or "fixed"."""
+    from mst_lava.model.mst import MST
+    if precision not in ("float", "fixed"):
+        raise MSTError(f"precision must be 'float' or 'fixed', not {precision!r}")
+    if not isinstance(model, MST):
+        raise MSTError(f"mst-export exports Masked Spiking Transformers; got {type(model).__name__}")
+    mask = parse_mask_spec(mask) if mask else {}
+    cfg = model.cfg
+    b = _Builder(mask, int(seed))
+    with torch.no_grad():
+        inp = b.add(Layer(type="input", shape=(cfg.in_chans, cfg.img_size, cfg.img_size), name="input",
+                          output="graded", mst={"layout": "none"}))
+        # patch embedding: conv k = stride = patch, BN folded
+        g, h = bn_fold(model.embed_norm)
+        W = _np(model.patch_embed.weight) * g[:, None, None, None]
+        bias = (_np(model.patch_embed.bias) if model.patch_embed.bias is not None else 0.0) * g + h
+        pe = model.patch_embed
+        if pe.stride[0] != pe.stride[1] or pe.padding[0] != pe.padding[1] or pe.dilation != (1, 1) or pe.groups != 1:
+            raise MSTError(f"patch embedding {pe} is not a square-stride, symmetric-padding plain conv")
+        x = b.conv("embed", inp, W, bias, model.embed_act, "grid", stride=int(pe.stride[0]),
+                   padding=int(pe.padding[0]))
+        theta_x = _theta(model.embed_act)
+        stage = 0
+        res = b.residual("stage0.in", [x], [theta_x], stage)
+        for s, blocks in enumerate(model.stages):
+            for blk in blocks:
+                res = _export_block(b, blk, res, stage)
+            if s < len(model.merges):
+                mg = model.merges[s]
+                C = b.layers[res].shape[0]
+                g, h = bn_fold(mg.norm)
+                R = _np(mg.reduction.weight)
+                W = merge_conv_weight(R, g, C)
+                bias = R @ h
+                if mg.reduction.bias is not None:
+                    bias = bias + _np(mg.reduction.bias)
+                m = b.conv(f"merge{s + 1}", res, W, bias, mg.act, "grid", stride=2)
+                stage = s + 1
+                res = b.residual(f"stage{stage}.in", [m], [_theta(mg.act)], stage)
+        # readout: final BN, token mean, head
+        g, h = bn_fold(model.norm)
+        Ntok = b.layers[res].shape[1] * b.layers[res].shape[2]
+        Wh = _np(model.head.weight)
+        Wr = Wh * g[None, :] / Ntok
+        br = Wh @ h + _np(model.head.bias)
+        ro = Layer(type="mst_readout", shape=(cfg.num_classes,), name="readout", inputs=[res], output="graded",
+                   params={"weight": Wr.astype(np.float32), "bias": br.astype(np.float32)},
+                   flt={"weight": Wr, "bias": br}, mst={"layout": "none"})
+        out = b.add(ro)
+
+    attrs = {"precision": precision, "producer": f"mst_lava {__version__}", "rsm_seed": int(seed),
+             "num_classes": int(cfg.num_classes), "model_config": json.dumps(cfg.to_dict()),
+             "output_layer": int(out), "mask": json.dumps(mask), "tSample": 32}
+    if ckpt is not None:
+        attrs["dataset"] = str(ckpt.get("dataset") or "")
+        attrs["checkpoint_metrics"] = json.dumps(ckpt.get("metrics") or {})
+    graph = NetxGraph(layers=b.layers, attrs=attrs, kind="mst")
+    if precision == "fixed":
+        quantize_graph(graph)
+    return graph
+
+
+def _export_block(b: _Builder, blk, res: int, stage: int) -> int:
+    i = blk.index
+    attn = blk.attn
+    C, H, W = b.layers[res].shape
+    h, w, sft = attn.heads, blk.w, blk.shift
+    d = C // h
+    win = {"window": w, "shift": sft, "heads": h, "grid": np.array([H, W])}
+    # SC1: BN1 + QCFS on the residual = depthwise 1x1 conv
+    g, hb = bn_fold(blk.norm1)
+    sc1 = b.conv(f"block{i}.sc1", res, g.reshape(C, 1, 1, 1), hb, blk.sc1, "grid", groups=C)
+    t_sc1 = _theta(blk.sc1)
+    Wqkv = _np(attn.qkv.weight)
+    bqkv = _np(attn.qkv.bias) if attn.qkv.bias is not None else np.zeros(3 * C)
+    qkv = []
+    for j, (nm, act) in enumerate((("q", attn.q_act), ("k", attn.k_act), ("v", attn.v_act))):
+        Wj = Wqkv[j * C:(j + 1) * C] * t_sc1
+        qkv.append(b.conv(f"block{i}.attn.{nm}", sc1, Wj[:, :, None, None], bqkv[j * C:(j + 1) * C], act,
+                          "window_heads", extra=win))
+    q, k, v = qkv
+    nW, N = (H // w) * (W // w), w * w
+    t_q, t_k, t_v = _theta(attn.q_act), _theta(attn.k_act), _theta(attn.v_act)
+    A = Layer(type="mst_qk", shape=(nW, h, N, N), name=f"block{i}.attn.a", inputs=[q, k], output="spikes",
+              flt={"scale": t_q * t_k * float(attn.scale)}, mst=dict(win))
+    a = b.add(b.site(A, attn.a_act, "attn"))
+    bias_tab = _np(attn.position_bias())                               # h, N, N
+    flt = {"theta_a": _theta(attn.a_act), "theta_v": t_v, "bias": bias_tab}
+    if sft:
+        flt["mask"] = _np(blk.attn_mask)                               # nW, N, N
+    AV = Layer(type="mst_softmax_av", shape=(C, H, W), name=f"block{i}.attn.av", inputs=[a, v],
+               output="spikes", flt=flt, mst=dict(win))
+    av = b.add(b.site(AV, attn.av_act, "window_heads"))
+    t_av = _theta(attn.av_act)
+    Wp = _np(attn.proj.weight) * t_av
+    proj = b.conv(f"block{i}.attn.proj", av, Wp[:, :, None, None], _np(attn.proj.bias), attn.proj_act,
+                  "window_tokens", extra=win)
+    r1 = b.residual(f"block{i}.res1", [res, proj], [1.0, _theta(attn.proj_act)], stage)
+    g, hb = bn_fold(blk.norm2)
+    sc2 = b.conv(f"block{i}.sc2", r1, g.reshape(C, 1, 1, 1), hb, blk.sc2, "grid", groups=C)
+    W1 = _np(blk.fc1.weight) * _theta(blk.sc2)
+    m1 = b.conv(f"block{i}.mlp1", sc2, W1[:, :, None, None], _np(blk.fc1.bias), blk.mlp1, "grid")
+    W2 = _np(blk.fc2.weight) * _theta(blk.mlp1)
+    m2 = b.conv(f"block{i}.mlp2", m1, W2[:, :, None, None], _np(blk.fc2.bias), blk.mlp2, "grid")
+    return b.residual(f"block{i}.res2", [r1, m2], [1.0, _theta(blk.mlp2)], stage)
+
+
+# ----------------------------------------------------------------------------------------
+# fixed point
+
+def quantize_synapse(w_scaled: np.ndarray, bias: np.ndarray, theta: float | None,
+                     bias_bits: int = ops.BIAS_BITS):
+    """8-bit weight mantissas, per-layer exponent, integer bias and threshold.
+
+    ``w_scaled`` = float weights times the input unit. Returns (W int, weight_exp, b int,
+    vth int or None, membrane unit m) with W·2**weight_exp·m ≈ w_scaled, b·m ≈ bias, vth·m ≈ θ.
+    """
+    amax = float(np.max(np.abs(w_scaled))) if w_scaled.size else 0.0
+    delta = amax / 127.0 if amax > 0 else 1.0
+    Wq = np.clip(np.round(w_scaled / delta), -127, 127).astype(np.int64)
+    bmax = float(np.max(np.abs(bias))) if np.size(bias) else 0.0
+    lim = 2.0 ** ops.STATE_BITS - 1
+    blim = 2.0 ** bias_bits - 1
+    exp = 0
+    for e in range(ops.MAX_WEIGHT_EXP, -1, -1):
+        m = delta / 2.0 ** e
+        if (theta is None or round(theta / m) <= lim) and round(bmax / m) <= blim:
+            exp = e
+            break
+    m = delta / 2.0 ** exp
+    bq = np.clip(np.round(np.asarray(bias, dtype=np.float64) / m), -blim, blim).astype(np.int64)
+    vth = None if theta is None else max(1, int(round(theta / m)))
+    return Wq, exp, bq, vth, m
+
+
+def _set_fixed_neuron(layer: Layer, vth: int) -> None:
+    layer.neuron["vThMant"] = np.int64(vth)
+    layer.neuron["vInit"] = np.int64(vth // 2)
+
+
+def quantize_graph(graph: NetxGraph) -> None:
+    """Add the fixed-point parameters (``fix`` dicts, integer ``weight``/``bias``) to a float graph."""
+    L = graph.layers
+    # one residual unit per stage: the largest spike gain maps to 2**15 - 1
+    stage_unit: dict[int, float] = {}
+    for layer in L:
+        if layer.type == "mst_residual":
+            st = int(layer.mst["stage"])
+            for k, gain in zip(layer.inputs, np.asarray(layer.flt["gain"]).reshape(-1)):
+                if L[k].output == "spikes":
+                    stage_unit[st] = max(stage_unit.get(st, 0.0), float(gain))
+    stage_unit = {s: v / (2 ** ops.RESIDUAL_GAIN_BITS - 1) for s, v in stage_unit.items()}
+    unit: dict[int, float] = {}                      # value of one integer unit of each graded output
+    for i, layer in enumerate(L):
+        t = layer.type
+        if t == "input":
+            layer.fix = {"frac_bits": np.int64(ops.INPUT_FRAC_BITS)}
+            unit[i] = 2.0 ** -ops.INPUT_FRAC_BITS
+        elif t == "mst_residual":
+            r = stage_unit[int(layer.mst["stage"])]
+            gains = []
+            for k, gain in zip(layer.inputs, np.asarray(layer.flt["gain"]).reshape(-1)):
+                if L[k].output == "spikes":
+                    gains.append(int(round(float(gain) / r)))
+                else:
+                    if not math.isclose(unit[k], r, rel_tol=1e-12):
+                        raise MSTError(f"residual {layer.name}: graded input {L[k].name} has another unit")
+                    gains.append(1)
+            layer.fix = {"gain": np.asarray(gains, dtype=np.int64), "unit": float(r)}
+            unit[i] = r
+        elif t in ("conv", "dense"):
+            src = layer.inputs[0]
+            u = 1.0 if L[src].output == "spikes" else unit[src]
+            Wq, e, bq, vth, m = quantize_synapse(np.asarray(layer.flt["weight"]) * u,
+                                                 np.asarray(layer.flt["bias"]), float(layer.neuron["threshold"]))
+            layer.params["weight"] = Wq.astype(np.int16)
+            layer.params["bias"] = bq
+            layer.fix = {"weight_exp": np.int64(e), "input_unit": float(u), "membrane_unit": float(m)}
+            _set_fixed_neuron(layer, vth)
+        elif t == "mst_qk":
+            theta_a = float(layer.neuron["threshold"])
+            c = float(layer.flt["scale"]) * ops.DYN_VTH / theta_a
+            mant, sh = ops.mant_shift(c, ops.SCALE_BITS)
+            layer.fix = {"scale_mant": np.int64(mant), "scale_shift": np.int64(sh),
+                         "membrane_unit": theta_a / ops.DYN_VTH}
+            _set_fixed_neuron(layer, ops.DYN_VTH)
+        elif t == "mst_softmax_av":
+            theta_av = float(layer.neuron["threshold"])
+            lf = 2.0 ** ops.LOGIT_FRAC_BITS
+            v = float(layer.flt["theta_v"]) * ops.DYN_VTH / theta_av
+            vm, vs = ops.mant_shift(v, ops.V_BITS)
+            fx = {"a_mult": np.int64(round(float(layer.flt["theta_a"]) * lf)),
+                  "bias": np.round(np.asarray(layer.flt["bias"]) * lf).astype(np.int64),
+                  "v_mant": np.int64(vm), "v_shift": np.int64(vs), "membrane_unit": theta_av / ops.DYN_VTH}
+            if "mask" in layer.flt:
+                fx["mask"] = np.round(np.asarray(layer.flt["mask"]) * lf).astype(np.int64)
+            layer.fix = fx
+            _set_fixed_neuron(layer, ops.DYN_VTH)
+        elif t == "mst_readout":
+            src = layer.inputs[0]
+            Wq, e, bq, _, m = quantize_synapse(np.asarray(layer.flt["weight"]) * unit[src],
+                                               np.asarray(layer.flt["bias"]), None, ops.READOUT_BIAS_BITS)
+            layer.params["weight"] = Wq.astype(np.int16)
+            layer.params["bias"] = bq
+            layer.fix = {"weight_exp": np.int64(e), "unit": float(m), "input_unit": float(unit[src])}
+    graph.exp_table = ops.make_exp_table(ops.LOGIT_FRAC_BITS, ops.EXP_OUT_BITS)
+    graph.attrs.update(precision="fixed", softmax_frac_bits=ops.LOGIT_FRAC_BITS,
+                       softmax_out_bits=ops.EXP_OUT_BITS, softmax_prob_bits=ops.PROB_BITS,
+                       input_frac_bits=ops.INPUT_FRAC_BITS)
+
+
+def export_checkpoint(ckpt_path, out_path, *, precision: str = "float", mask=None, seed: int | None = None) -> NetxGraph:
+    """Load a checkpoint, export it and write the .net file (atomic). Returns the graph."""
+    from mst_lava.checkpoint import load_checkpoint
+    from mst_lava.export.hdf5io import write_network
+    model, ckpt = load_checkpoint(ckpt_path)
+    if ckpt.get("arch", "mst") != "mst":
+        raise MSTError(f"{ckpt_path} holds a {ckpt.get('arch')} model; mst-export exports MST checkpoints only")
+    if mask is None:
+        mask = ckpt.get("mask") or {}
+    graph = export_model(model, precision=precision, mask=mask, seed=0 if seed is None else seed, ckpt=ckpt)
+    graph.attrs["source"] = str(ckpt_path)
+    write_network(out_path, graph)
+    return graph

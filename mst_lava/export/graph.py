@@ -1,0 +1,113 @@
+"""In-memory form of a netx / mst_lava.netx file: a list of layers in topological order.
+
+A :class:`Layer` keeps the groups of one ``/layer/<i>`` HDF5 group apart:
+
+* ``params``  standard netx datasets (``weight``, ``bias``, ``stride``, ...),
+* ``neuron``  the ``neuron/`` group (dict) or None,
+* ``mst``     the ``mst/`` scalars (name, inputs, site, layout, ...),
+* ``flt``     ``mst/float/*`` and ``fix`` ``mst/fixed/*`` arrays and scalars.
+
+See docs/netx-mst-format.md for the meaning of every key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+FORMAT = "mst_lava.netx"
+FORMAT_VERSION = 1
+MST_VERSION = 1
+
+STANDARD_TYPES = ("input", "conv", "dense", "flatten")
+MST_TYPES = ("mst_qk", "mst_softmax_av", "mst_residual", "mst_readout")
+NEURON_TYPES = ("mst_qk", "mst_softmax_av")  # extension types that own a neuron population
+LAYOUTS = ("grid", "window_heads", "window_tokens", "attn", "flat", "none")
+
+
+@dataclass
+class Layer:
+    type: str
+    shape: tuple
+    name: str = ""
+    inputs: list = field(default_factory=list)
+    output: str = "spikes"           # "spikes" | "graded"
+    params: dict = field(default_factory=dict)
+    neuron: dict | None = None
+    mst: dict = field(default_factory=dict)
+    flt: dict = field(default_factory=dict)
+    fix: dict = field(default_factory=dict)
+
+    @property
+    def site(self) -> str:
+        return str(self.mst.get("site", ""))
+
+    @property
+    def block(self) -> int:
+        return int(self.mst.get("block", -1))
+
+    @property
+    def rsm_ratio(self) -> float:
+        return float(self.mst.get("rsm_ratio", 0.0))
+
+    @property
+    def has_neuron(self) -> bool:
+        return self.neuron is not None
+
+    def threshold(self, precision: str):
+        """The neuron threshold in the precision's units (θ float, vth int)."""
+        if self.neuron is None:
+            raise ValueError(f"layer {self.name} has no neuron")
+        if precision == "fixed":
+            return int(self.neuron["vThMant"])
+        return float(self.neuron["threshold"])
+
+
+@dataclass
+class NetxGraph:
+    layers: list
+    attrs: dict = field(default_factory=dict)
+    exp_table: np.ndarray | None = None
+    kind: str = "mst"                # "mst" (an mst_lava.netx file) | "netx" (plain lava-dl netx)
+    path: str | None = None
+
+    @property
+    def precision(self) -> str:
+        return str(self.attrs.get("precision", "float"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.attrs.get("rsm_seed", 0))
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def index(self, name: str) -> int:
+        for i, layer in enumerate(self.layers):
+            if layer.name == name:
+                return i
+        raise KeyError(name)
+
+    def sites(self) -> list[tuple[int, Layer]]:
+        """(index, layer) of every layer that is an RSM site (owns a named neuron population)."""
+        return [(i, l) for i, l in enumerate(self.layers) if l.site]
+
+    def summary(self) -> str:
+        rows = []
+        for i, l in enumerate(self.layers):
+            site = f"{l.site}@{l.block}" if l.site else ""
+            r = f" rsm={l.rsm_ratio:g}" if l.rsm_ratio else ""
+            rows.append(f"{i:4d} {l.type:15s} {str(tuple(int(s) for s in l.shape)):18s} "
+                        f"{l.name:24s} in={list(l.inputs)} {site}{r}")
+        return "\n".join(rows)
+
+
+def jsonable(v: Any):
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    return v
