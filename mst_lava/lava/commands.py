@@ -1,0 +1,426 @@
+"""``mst run`` and ``mst verify``: the exported network on Lava, and its parity with torch.
+
+    mst run export/digits.net --data digits --n 20 --T 64 --backend lava-cpu --precision fixed --report runs/lava
+    mst verify export/digits.pt export/digits.net --precision fixed --n 5 --T 32
+
+``run`` prints predictions, accuracy, spike counts, synaptic ops and energy per inference
+(through ``hw_profiles/`` via :mod:`mst_lava.energy`) and writes ``report.json`` and
+``summary.md``. ``verify`` runs the torch executor of the same file
+(:class:`mst_lava.export.NetSim`, precision float or fixed) and Lava on the same inputs, RSM
+seed and T, prints per-site spike counts side by side and exits 1 when they differ beyond
+the precision's tolerance (fixed: exactly equal; float: ≤ 0.5 % per site and identical
+predictions). This module imports no training code.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from mst_lava.errors import MSTError
+
+FLOAT_TOL = 0.005
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run", help="run an exported network (.net) on Lava (CPU simulator or Loihi)",
+        description="Run an mst_lava.netx network on Lava over test samples: predictions, accuracy, spike counts, "
+                    "synaptic ops and energy per inference, all counted by the Lava processes themselves.")
+    p.add_argument("net", help="network file written by mst-export (e.g. export/digits.net)")
+    p.add_argument("--data", default=None, help="dataset name (default: the one recorded in the file)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: the dataset's standard location)")
+    p.add_argument("--n", type=int, default=20, help="number of test samples (default 20)")
+    p.add_argument("--offset", type=int, default=0, help="index of the first test sample (default 0)")
+    p.add_argument("--T", type=int, default=64, help="time steps per sample (default 64)")
+    p.add_argument("--backend", default="lava-cpu", choices=("lava-cpu", "loihi"),
+                   help="lava-cpu: Lava's CPU simulator (Loihi2SimCfg); loihi: Loihi2HwCfg (needs lava-loihi)")
+    p.add_argument("--precision", default=None, choices=("float", "fixed"),
+                   help="ProcessModels to run: floating_pt or fixed_pt (default: the file's precision)")
+    p.add_argument("--seed", type=int, default=None, help="RSM seed (default: the file's rsm_seed)")
+    p.add_argument("--frames", type=int, default=None, help="event datasets: frames per sample")
+    _add_runtime_options(p)
+    p.add_argument("--report", default=None, metavar="DIR", help="write report.json and summary.md into DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    v = subparsers.add_parser(
+        "verify", help="compare Lava with the torch simulation of the same network (spike parity)",
+        description="Run the torch executor of the exported file and Lava on the same inputs, RSM seed and T; "
+                    "print per-site spike counts and exit 1 if they differ beyond the tolerance "
+                    "(fixed: exact; float: <= 0.5 %% per site and identical predictions).")
+    v.add_argument("checkpoint", help="the checkpoint the network was exported from (.pt)")
+    v.add_argument("net", help="the exported network (.net)")
+    v.add_argument("--precision", default=None, choices=("float", "fixed"),
+                   help="precision of both runs (default: the file's precision)")
+    v.add_argument("--data", default=None, help="dataset name (default: the one recorded in the file)")
+    v.add_argument("--data-root", default=None, help="dataset folder")
+    v.add_argument("--n", type=int, default=5, help="number of test samples (default 5)")
+    v.add_argument("--offset", type=int, default=0)
+    v.add_argument("--T", type=int, default=32, help="time steps (default 32)")
+    v.add_argument("--seed", type=int, default=None, help="RSM seed (default: the file's rsm_seed)")
+    _add_runtime_options(v)
+    v.add_argument("--reference", default="netsim", choices=("netsim", "snn"),
+                   help="netsim (default): mst_lava.export.NetSim, the torch executor of the file's exact "
+                        "semantics; snn: the converted checkpoint in mst_lava.snn (float only; its attention "
+                        "is not expectation-compensated, so it differs by design: informative)")
+    v.add_argument("--no-progress", action="store_true")
+    v.set_defaults(func=cmd_verify)
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+
+def _add_runtime_options(p) -> None:
+    p.add_argument("--granularity", default="block", choices=("block", "layer"),
+                   help="block: wide fused processes, one per block part (fast, default); layer: one Lava "
+                        "process per synapse, neuron population, RSM site, residual, attention op")
+    p.add_argument("--no-pipeline", action="store_true",
+                   help="zero-latency processes only (default: fused segments / synapses take one step of "
+                        "latency so consecutive processes run in parallel; paths are re-aligned)")
+    p.add_argument("--lava-conv", action="store_true",
+                   help="with --granularity layer: run pointwise spike convolutions in lava.proc.conv's Conv "
+                        "process (slow; shows Lava's one-step synaptic delay being compensated)")
+
+
+def _build(graph, x, T, precision, args, seed):
+    from mst_lava.lava.builder import build_network
+    if args.lava_conv and args.granularity != "layer":
+        raise MSTError("--lava-conv needs --granularity layer")
+    return build_network(graph, x, T, precision=precision, granularity=args.granularity, seed=seed,
+                         pipeline=not args.no_pipeline, lava_synapses=args.lava_conv)
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt while Lava runs, so ``finally`` stops Lava's children."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:                     # not in the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _config(graph) -> dict:
+    cfg = graph.attrs.get("model_config") or {}
+    if isinstance(cfg, str):
+        try:
+            cfg = json.loads(cfg)
+        except json.JSONDecodeError:
+            cfg = {}
+    return cfg
+
+
+def load_inputs(graph, data: str | None, root, n: int, offset: int = 0, frames: int | None = None):
+    """The first ``n`` test samples (from ``offset``) of the dataset the network expects: (x, labels)."""
+    import torch
+    from mst_lava.data import get_dataset
+    name = data or str(graph.attrs.get("dataset") or "") or None
+    if not name:
+        raise MSTError(f"{graph.path or 'the network'} does not record its dataset; give --data NAME")
+    if n < 1 or offset < 0:
+        raise MSTError("--n must be at least 1 and --offset non-negative")
+    C, H, W = (int(s) for s in graph.layers[0].shape)
+    kw = {"frames": frames} if frames else {}
+    ds = get_dataset(name, root, "test", H, in_chans=C, **kw)
+    if offset + n > len(ds):
+        raise MSTError(f"the {name} test split has {len(ds)} samples; --offset {offset} --n {n} asks for more")
+    xs, ys = [], []
+    for i in range(offset, offset + n):
+        x, y = ds[i]
+        xs.append(torch.as_tensor(x))
+        ys.append(int(y))
+    x = torch.stack(xs).float()
+    if tuple(x.shape[-3:]) != (C, H, W):
+        raise MSTError(f"dataset {name} gives samples of shape {tuple(x.shape[1:])}; the network expects "
+                       f"({C}, {H}, {W}) (wrong --data for this network?)")
+    return x, np.asarray(ys), name
+
+
+def _per_inference_summary(res) -> dict:
+    """Counts per inference (mean over samples) in the structure mst_lava.energy expects."""
+    n = max(res.n_samples, 1)
+    sites, layers = [], []
+    tot = {"spikes_emitted": 0.0, "spikes_delivered": 0.0, "neuron_updates": 0.0, "neurons": 0.0, "synops": 0.0,
+           "analog_macs": 0.0, "qk_products": 0.0, "softmax_v_accumulations": 0.0, "softmax_elements": 0.0,
+           "residual_accumulations": 0.0, "analog_matmul_macs": 0.0}
+    for name, c in res.counts.items():
+        typ = c["type"]
+        if typ == "mst_residual":
+            tot["residual_accumulations"] += c.get("residual_adds", 0) / n
+        elif typ == "mst_qk":
+            tot["qk_products"] += c.get("synops", 0) / n
+        elif typ == "mst_softmax_av":
+            tot["softmax_v_accumulations"] += c.get("synops", 0) / n
+            tot["softmax_elements"] += c.get("softmax_elements", 0) / n
+        elif typ == "mst_readout":
+            tot["analog_macs"] += c.get("analog_macs", 0) / n
+        else:
+            if c.get("analog_macs", 0):
+                tot["analog_macs"] += c["analog_macs"] / n
+            else:
+                tot["synops"] += c.get("synops", 0) / n
+            layers.append({"name": name, "type": typ, "synops": c.get("synops", 0) / n,
+                           "macs": c.get("analog_macs", 0) / n})
+        if c["site"]:
+            up = c.get("neuron_updates", 0)
+            tot["spikes_emitted"] += c["spikes"] / n
+            tot["spikes_delivered"] += c["delivered"] / n
+            tot["neuron_updates"] += up / n
+            tot["neurons"] += c["neurons"]
+            sites.append({"name": name, "site": c["site"], "block": c["block"], "neurons": c["neurons"],
+                          "spikes_emitted": c["spikes"] / n, "spikes_delivered": c["delivered"] / n,
+                          "dropped": c.get("dropped", 0) / n, "neuron_updates": up / n,
+                          "firing_rate": c["spikes"] / up if up else 0.0})
+    tot["firing_rate"] = tot["spikes_emitted"] / tot["neuron_updates"] if tot["neuron_updates"] else 0.0
+    return {"T": res.T, "samples": res.n_samples, "sites": sites, "layers": layers, "totals": tot}
+
+
+def _energy(summary: dict, precision: str):
+    try:
+        from mst_lava import energy
+    except ImportError:
+        return None, "mst_lava.energy is not available: counts only"
+    try:
+        return energy.energy_report(summary, None, precision="int8" if precision == "fixed" else "fp32"), None
+    except (MSTError, KeyError, ValueError) as e:
+        return None, f"energy report unavailable: {e}"
+
+
+def _num(v) -> str:
+    v = float(v)
+    for unit, f in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= f:
+            return f"{v / f:.3g} {unit}"
+    return f"{v:.4g}"
+
+
+def _fmt_pj(pj) -> str:
+    try:
+        from mst_lava.energy import format_energy
+        return format_energy(pj)
+    except ImportError:
+        return "—" if pj is None else f"{pj:.3g} pJ"
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        from mst_lava.checkpoint import atomic_write
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    except ImportError:
+        path.write_text(text)
+
+
+# ----------------------------------------------------------------------------------------
+# mst run
+
+def cmd_run(args) -> int:
+    import mst_lava.lava  # noqa: F401
+    from mst_lava.lava.builder import load_graph
+    from mst_lava.lava.runner import check_backend, run_network
+    check_backend(args.backend)
+    if args.T < 1:
+        raise MSTError(f"--T must be at least 1, not {args.T}")
+    graph = load_graph(args.net)
+    precision = args.precision or graph.precision
+    x, labels, dname = load_inputs(graph, args.data, args.data_root, args.n, args.offset, args.frames)
+    t0 = time.perf_counter()
+    net = _build(graph, x.numpy(), args.T, precision, args, args.seed)
+    build_s = time.perf_counter() - t0
+    print(f"{args.net}: {len(graph.layers)} layers → {net.describe()}; {precision} precision, T={args.T}, "
+          f"{args.n} {dname} samples, backend {args.backend}")
+    with _sigterm_as_interrupt():
+        res = run_network(net, backend=args.backend, progress=not args.no_progress, desc="mst run")
+    acc = float((res.pred == labels).mean())
+    summary = _per_inference_summary(res)
+    energy, energy_note = _energy(summary, precision)
+    t = summary["totals"]
+    print(f"predictions: {res.pred.tolist()}")
+    print(f"labels:      {labels.tolist()}")
+    print(f"accuracy {100 * acc:.2f} % ({int((res.pred == labels).sum())}/{len(labels)})")
+    print(f"per inference: spikes {_num(t['spikes_emitted'])} emitted, {_num(t['spikes_delivered'])} delivered "
+          f"(firing rate {t['firing_rate']:.4f}); synaptic ops {_num(t['synops'])}; neuron updates "
+          f"{_num(t['neuron_updates'])}; analog MACs {_num(t['analog_macs'])}")
+    if energy is not None:
+        for h in energy["hardware"]:
+            if h.get("available"):
+                print(f"energy ({h['title']}): {_fmt_pj(h['total_pJ'])} per inference")
+        th = energy["theoretical"]
+        print(f"energy (45 nm theoretical, {th['precision']}): {_fmt_pj(th['papers_total_pJ'])} per inference "
+              f"({_fmt_pj(th['total_with_residual_and_dynamic_pJ'])} with residual and dynamic products)")
+    else:
+        print(energy_note)
+    print(f"throughput {res.steps_per_s:.1f} steps/s ({res.steps} steps in {res.run_s:.2f} s; compile "
+          f"{res.compile_s:.2f} s; {res.n_procs} Lava processes)")
+    if args.report:
+        out = Path(args.report)
+        out.mkdir(parents=True, exist_ok=True)
+        report = {
+            "command": "mst " + " ".join(sys.argv[1:]) if sys.argv else "",
+            "network": str(args.net), "dataset": dname, "backend": args.backend, "precision": precision,
+            "granularity": args.granularity, "pipeline": net.pipeline, "pipeline_latency": net.latency,
+            "T": args.T, "n_samples": args.n, "offset": args.offset,
+            "rsm_seed": net.seed, "mask": graph.attrs.get("mask"),
+            "labels": labels.tolist(), "predictions": res.pred.tolist(), "accuracy": acc,
+            "logits": res.logits.tolist(), "scores": res.scores.tolist(),
+            "counts_per_layer_total": res.counts, "per_inference": summary,
+            "energy": energy, "energy_note": energy_note,
+            "throughput": {"steps": res.steps, "run_s": res.run_s, "steps_per_s": res.steps_per_s,
+                           "compile_s": res.compile_s, "build_s": build_s, "processes": res.n_procs,
+                           "process_kinds": net.describe()},
+            "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        }
+        _write(out / "report.json", json.dumps(report, indent=1, default=_json_default))
+        _write(out / "summary.md", _markdown(report))
+        print(f"wrote {out / 'report.json'} and {out / 'summary.md'}")
+    return 0
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def _markdown(r: dict) -> str:
+    s = r["per_inference"]
+    t = s["totals"]
+    L = [f"# Lava run: {r['network']} on {r['dataset']}", "",
+         f"- command: `{r['command']}`",
+         f"- backend {r['backend']}, {r['precision']} point, granularity {r['granularity']}, T={r['T']}, "
+         f"{r['n_samples']} samples from {r['offset']}, RSM seed {r['rsm_seed']}, mask {r['mask'] or 'none'}",
+         f"- accuracy: **{100 * r['accuracy']:.2f} %**",
+         f"- throughput: {r['throughput']['steps_per_s']:.1f} Lava steps/s ({r['throughput']['process_kinds']}; "
+         f"compile {r['throughput']['compile_s']:.2f} s)", "",
+         "All counts below were counted by the Lava processes during the run (per inference = mean over samples).",
+         "", "| quantity | per inference |", "|---|---|"]
+    for k in ("spikes_emitted", "spikes_delivered", "firing_rate", "synops", "neuron_updates", "analog_macs",
+              "residual_accumulations", "qk_products", "softmax_v_accumulations", "softmax_elements"):
+        L.append(f"| {k} | {_num(t[k]) if k != 'firing_rate' else f'{t[k]:.4f}'} |")
+    e = r.get("energy")
+    L += ["", "## Energy per inference", ""]
+    if e:
+        for h in e["hardware"]:
+            if h.get("available"):
+                L.append(f"- {h['title']}: {_fmt_pj(h['total_pJ'])}")
+            else:
+                L.append(f"- {h['title']}: {h.get('statement', 'no per-op constants')}")
+        th = e["theoretical"]
+        L.append(f"- 45 nm theoretical ({th['precision']}): {_fmt_pj(th['papers_total_pJ'])} "
+                 f"({_fmt_pj(th['total_with_residual_and_dynamic_pJ'])} with residual and dynamic products)")
+    else:
+        L.append(f"- {r.get('energy_note')}")
+    L += ["", "## Per site", "", "| site | block | neurons | spikes emitted | delivered | dropped by RSM | firing rate |",
+          "|---|---|---|---|---|---|---|"]
+    for x in s["sites"]:
+        L.append(f"| {x['site']} | {x['block']} | {x['neurons']} | {_num(x['spikes_emitted'])} | "
+                 f"{_num(x['spikes_delivered'])} | {_num(x['dropped'])} | {x['firing_rate']:.4f} |")
+    L += ["", "## Predictions", "", f"labels {r['labels']}", "", f"predictions {r['predictions']}", ""]
+    return "\n".join(L)
+
+
+# ----------------------------------------------------------------------------------------
+# mst verify
+
+def compare_counts(ref_sites: dict, lava_sites: dict, precision: str) -> tuple[list, float, bool]:
+    """Rows (site, torch, lava, diff, rel) and the largest relative difference; ok under the tolerance."""
+    rows, worst, ok = [], 0.0, True
+    for key in sorted(set(ref_sites) | set(lava_sites), key=_site_order):
+        a, b = int(ref_sites.get(key, 0)), int(lava_sites.get(key, 0))
+        rel = abs(b - a) / max(abs(a), 1)
+        worst = max(worst, rel)
+        good = (a == b) if precision == "fixed" else rel <= FLOAT_TOL
+        ok &= good
+        rows.append((key, a, b, b - a, rel, good))
+    return rows, worst, ok
+
+
+def _site_order(key: str):
+    from mst_lava.model.rsm import SITES
+    site, _, block = key.partition("@")
+    s = SITES.index(site) if site in SITES else 99
+    b = int(block) if block.lstrip("-").isdigit() else 0
+    # embed first, then block by block in forward order, merges before their stage's first block
+    if site == "embed":
+        return (-1, 0, 0)
+    if site == "merge":
+        return (b - 0.5, 0, 0)
+    return (b, 1, s)
+
+
+def cmd_verify(args) -> int:
+    import torch
+    import mst_lava.lava  # noqa: F401
+    from mst_lava.lava.builder import load_graph
+    from mst_lava.lava.runner import run_network
+    graph = load_graph(args.net)
+    precision = args.precision or graph.precision
+    if args.T < 1:
+        raise MSTError(f"--T must be at least 1, not {args.T}")
+    from mst_lava.checkpoint import load_checkpoint
+    model, ckpt = load_checkpoint(args.checkpoint)
+    cfg_file, cfg_ckpt = _config(graph), dict(ckpt.get("config") or {})
+    diff = sorted(k for k in set(cfg_file) & set(cfg_ckpt) if cfg_file[k] != cfg_ckpt[k])
+    if diff:
+        raise MSTError(f"{args.net} was not exported from {args.checkpoint}: model configs differ in {diff}")
+    x, labels, dname = load_inputs(graph, args.data, args.data_root, args.n, args.offset)
+    seed = graph.seed if args.seed is None else int(args.seed)
+    print(f"verify: {args.net} ({precision} precision) on {args.n} {dname} samples, T={args.T}, RSM seed {seed}, "
+          f"mask {graph.attrs.get('mask') or 'none'}")
+    t0 = time.perf_counter()
+    if args.reference == "snn":
+        if precision != "float":
+            raise MSTError("--reference snn compares floating point only (the converted checkpoint is float)")
+        ref_sites, ref_pred = _snn_reference(model, graph, x, args.T, seed)
+        ref_name = "torch SNN (mst_lava.snn)"
+    else:
+        from mst_lava.export import NetSim
+        ref = NetSim(graph, precision=precision).run(x, args.T, seed=seed)
+        ref_sites, ref_pred = ref.site_counts(), np.asarray(ref.pred.cpu().numpy())
+        ref_name = f"torch NetSim ({precision})"
+    t_ref = time.perf_counter() - t0
+    net = _build(graph, x.numpy(), args.T, precision, args, seed)
+    with _sigterm_as_interrupt():
+        res = run_network(net, progress=not args.no_progress, desc="mst verify (lava)")
+    rows, worst, ok = compare_counts(ref_sites, res.site_counts(), precision)
+    same_pred = bool(np.array_equal(ref_pred, res.pred))
+    tol = "exact" if precision == "fixed" else f"<= {100 * FLOAT_TOL:.1f} %"
+    print(f"{'site':>10} {'torch':>10} {'lava':>10} {'diff':>8} {'rel %':>8}")
+    for key, a, b, d, rel, good in rows:
+        print(f"{key:>10} {a:>10d} {b:>10d} {d:>8d} {100 * rel:>8.3f}{'' if good else '  <-- over tolerance'}")
+    print(f"predictions torch {ref_pred.tolist()}  lava {res.pred.tolist()}  labels {labels.tolist()}")
+    print(f"reference {ref_name}: {t_ref:.1f} s; Lava: {res.steps_per_s:.1f} steps/s, {res.n_procs} processes")
+    print(f"largest per-site difference {100 * worst:.4f} % (tolerance {tol}); predictions "
+          f"{'identical' if same_pred else 'DIFFER'}")
+    passed = ok and same_pred
+    print("PASS" if passed else "FAIL")
+    return 0 if passed else 1
+
+
+def _snn_reference(model, graph, x, T: int, seed: int):
+    """Per-site spikes of the converted checkpoint in the torch SNN simulator (float)."""
+    from mst_lava.snn import OpCounter, simulate
+    mask = graph.attrs.get("mask") or {}
+    if isinstance(mask, str):
+        mask = json.loads(mask) if mask else {}
+    counter = OpCounter(model)
+    r = simulate(model, x, T, mask=mask or None, seed=seed, counter=counter)
+    s = counter.summary(T)
+    n = x.shape[0]
+    sites = {f"{e['site']}@{e['block']}": int(round(e["spikes_emitted"] * n)) for e in s["sites"]}
+    return sites, np.asarray(r.predictions().cpu().numpy())

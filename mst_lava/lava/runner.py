@@ -1,0 +1,163 @@
+"""Run a built :class:`~mst_lava.lava.builder.LavaNetwork` and read everything back from Lava.
+
+    from mst_lava.lava import runner
+    res = runner.run("export/digits.net", images, T=32, precision="fixed")
+    res.pred, res.logits, res.counts["block0.attn.q"]["spikes"], res.steps_per_s
+
+All numbers in the result come from the Lava run: class scores from the Readout
+process's ``scores`` Var, spikes / delivered / dropped / synaptic ops from every
+process's ``counts`` Var. ``counts`` has the structure of the torch executor's
+(``mst_lava.export.netsim.SimResult.counts``: layer name → spikes, delivered, synops,
+neuron_updates, ... summed over the samples), so the two compare key by key.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import mst_lava.lava  # noqa: F401  (Python 3.11 shim before any lava import)
+from mst_lava.errors import MSTError
+from mst_lava.lava.builder import LavaNetwork, build_network
+from mst_lava.lava.session import LavaSession
+
+BACKENDS = ("lava-cpu", "loihi")
+
+
+@dataclass
+class LavaResult:
+    scores: np.ndarray            # (n, K) Σ_t readout (int64 in fixed point)
+    logits: np.ndarray            # (n, K) float estimate of the ANN logits
+    pred: np.ndarray              # (n,) argmax of the scores
+    counts: dict                  # layer name → counts summed over samples (see module docstring)
+    per_sample: dict              # layer name → {count name: (n,) array}
+    T: int
+    n_samples: int
+    precision: str
+    granularity: str
+    n_procs: int
+    steps: int = 0
+    run_s: float = 0.0
+    compile_s: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.run_s if self.run_s > 0 else float("nan")
+
+    def site_counts(self) -> dict:
+        """{"SITE@BLOCK": spikes} summed over samples, sites only (as ``NetSim``'s ``site_counts``)."""
+        return {f"{c['site']}@{c['block']}": c["spikes"] for c in self.counts.values() if c["site"]}
+
+    def totals(self) -> dict:
+        keys = ("spikes", "delivered", "dropped", "synops", "neuron_updates", "analog_macs", "residual_adds",
+                "softmax_elements")
+        return {k: int(sum(c.get(k, 0) for c in self.counts.values())) for k in keys}
+
+
+def hardware_available() -> bool:
+    """True when lava-loihi (Intel's Loihi 2 compiler and runtime extension) is installed."""
+    try:
+        from lava.utils import loihi
+        return bool(loihi.is_installed())
+    except ImportError:
+        return False
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise MSTError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend == "loihi" and not hardware_available():
+        raise MSTError("--backend loihi needs lava-loihi (Intel's Loihi 2 compiler and runtime, available to INRC "
+                       "members) and a Loihi 2 system; it is not installed here. Use --backend lava-cpu to run "
+                       "the same network on Lava's CPU simulator")
+
+
+def collect(net: LavaNetwork, scores: np.ndarray, proc_counts: dict) -> tuple[dict, dict]:
+    """Per-layer counts from the processes' ``counts`` Vars (already read)."""
+    graph = net.graph
+    counts: dict = {}
+    per_sample: dict = {}
+    for k in net.knodes:
+        if k.id not in net.kernel_slots:
+            continue
+        proc, a, b = net.kernel_slots[k.id]
+        arr = proc_counts[proc.id][:, a:b]
+        L = graph.layers[k.layer]
+        name = L.name or f"layer{k.layer}"
+        c = counts.setdefault(name, {"site": L.site, "block": L.block, "type": L.type, "spikes": 0, "delivered": 0,
+                                     "dropped": 0, "neurons": int(np.prod(L.shape)), "synops": 0,
+                                     "neuron_updates": 0})
+        ps = per_sample.setdefault(name, {})
+        for j, cname in enumerate(k.kernel.count_names):
+            if k.role == "rsm" and cname == "events":
+                continue                               # = the neurons' spikes
+            col = arr[:, j]
+            ps[cname] = ps.get(cname, 0) + col
+            c[cname] = c.get(cname, 0) + int(round(float(col.sum())))
+    for lay, (src, fan) in net.derived_synops.items():
+        # synapses run by Lava's own Conv process (no counters of ours inside): every delivered
+        # spike of the source layer reaches ``fan`` synapses (pointwise conv: uniform fan-out)
+        name = graph.layers[lay].name or f"layer{lay}"
+        sname = graph.layers[src].name or f"layer{src}"
+        sps = per_sample[sname].get("delivered", per_sample[sname].get("spikes"))
+        per_sample[name]["synops"] = sps * fan
+        counts[name]["synops"] = int(round(float(np.sum(sps)))) * fan
+    for name, c in counts.items():
+        if c["site"] or c["type"] in ("conv", "dense", "mst_qk", "mst_softmax_av"):
+            if "delivered" not in per_sample[name] and "spikes" in per_sample[name]:
+                c["delivered"] = c["spikes"]           # no RSM: every spike is delivered
+                per_sample[name]["delivered"] = per_sample[name]["spikes"]
+    return counts, per_sample
+
+
+def run_network(net: LavaNetwork, *, backend: str = "lava-cpu", progress: bool = True,
+                desc: str = "lava") -> LavaResult:
+    """Run ``net`` sample by sample (T steps each, one Lava ``run`` per sample) and collect results.
+
+    Lava is always stopped, also on an exception or Ctrl-C (see :mod:`mst_lava.lava.session`).
+    """
+    check_backend(backend)
+    from tqdm import tqdm
+    cfg = net.run_config(hardware=backend == "loihi")
+    n, T = net.n_samples, net.T
+    sess = LavaSession(net.root, cfg)
+    try:
+        t0 = time.perf_counter()
+        sess.start()
+        with tqdm(total=n, unit="sample", desc=desc, disable=not progress, leave=False) as bar:
+            # sample s is complete net.latency steps after the encoder fed its last step
+            for s in range(n):
+                sess.run(T + (net.latency if s == 0 else 0))
+                bar.update(1)
+                if sess.run_s > 0:
+                    bar.set_postfix_str(f"{sess.steps_run / sess.run_s:.0f} steps/s")
+        scores = np.asarray(net.readout.scores.get())
+        procs = {slot[0] for slot in net.kernel_slots.values()}
+        proc_counts = {p.id: np.asarray(p.counts.get()) for p in procs}
+        wall = time.perf_counter() - t0
+    finally:
+        sess.stop()
+    counts, per_sample = collect(net, scores, proc_counts)
+    ro_layer = net.graph.layers[net.knodes[[k.id for k in net.knodes if k.role == "readout"][0]].layer]
+    if net.precision == "fixed":
+        unit = float(ro_layer.fix.get("unit", 1.0))
+        logits = scores.astype(np.float64) * unit / T
+    else:
+        logits = scores / T
+    return LavaResult(scores=scores, logits=logits, pred=np.argmax(scores, axis=-1), counts=counts,
+                      per_sample=per_sample, T=T, n_samples=n, precision=net.precision,
+                      granularity=net.granularity, n_procs=len(net.procs), steps=sess.steps_run, run_s=sess.run_s,
+                      compile_s=sess.compile_s, meta={"wall_s": wall, "processes": net.describe(),
+                                                      "latency": net.latency, "pipeline": net.pipeline})
+
+
+def run(net_file, inputs, T: int, *, precision: str | None = None, granularity: str = "block",
+        seed: int | None = None, backend: str = "lava-cpu", progress: bool = False,
+        pipeline: bool = True, lava_synapses: bool = False) -> LavaResult:
+    """Build and run in one call."""
+    check_backend(backend)
+    net = build_network(net_file, inputs, T, precision=precision, granularity=granularity, seed=seed,
+                        pipeline=pipeline, lava_synapses=lava_synapses)
+    return run_network(net, backend=backend, progress=progress)
