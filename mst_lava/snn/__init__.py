@@ -13,10 +13,10 @@ Public API::
     ann_counts(model, x)   # the ANN's MACs on the same input
 """
 from mst_lava.snn.neuron import Clock, IFNeuron, StepIFNeuron, if_spike_train, if_step, keep_block
-from mst_lava.snn.simulate import (SimResult, Spiking, convert, restore, simulate, simulate_reference,
-                                   spiking)
+from mst_lava.snn.simulate import (SimResult, Spiking, auto_t_chunk, convert, restore, simulate,
+                                   simulate_reference, spiking)
 from mst_lava.snn.counters import OpCounter, ann_counts, conv_fanout, conv_synops_direct, summarize
 
 __all__ = ["Clock", "IFNeuron", "StepIFNeuron", "if_spike_train", "if_step", "keep_block", "SimResult",
-           "Spiking", "convert", "restore", "simulate", "simulate_reference", "spiking", "OpCounter",
+           "Spiking", "auto_t_chunk", "convert", "restore", "simulate", "simulate_reference", "spiking", "OpCounter",
            "ann_counts", "conv_fanout", "conv_synops_direct", "summarize"]

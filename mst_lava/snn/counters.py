@@ -123,9 +123,34 @@ class _Mode(TorchFunctionMode):
         return out
 
 
+_EXACT = 1 << 23          # float32 sums of 0/1 (or small integers) below this many terms are exact
+
+
+def _indicator(x: torch.Tensor) -> torch.Tensor:
+    """float32 0/1 of x ≠ 0, contiguous, in one pass."""
+    return torch.ne(x, 0, out=torch.empty(x.shape, dtype=torch.float32, device=x.device))
+
+
+def _column_sum(m: torch.Tensor) -> torch.Tensor:
+    """Sum over the first dimension of a float32 tensor of small integers, exactly, as float64."""
+    if m.shape[0] <= _EXACT:
+        return m.sum(0).to(torch.float64)
+    return sum(m[i:i + _EXACT].sum(0).to(torch.float64) for i in range(0, m.shape[0], _EXACT))
+
+
+def exact_total(m: torch.Tensor) -> torch.Tensor:
+    """Exact float64 total of a float tensor of 0/1 values (row sums in float32, then float64)."""
+    if m.numel() == 0:
+        return torch.zeros((), dtype=torch.float64, device=m.device)
+    last = m.shape[-1] if m.dim() else 1
+    if last > _EXACT or last == 0:
+        return m.sum(dtype=torch.float64)
+    return m.reshape(-1, last).sum(1).sum(dtype=torch.float64)
+
+
 def _nz_pairs(ca: torch.Tensor, cb: torch.Tensor) -> torch.Tensor:
-    """Σ over batch and k of (events in column k of a) × (events in row k of b) for a @ b."""
-    return (ca.sum(-2, dtype=torch.float64) * cb.sum(-1, dtype=torch.float64)).sum()
+    """Σ over batch and k of (events in column k of a) × (events in row k of b) for a @ b (exact)."""
+    return (ca.sum(-2).to(torch.float64) * cb.sum(-1).to(torch.float64)).sum()
 
 
 class OpCounter:
@@ -142,6 +167,7 @@ class OpCounter:
         self.model = model
         self.names = {m: n for n, m in model.named_modules()}
         self._tags: dict[int, tuple] = {}
+        self._const: dict[int, weakref.ref] = {}
         self._quiet = False
         self._hooks = []
         self._fanout: dict = {}
@@ -160,6 +186,7 @@ class OpCounter:
         self._static = defaultdict(int)
         self._B = int(batch)
         self._tags.clear()
+        self._const.clear()
 
     @contextmanager
     def active(self):
@@ -194,6 +221,14 @@ class OpCounter:
             self._tags = {k: v for k, v in self._tags.items() if v[0]() is not None}
         self._tags[id(t)] = (weakref.ref(t), tag)
 
+    def mark_constant(self, t: torch.Tensor) -> None:
+        """Mark the model input: layers reading it (through element moves) see the same values every step."""
+        self._const[id(t)] = weakref.ref(t)
+
+    def _is_constant(self, t) -> bool:
+        ref = self._const.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return ref is not None and ref() is t
+
     def _is_softmax_out(self, t) -> bool:
         ref = getattr(self, "_softmax_out", None)
         return ref is not None and ref() is t
@@ -226,11 +261,19 @@ class OpCounter:
         self._add(("updates", name), int(n) * int(steps) * int(batch))
 
     def _events(self, x: torch.Tensor, tag: Tag | None) -> torch.Tensor:
-        """Per element: number of spike events it stands for (0/1, or counts for pooled spikes)."""
+        """Per element, as float32: number of spike events it stands for (0/1, or counts for pooled spikes)."""
         if tag is not None and tag.factor != 1.0:
             lam = float(tag.site.neuron.lam) if tag.site.neuron is not None else float(tag.site.lam)
             return torch.round(x.to(torch.float32) * (tag.factor / lam))
-        return (x != 0).to(torch.float32)
+        return _indicator(x)
+
+    def _event_sum(self, x: torch.Tensor, tag: Tag | None, keep_dims: int) -> torch.Tensor:
+        """Events summed over all leading dimensions, keeping the last ``keep_dims`` (float64, exact)."""
+        ev = self._events(x, tag)
+        lead = ev.dim() - keep_dims
+        if lead <= 0:
+            return ev.to(torch.float64)
+        return _column_sum(ev.reshape(-1, *ev.shape[lead:]))
 
     def _layer_hook(self, module, inputs, output) -> None:
         prev, self._quiet = self._quiet, True
@@ -243,6 +286,8 @@ class OpCounter:
         name = self.names.get(module, type(module).__name__)
         tag = self.tag_of(x)
         kind = "analog" if tag is None else ("spikes" if tag.factor == 1.0 else "pooled spikes")
+        if tag is None and self._is_constant(x):
+            kind = "analog, constant input"
         typ = type(module).__name__
         if isinstance(module, nn.Conv2d):
             per_out = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
@@ -251,23 +296,23 @@ class OpCounter:
         if tag is None:
             self._add(("layer_macs", name, typ, kind, ""), int(out.numel()) * per_out)
             return
-        ev = self._events(x, tag)
         if isinstance(module, nn.Conv2d):
             if isinstance(module.padding, str) or module.padding_mode != "zeros":
                 w = (module.weight.detach() != 0).to(torch.float32)
+                ev = self._events(x, tag).to(torch.float32)
                 syn = module._conv_forward(ev, w, None).sum(dtype=torch.float64)
             else:
                 key = (module, tuple(x.shape[-2:]), str(x.device))
                 fo = self._fanout.get(key)
                 if fo is None:
-                    fo = self._fanout[key] = conv_fanout(module, tuple(x.shape[-2:]), x.device)
-                syn = (ev * fo).sum(dtype=torch.float64)
+                    fo = self._fanout[key] = conv_fanout(module, tuple(x.shape[-2:]), x.device).to(torch.float64)
+                syn = (self._event_sum(x, tag, 3) * fo).sum()
         else:
             key = (module, str(x.device))
             fo = self._fanout.get(key)
             if fo is None:
-                fo = self._fanout[key] = linear_fanout(module).to(x.device)
-            syn = (ev * fo).sum(dtype=torch.float64)
+                fo = self._fanout[key] = linear_fanout(module).to(x.device, torch.float64)
+            syn = (self._event_sum(x, tag, 1) * fo).sum()
         self._add(("layer_synops", name, typ, kind, tag.label), syn)
         self._add(("site_synops", self.names.get(tag.site, tag.label)), syn)
 
@@ -275,6 +320,8 @@ class OpCounter:
         if not name or not args:
             return
         a0 = args[0]
+        if name in _STRUCTURAL and self._is_constant(a0) and isinstance(out, torch.Tensor):
+            self._const[id(out)] = weakref.ref(out)
         if name in _STRUCTURAL:
             tag = self.tag_of(a0)
             if tag is not None and isinstance(out, torch.Tensor):
@@ -335,7 +382,7 @@ class OpCounter:
                 for t in (a0, args[1]):
                     tag = self.tag_of(t)
                     if tag is not None and tag.factor == 1.0:
-                        self._add(("residual", self.names.get(tag.site, tag.label)), torch.count_nonzero(t))
+                        self._add(("residual", self.names.get(tag.site, tag.label)), exact_total(_indicator(t)))
             if name.endswith("_"):
                 self._tags.pop(id(a0), None)
             return
@@ -415,6 +462,7 @@ def summarize(raw: dict, samples: int, T: int, site_info: dict) -> dict:
         "neurons": sum(s["neurons"] for s in sites),
         "synops": sum(e["synops"] for e in lay),
         "analog_macs": sum(e["macs"] for e in lay),
+        "constant_input_macs": sum(e["macs"] for e in lay if e["input"] == "analog, constant input"),
         "qk_products": sum(d["count"] for d in dynamic if d["kind"] == "spike·spike"),
         "softmax_v_accumulations": sum(d["count"] for d in dynamic if d["kind"] == "analog·spike"),
         "softmax_elements": sum(s["elements"] for s in softmax),
@@ -451,6 +499,7 @@ def ann_counts(model: nn.Module, x: torch.Tensor) -> dict:
         model.train(was)
     c.checkpoint(1)
     s = c.summary(1)
-    return {"samples": s["samples"], "macs": s["totals"]["analog_macs"] + s["totals"]["analog_matmul_macs"], "layer_macs": s["totals"]["analog_macs"],
-            "matmul_macs": s["totals"]["analog_matmul_macs"], "softmax_elements": s["totals"]["softmax_elements"],
+    t = s["totals"]
+    return {"samples": s["samples"], "macs": t["analog_macs"] + t["analog_matmul_macs"], "layer_macs": t["analog_macs"],
+            "matmul_macs": t["analog_matmul_macs"], "softmax_elements": t["softmax_elements"],
             "layers": [{"name": e["name"], "type": e["type"], "macs": e["macs"]} for e in s["layers"]]}

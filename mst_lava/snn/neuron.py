@@ -27,12 +27,14 @@ Both read the shared :class:`Clock` that the simulator advances: first step ``t0
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 
 from mst_lava.errors import MSTError
 from mst_lava.model import rsm
+from mst_lava.snn.counters import exact_total
 
 
 @dataclass
@@ -86,6 +88,7 @@ class _Base:
         self.seed = int(seed)
         self.counter = counter
         self.v: torch.Tensor | None = None
+        self.step_numel = 0          # elements of one step's input (all samples), seen at the last call
         self.lam = float(site_module.lam.detach())
 
     def reset(self, site_module=None) -> None:
@@ -95,43 +98,56 @@ class _Base:
             self.lam = float(site_module.lam.detach())
 
     def _split(self, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, int]:
+        """``x`` (steps·B·k, ...) → a view (steps, B·k, ...) (no copy) and n = elements per sample and step."""
         B = self.clock.batch
-        if x.numel() % (steps * B):
+        if x.dim() == 0 or x.shape[0] % (steps * B):
             raise MSTError(f"site {self.site}@{self.block}: input of shape {tuple(x.shape)} does not split "
-                           f"into {steps} steps × {B} samples")
-        xs = x.reshape(steps, -1)
-        return xs, xs.shape[1] // B
+                           f"into {steps} steps × {B} samples along its first dimension")
+        xs = x.unflatten(0, (steps, -1))
+        self.step_numel = xs[0].numel()
+        return xs, self.step_numel // B
 
     def _init_state(self, xs: torch.Tensor) -> None:
+        shape = xs.shape[1:]
         if self.v is None:
-            self.v = torch.full((xs.shape[1],), self.lam / 2, dtype=xs.dtype, device=xs.device)
-        elif self.v.shape[0] != xs.shape[1] or self.v.dtype != xs.dtype:
-            raise MSTError(f"site {self.site}@{self.block}: state holds {self.v.shape[0]} neurons "
-                           f"but the input has {xs.shape[1]} per step; call reset() between inputs")
+            self.v = torch.full(shape, self.lam / 2, dtype=xs.dtype, device=xs.device)
+        elif self.v.shape != shape or self.v.dtype != xs.dtype:
+            raise MSTError(f"site {self.site}@{self.block}: state has shape {tuple(self.v.shape)} "
+                           f"but the input has {tuple(shape)} per step; call reset() between inputs")
+
+
+_MASK_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+MASK_CACHE_BYTES = 256 << 20        # keep masks of recent (seed, site, block, steps, n) across batches
+_cache_bytes = 0
+
+
+def cached_keep_block(seed: int, site: str, block: int, t0: int, steps: int, n: int, ratio: float,
+                      device) -> torch.Tensor:
+    """:func:`keep_block` through a small LRU cache: every batch of an evaluation reuses the masks."""
+    global _cache_bytes
+    key = (int(seed), site, int(block), int(t0), int(steps), int(n), float(ratio), str(device))
+    m = _MASK_CACHE.get(key)
+    if m is not None:
+        _MASK_CACHE.move_to_end(key)
+        return m
+    m = keep_block(seed, site, block, t0, steps, n, ratio, device)
+    size = m.numel()
+    if size <= MASK_CACHE_BYTES // 4:
+        _MASK_CACHE[key] = m
+        _cache_bytes += size
+        while _cache_bytes > MASK_CACHE_BYTES and _MASK_CACHE:
+            _cache_bytes -= _MASK_CACHE.popitem(last=False)[1].numel()
+    return m
 
 
 class IFNeuron(_Base):
     """Multi-step IF neuron: input ``(steps·B·…, …)`` time-major; scans over ``clock.steps``."""
 
-    def __init__(self, site_module, clock: Clock, ratio: float = 0.0, seed: int = 0, counter=None,
-                 cache_masks: bool = True):
-        super().__init__(site_module, clock, ratio, seed, counter)
-        self.cache_masks = cache_masks
-        self._masks: dict = {}
-
     def keep(self, t0: int, steps: int, n: int, device) -> torch.Tensor:
-        key = (self.seed, t0, steps, n, self.ratio, str(device))
-        m = self._masks.get(key)
-        if m is None:
-            m = keep_block(self.seed, self.site, self.block, t0, steps, n, self.ratio, device)
-            if self.cache_masks and steps * n <= (1 << 26):
-                self._masks[key] = m
-        return m
+        return cached_keep_block(self.seed, self.site, self.block, t0, steps, n, self.ratio, device)
 
     def set_seed(self, seed: int) -> None:
-        if int(seed) != self.seed:
-            self.seed = int(seed)
-            self._masks.clear()
+        self.seed = int(seed)
 
     def __call__(self, site_module, x: torch.Tensor) -> torch.Tensor:
         counter = self.counter
@@ -141,22 +157,20 @@ class IFNeuron(_Base):
             xs, n = self._split(x, steps)
             self._init_state(xs)
             lam, v = self.lam, self.v
-            out = torch.empty_like(xs)
-            s = torch.empty(xs.shape[1], dtype=torch.bool, device=xs.device)
+            out = torch.empty(xs.shape, dtype=xs.dtype, device=xs.device)    # contiguous, logical order
             for t in range(steps):
                 v.add_(xs[t])
-                torch.ge(v, lam, out=s)
                 o = out[t]
-                o.copy_(s)
+                torch.ge(v, lam, out=o)       # spike as 1.0 / 0.0
                 v.sub_(o, alpha=lam)          # v - λ·1 or v - λ·0: exact
             emitted = delivered = None
-            if counter is not None:
-                emitted = torch.count_nonzero(out)
+            if counter is not None:                      # out holds 0/1 here
+                emitted = exact_total(out.view(steps * B, n))
             if self.ratio > 0:
                 keep = self.keep(t0, steps, n, xs.device)
                 out.view(steps, B, n).mul_(keep.unsqueeze(1))
                 if counter is not None:
-                    delivered = torch.count_nonzero(out)
+                    delivered = exact_total(out.view(steps * B, n))
             else:
                 delivered = emitted
             out.mul_(lam)
@@ -181,7 +195,7 @@ class StepIFNeuron(_Base):
             xs, n = self._split(x, 1)
             self._init_state(xs)
             self.v, s = if_step(self.v, xs[0], self.lam)
-            spikes = s.to(x.dtype)
+            spikes = s.to(x.dtype).reshape(-1)
             emitted = delivered = None
             if counter is not None:
                 emitted = torch.count_nonzero(spikes)

@@ -29,7 +29,16 @@ from mst_lava.model import rsm
 from mst_lava.model.qcfs import iter_sites
 from mst_lava.snn.neuron import Clock, IFNeuron, StepIFNeuron
 
-DEFAULT_FOLD = 4096   # default bound on steps × samples folded into one forward pass
+# Automatic chunk size: the first chunk is one step; it tells the largest per-step neuron input
+# (elements); later chunks fold as many steps as keep that tensor near this many elements. On CPU
+# small chunks stay in cache (fmnist preset, batch 64: 1-2 steps per pass is fastest); GPUs want
+# large batches and have the memory for them.
+CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 28}
+
+
+def auto_t_chunk(T: int, max_step_numel: int, device) -> int:
+    budget = CHUNK_ELEMENTS.get(torch.device(device).type, CHUNK_ELEMENTS["cuda"])
+    return max(1, min(int(T), budget // max(int(max_step_numel), 1)))
 
 
 class Spiking:
@@ -133,7 +142,7 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, mask=None, seed: int 
     """Multi-step simulation of the converted ``model`` on analog input ``x`` (B, C, H, W) for T steps.
 
     ``mask``: RSM map ``{site or "SITE@block": r}`` (or ``["Q=0.75", ...]``); ``seed``: mask seed.
-    ``t_chunk``: steps folded per forward (default: as many as keep steps×batch ≤ 4096).
+    ``t_chunk``: steps folded per forward (default: automatic, see :func:`auto_t_chunk`).
     ``checkpoints``: extra step counts t < T at which the running mean is also returned
     (``logits_at[t]``; a T=128 run gives the T=8..64 results for free, exactly).
     ``counter``: an :class:`mst_lava.snn.counters.OpCounter` to fill (snapshots at each checkpoint).
@@ -147,9 +156,8 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, mask=None, seed: int 
         return SimResult(torch.cat([p.logits for p in parts]),
                          {t: torch.cat([p.logits_at[t] for p in parts]) for t in cps},
                          torch.cat([p.steps for p in parts], dim=1) if return_steps else None)
-    if t_chunk is None:
-        t_chunk = max(1, min(T, DEFAULT_FOLD // max(B, 1)))
-    t_chunk = max(1, min(int(t_chunk), T))
+    auto = t_chunk is None
+    t_chunk = 1 if auto else max(1, min(int(t_chunk), T))
     with spiking(model, mask, seed, counter, IFNeuron) as snn:
         snn.reset(B)
         if counter is not None:
@@ -160,10 +168,14 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, mask=None, seed: int 
         t = 0
         cm = counter.active() if counter is not None else _null()
         with cm:
-            for end in _chunk_ends(T, t_chunk, cps):
+            ends = _chunk_ends(T, t_chunk, cps)
+            while ends:
+                end = ends.pop(0)
                 Tc = end - t
                 snn.clock.t0, snn.clock.steps = t, Tc
                 xin = x.unsqueeze(0).expand(Tc, *x.shape).reshape(Tc * B, *x.shape[1:])
+                if counter is not None:
+                    counter.mark_constant(xin)
                 y = model(xin)
                 y = y.reshape(Tc, B, *y.shape[1:])
                 for i in range(Tc):           # sequential sum: bit-identical to the per-step reference
@@ -171,6 +183,10 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, mask=None, seed: int 
                 if return_steps:
                     steps_out.append(y)
                 t = end
+                if auto and t == 1 and ends:          # sized from the first (one-step) pass
+                    auto = False
+                    tc = auto_t_chunk(T, max(n.step_numel for n in snn.neurons), x.device)
+                    ends = [e + 1 for e in _chunk_ends(T - 1, tc, [c - 1 for c in cps if c > 1])]
                 if t in cps:
                     out_at[t] = acc / t
                     if counter is not None:
@@ -197,6 +213,8 @@ def simulate_reference(model: nn.Module, x: torch.Tensor, T: int, *, mask=None, 
         with cm:
             for t in range(T):
                 snn.clock.t0 = t
+                if counter is not None:
+                    counter.mark_constant(x)
                 y = model(x)
                 acc = y.clone() if acc is None else acc + y
                 if return_steps:

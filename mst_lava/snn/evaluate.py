@@ -1,0 +1,257 @@
+"""``mst snn-eval``: accuracy, spikes, synaptic ops and energy of a converted checkpoint.
+
+One simulation at the largest T gives every smaller T of ``--T`` exactly (the network is
+causal and masks are keyed by step), so ``--T 8,16,32,64,128`` costs one T=128 run per
+mask configuration and seed. Each ``--mask`` occurrence is one configuration
+(``--mask Q=0.75 K=0.75 A=0.75 --mask Q=0.5``); the unmasked network is always evaluated
+too (``--no-unmasked`` skips it). Masked configurations run over the paper's seeds
+0, 1000, …, 1000·(seeds-1) and report mean ± std; unmasked runs are deterministic (one run).
+"""
+from __future__ import annotations
+
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mst_lava.errors import MSTError
+from mst_lava.model import rsm
+from mst_lava.snn.counters import OpCounter, ann_counts
+from mst_lava.snn.simulate import simulate
+
+DEFAULT_T = "8,16,32,64,128"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "snn-eval", help="convert a checkpoint to a spiking network and evaluate it (accuracy, spikes, energy)",
+        description="Convert every QCFS site of the checkpoint's model to an integrate-and-fire neuron, simulate "
+                    "T time steps with Random Spike Masking, and write report.json, summary.md and PNG plots "
+                    "(accuracy vs T per mask configuration, firing rate per site and block, spikes per block) "
+                    "with spike, synaptic-op and energy counts (Loihi profile and 45 nm theoretical energy).")
+    p.add_argument("checkpoint", help="checkpoint .pt written by `mst train`")
+    p.add_argument("--data", default=None, help="dataset folder (default: the dataset's standard location)")
+    p.add_argument("--dataset", default=None, help="dataset name (default: the one named in the checkpoint)")
+    p.add_argument("--T", default=DEFAULT_T, help=f"comma-separated time steps (default {DEFAULT_T})")
+    p.add_argument("--seeds", type=int, default=10,
+                   help="number of mask seeds 0, 1000, ... for masked configurations (default 10)")
+    p.add_argument("--mask", nargs="+", action="append", default=None, metavar="SITE=R",
+                   help="one RSM configuration per occurrence, e.g. --mask Q=0.75 K=0.75 A=0.75; SITE@BLOCK=R "
+                        "masks one block; `--mask ckpt` uses the ratios the checkpoint was trained with "
+                        "(the default when --mask is not given and the checkpoint has any)")
+    p.add_argument("--no-unmasked", action="store_true", help="do not evaluate the unmasked network")
+    p.add_argument("--report", default="snn_report", help="output folder (default snn_report)")
+    p.add_argument("--n", type=int, default=None, help="evaluate the first N test samples only")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--t-chunk", type=int, default=None,
+                   help="time steps folded into one forward pass (default: automatic, from the largest neuron layer)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+                   help="45 nm constants for the theoretical energy (default fp32: E_AC 0.9 pJ, E_MAC 4.6 pJ)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
+    p.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
+    p.set_defaults(func=run_snn_eval)
+
+
+def parse_T(spec: str) -> list[int]:
+    try:
+        Ts = sorted({int(s) for s in str(spec).replace(" ", "").split(",") if s})
+    except ValueError:
+        raise MSTError(f"--T {spec!r}: give comma-separated integers, e.g. --T 8,16,32,64") from None
+    if not Ts or Ts[0] < 1:
+        raise MSTError(f"--T {spec!r}: time steps must be positive integers")
+    return Ts
+
+
+def mask_label(mask: dict) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in sorted(mask.items())) if mask else "unmasked"
+
+
+def _device(spec: str) -> torch.device:
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise MSTError(f"--device {spec}: no CUDA device is available here; use --device cpu")
+    elif spec != "cpu":
+        raise MSTError(f"--device must be cpu or cuda[:N], not {spec!r}")
+    return torch.device(spec)
+
+
+def _mask_configs(args_mask, ckpt_mask: dict, unmasked: bool) -> list[dict]:
+    configs: list[dict] = []
+    if args_mask is None:
+        if ckpt_mask:
+            configs.append(rsm.parse_mask_spec(ckpt_mask))
+    else:
+        for group in args_mask:
+            if len(group) == 1 and group[0].strip().lower() == "ckpt":
+                if not ckpt_mask:
+                    raise MSTError("--mask ckpt: the checkpoint was trained without masking")
+                configs.append(rsm.parse_mask_spec(ckpt_mask))
+            else:
+                configs.append({k: v for k, v in rsm.parse_mask_spec(group).items()})
+    configs = [c for c in configs if any(v > 0 for v in c.values()) or not c]
+    if unmasked:
+        configs.insert(0, {})
+    out, seen = [], set()
+    for c in configs:
+        c = {k: v for k, v in c.items() if v > 0}
+        key = mask_label(c)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    if not out:
+        raise MSTError("nothing to evaluate: --no-unmasked given and no mask configuration")
+    return out
+
+
+def _loader(dataset, n: int | None, batch_size: int):
+    from torch.utils.data import DataLoader, Subset
+    if n is not None:
+        if n < 1:
+            raise MSTError(f"--n must be positive, not {n}")
+        dataset = Subset(dataset, range(min(n, len(dataset))))
+    if batch_size < 1:
+        raise MSTError(f"--batch-size must be positive, not {batch_size}")
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0), len(dataset)
+
+
+@torch.no_grad()
+def _ann_accuracy(model, loader, device, dtype, mask: dict | None = None, seed: int = 0) -> float:
+    from mst_lava.model.rsm import set_ann_masks
+    set_ann_masks(model, mask or {}, seed)
+    correct = total = 0
+    try:
+        for x, y in loader:
+            out = model(x.to(device, dtype))
+            correct += int((out.argmax(-1).cpu() == torch.as_tensor(y)).sum())
+            total += len(y)
+    finally:
+        set_ann_masks(model, {}, 0)
+    return correct / max(total, 1)
+
+
+def _mean_std(v: list[float]) -> dict:
+    m = sum(v) / len(v)
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+    return {"mean": m, "std": sd, "per_seed": v}
+
+
+def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], seeds: list[int], *,
+             device, dtype=torch.float32, t_chunk=None, precision="fp32", progress=True) -> dict:
+    """Evaluate the converted ``model`` on ``loader``: accuracy at each T, counts and energy per config."""
+    from tqdm import tqdm
+    from mst_lava.energy import energy_report
+    model.to(device=device, dtype=dtype).eval()
+    Tmax = max(Ts)
+    n_batches = len(loader)
+    runs = [(ci, s) for ci, c in enumerate(configs) for s in (seeds if c else seeds[:1])]
+    bar = tqdm(total=len(runs) * n_batches, desc="snn-eval", unit="batch", disable=not progress,
+               dynamic_ncols=True)
+    results = []
+    counters = [OpCounter(model) for _ in configs]
+    acc: dict[tuple, dict[int, float]] = {}
+    t0 = time.perf_counter()
+    for ci, seed in runs:
+        cfg = configs[ci]
+        correct = {t: 0 for t in Ts}
+        total = 0
+        bar.set_postfix_str(f"{mask_label(cfg)} seed {seed}")
+        for x, y in loader:
+            x = x.to(device, dtype)
+            y = torch.as_tensor(y)
+            res = simulate(model, x, Tmax, mask=cfg, seed=seed, t_chunk=t_chunk, checkpoints=Ts,
+                           counter=counters[ci])
+            for t in Ts:
+                correct[t] += int((res.logits_at[t].argmax(-1).cpu() == y).sum())
+            total += len(y)
+            bar.update(1)
+        acc[(ci, seed)] = {t: correct[t] / max(total, 1) for t in Ts}
+    bar.close()
+    wall = time.perf_counter() - t0
+    x0, _ = next(iter(loader))
+    ann = ann_counts(model, x0.to(device, dtype))
+    for ci, cfg in enumerate(configs):
+        cseeds = seeds if cfg else seeds[:1]
+        accuracy = {str(t): _mean_std([acc[(ci, s)][t] for s in cseeds]) for t in Ts}
+        counts = {str(t): counters[ci].summary(t) for t in Ts}
+        energy = {str(t): energy_report(counts[str(t)], ann, precision) for t in Ts}
+        results.append({"label": mask_label(cfg), "mask": cfg, "seeds": cseeds, "accuracy": accuracy,
+                        "counts": counts, "energy": energy})
+    return {"T": Ts, "n_samples": n_samples, "configs": results, "ann_counts": ann, "sim_wall_s": wall}
+
+
+def run_snn_eval(args) -> int:
+    threads = torch.get_num_threads()
+    try:
+        return _run_snn_eval(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_snn_eval(args) -> int:
+    from mst_lava.checkpoint import load_checkpoint
+    Ts = parse_T(args.T)
+    if args.seeds < 1:
+        raise MSTError(f"--seeds must be at least 1, not {args.seeds}")
+    device = _device(args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise MSTError(f"--threads must be positive, not {args.threads}")
+        torch.set_num_threads(args.threads)
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    model, ckpt = load_checkpoint(args.checkpoint)
+    name = args.dataset or ckpt.get("dataset")
+    if not name:
+        raise MSTError(f"{args.checkpoint} does not name its dataset; give --dataset NAME")
+    try:
+        from mst_lava.data import get_dataset
+    except ImportError as e:
+        raise MSTError(f"the dataset module is not available ({e})") from None
+    cfg = getattr(model, "cfg", None)
+    img_size = getattr(cfg, "img_size", None)
+    in_chans = getattr(cfg, "in_chans", None)
+    import inspect
+    kw = {"in_chans": in_chans} if "in_chans" in inspect.signature(get_dataset).parameters else {}
+    ds = get_dataset(name, args.data, "test", img_size, **kw)
+    loader, n = _loader(ds, args.n, args.batch_size)
+    configs = _mask_configs(args.mask, ckpt.get("mask") or {}, not args.no_unmasked)
+    seeds = [1000 * i for i in range(args.seeds)]
+    model.to(device=device, dtype=dtype)
+    t0 = time.perf_counter()
+    ann_acc = _ann_accuracy(model, loader, device, dtype)
+    ann_masked = {}
+    for c in configs:
+        if c:
+            ann_masked[mask_label(c)] = _mean_std([_ann_accuracy(model, loader, device, dtype, c, s)
+                                                   for s in seeds])
+    ev = evaluate(model, loader, n, Ts, configs, seeds, device=device, dtype=dtype, t_chunk=args.t_chunk,
+                  precision=args.precision)
+    report = {
+        "command": "mst " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("mst")
+        else " ".join(sys.argv),
+        "checkpoint": str(args.checkpoint), "arch": ckpt.get("arch"), "dataset": name,
+        "model_config": ckpt.get("config"), "trained_mask": ckpt.get("mask") or {},
+        "checkpoint_metrics": ckpt.get("metrics") or {},
+        "params": sum(p.numel() for p in model.parameters()),
+        "device": str(device), "dtype": args.dtype, "precision": args.precision,
+        "machine": {"platform": platform.platform(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "ann": {"accuracy": ann_acc, "masked": ann_masked},
+        **ev,
+        "wall_s": time.perf_counter() - t0,
+    }
+    from mst_lava.report import write_report
+    paths = write_report(report, args.report, plots=not args.no_plots)
+    best = report["configs"][0]
+    tm = str(max(Ts))
+    print(f"ANN accuracy {100 * ann_acc:.2f} %; SNN ({best['label']}) at T={tm}: "
+          f"{100 * best['accuracy'][tm]['mean']:.2f} %")
+    for p in paths:
+        print(f"wrote {p}")
+    return 0

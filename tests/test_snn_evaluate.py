@@ -1,0 +1,89 @@
+"""`mst snn-eval` end to end on a tiny checkpoint and the real digits test set; error messages."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from mst_lava.checkpoint import save_checkpoint
+from mst_lava.errors import MSTError
+from mst_lava.model import build_model
+from mst_lava.snn import evaluate as ev
+
+
+def _parser():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="command")
+    ev.register(sub)
+    return p
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    m = build_model("digits", embed_dim=8, heads=(2, 2), mlp_ratio=1.0)
+    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
+    save_checkpoint(path, m, dataset="digits", mask={"Q": 0.5})
+    return path
+
+
+def _run(argv):
+    args = _parser().parse_args(argv)
+    return args.func(args)
+
+
+def test_snn_eval_writes_report(ckpt, tmp_path):
+    out = tmp_path / "rep"
+    rc = _run(["snn-eval", str(ckpt), "--T", "4,2", "--seeds", "2", "--n", "8", "--batch-size", "4",
+               "--mask", "Q=0.5", "K=0.5", "--mask", "ckpt", "--threads", "1", "--report", str(out)])
+    assert rc == 0
+    for f in ("report.json", "summary.md", "accuracy_vs_T.png", "firing_rate.png", "spikes_per_block.png"):
+        assert (out / f).stat().st_size > 0, f
+    r = json.loads((out / "report.json").read_text())
+    assert r["T"] == [2, 4] and r["n_samples"] == 8 and r["dataset"] == "digits"
+    labels = [c["label"] for c in r["configs"]]
+    assert labels == ["unmasked", "K=0.5,Q=0.5", "Q=0.5"]
+    unm, masked = r["configs"][0], r["configs"][1]
+    assert unm["seeds"] == [0] and masked["seeds"] == [0, 1000]
+    assert len(masked["accuracy"]["4"]["per_seed"]) == 2
+    t4 = masked["counts"]["4"]["totals"]
+    assert t4["neuron_updates"] == 2 * masked["counts"]["2"]["totals"]["neuron_updates"]
+    assert t4["spikes_delivered"] <= t4["spikes_emitted"]
+    e = masked["energy"]["4"]
+    assert e["hardware"][1]["available"] is False and e["theoretical"]["papers_total_pJ"] > 0
+    assert r["ann_counts"]["macs"] > 0 and 0 <= r["ann"]["accuracy"] <= 1
+    assert "K=0.5,Q=0.5" in r["ann"]["masked"]
+    md = (out / "summary.md").read_text()
+    assert "| unmasked |" in md and "Loihi 2" in md and "What is counted" in md
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--T", "0,4"], "positive"),
+    (["--T", "a"], "comma-separated"),
+    (["--mask", "Z=0.5"], "unknown RSM site"),
+    (["--mask", "Q=2"], "outside"),
+    (["--seeds", "0"], "at least 1"),
+    (["--device", "tpu"], "cpu or cuda"),
+    (["--n", "0"], "positive"),
+])
+def test_snn_eval_errors(ckpt, tmp_path, argv, msg):
+    with pytest.raises(MSTError, match=msg):
+        _run(["snn-eval", str(ckpt), "--report", str(tmp_path / "r"), "--no-plots", "--T", "2", "--n", "4",
+              *argv] if "--T" not in argv else ["snn-eval", str(ckpt), "--report", str(tmp_path / "r"), *argv])
+
+
+def test_snn_eval_missing_things(tmp_path):
+    with pytest.raises(MSTError, match="does not exist"):
+        _run(["snn-eval", str(tmp_path / "none.pt")])
+    m = build_model("digits", embed_dim=8, heads=(2, 2), mlp_ratio=1.0)
+    save_checkpoint(tmp_path / "nods.pt", m)
+    with pytest.raises(MSTError, match="--dataset"):
+        _run(["snn-eval", str(tmp_path / "nods.pt"), "--T", "2"])
+    if not torch.cuda.is_available():
+        with pytest.raises(MSTError, match="no CUDA"):
+            _run(["snn-eval", str(tmp_path / "nods.pt"), "--device", "cuda"])
+    with pytest.raises(MSTError, match="trained without masking"):
+        _run(["snn-eval", str(tmp_path / "nods.pt"), "--dataset", "digits", "--T", "2", "--n", "4",
+              "--mask", "ckpt"])
