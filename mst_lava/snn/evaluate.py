@@ -50,7 +50,7 @@ def register(subparsers) -> None:
                    help="time steps folded into one forward pass (default: automatic, from the largest neuron layer)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    p.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+    p.add_argument("--energy-precision", default="fp32", choices=("fp32", "int8"),
                    help="45 nm constants for the theoretical energy (default fp32: E_AC 0.9 pJ, E_MAC 4.6 pJ)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
@@ -230,7 +230,7 @@ def _run_snn_eval(args) -> int:
             ann_masked[mask_label(c)] = _mean_std([_ann_accuracy(model, loader, device, dtype, c, s)
                                                    for s in seeds])
     ev = evaluate(model, loader, n, Ts, configs, seeds, device=device, dtype=dtype, t_chunk=args.t_chunk,
-                  precision=args.precision)
+                  precision=args.energy_precision)
     report = {
         "command": "mst " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("mst")
         else " ".join(sys.argv),
@@ -238,7 +238,7 @@ def _run_snn_eval(args) -> int:
         "model_config": ckpt.get("config"), "trained_mask": ckpt.get("mask") or {},
         "checkpoint_metrics": ckpt.get("metrics") or {},
         "params": sum(p.numel() for p in model.parameters()),
-        "device": str(device), "dtype": args.dtype, "precision": args.precision,
+        "device": str(device), "dtype": args.dtype, "energy_precision": args.energy_precision,
         "machine": {"platform": platform.platform(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(),
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
