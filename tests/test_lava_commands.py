@@ -87,3 +87,41 @@ def test_compare_counts_tolerances():
     assert ok and abs(worst - 0.004) < 1e-12
     rows, worst, ok = compare_counts(ref, {"Q@0": 1006, "K@0": 2000}, "float")      # 0.6 %: over
     assert not ok
+
+
+def _shipped_net():
+    from pathlib import Path
+    p = Path(__file__).resolve().parents[1] / "export" / "digits.net"
+    if not p.exists():
+        pytest.skip("the shipped export/digits.net is absent")
+    return p
+
+
+@pytest.mark.parametrize("which", ["tiny_rsm_qka", "shipped"])
+def test_torch_backend_fixed_equals_lava_fixed(tiny, capsys, which):
+    """`mst run --backend torch --precision fixed` (NetSim, batched) and `--backend lava-cpu` on 3 digits
+    images at T=16: identical predictions, integer scores, every per-layer count and so every reported figure."""
+    net = tiny / "fixed.net" if which == "tiny_rsm_qka" else _shipped_net()
+    reps = {}
+    for backend, extra in (("lava-cpu", []), ("torch", ["--batch-size", "2"])):       # torch: 2 batches (2 + 1)
+        rep = tiny / f"rep16_{which}_{backend}"
+        rc = main(["run", str(net), "--data", "digits", "--n", "3", "--T", "16", "--precision", "fixed",
+                   "--backend", backend, "--report", str(rep), "--no-progress"] + extra)
+        assert rc == 0, capsys.readouterr()
+        reps[backend] = json.loads((rep / "report.json").read_text())
+    lava, tor = reps["lava-cpu"], reps["torch"]
+    assert tor["backend"] == "torch" and tor["batch_size"] == 2 and tor["n_samples"] == 3
+    assert tor["predictions"] == lava["predictions"] and tor["labels"] == lava["labels"]
+    assert tor["scores"] == lava["scores"]                           # Σ_t integer readout, exactly
+    assert tor["counts_per_layer_total"] == lava["counts_per_layer_total"]
+    assert tor["per_inference"] == lava["per_inference"] and tor["energy"] == lava["energy"]
+    assert tor["per_inference"]["totals"]["spikes_emitted"] > 0
+    if which == "tiny_rsm_qka":
+        assert tor["per_inference"]["totals"]["spikes_delivered"] < tor["per_inference"]["totals"]["spikes_emitted"]
+    out = capsys.readouterr().out
+    assert "samples/s" in out and "accuracy" in out
+
+
+def test_device_and_batch_size_are_torch_only(tiny, capsys):
+    rc = main(["run", str(tiny / "fixed.net"), "--data", "digits", "--n", "1", "--T", "4", "--device", "cpu"])
+    assert rc == 2 and "--backend torch" in capsys.readouterr().err

@@ -41,8 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="float: float weights and thresholds; fixed: additionally Loihi-style 8-bit weight "
                         "mantissas with a per-layer exponent, integer thresholds and biases, and integer "
                         "softmax/product arithmetic (float values are kept too). Default: float")
-    p.add_argument("--mask", action="append", metavar="SITE=R", default=None,
-                   help="Random Spike Masking ratio of a site (repeatable, or comma-separated), e.g. Q=0.75; "
+    p.add_argument("--mask", action="extend", nargs="+", metavar="SITE=R", default=None,
+                   help="Random Spike Masking ratios, e.g. --mask Q=0.75 K=0.75 A=0.75 (also repeatable or "
+                        "comma-separated); "
                         "default: the ratios the checkpoint was trained with")
     p.add_argument("--seed", type=int, default=0, help="RSM mask seed written into the file (default 0)")
     p.add_argument("--summary", action="store_true", help="print the exported layer table")

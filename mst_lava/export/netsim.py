@@ -26,7 +26,8 @@ from mst_lava.export.graph import NetxGraph
 class SimResult:
     logits: torch.Tensor                 # (B, K) float estimate of the ANN logits
     pred: torch.Tensor                   # (B,) argmax of the accumulated readout
-    counts: dict                         # layer name → {"site", "block", "spikes", "delivered", "neurons", "synops"}
+    counts: dict                         # layer name → {"site", "block", "type", "spikes", "delivered", "dropped",
+                                         #   "neurons", "synops", "neuron_updates", ...} (docs/netx-mst-format.md §7)
     readout: torch.Tensor | None = None  # (T, B, K) per-step readout (int64 in fixed precision)
     spikes: dict = field(default_factory=dict)  # layer name → (T, B, ...) delivered spikes, when record=True
 
@@ -146,7 +147,7 @@ class NetSim:
         sd = self._spike_dtype()
         for i, L in enumerate(g.layers):
             P = self.p[i]
-            c = {"site": L.site, "block": L.block, "type": L.type, "spikes": 0, "delivered": 0,
+            c = {"site": L.site, "block": L.block, "type": L.type, "spikes": 0, "delivered": 0, "dropped": 0,
                  "neurons": int(np.prod(L.shape)), "synops": 0, "neuron_updates": 0}
             ins = [vals[k] for k in L.inputs]
             out = None
@@ -164,13 +165,20 @@ class NetSim:
                 cur = ops.synapse_fixed(acc, P["exp"], bias) if self.fixed else acc + bias
                 events = (src != 0).sum(dim=(0, 1)).to(torch.float64)          # per input element
                 c["synops"] = int(round(float((events * P["fanout"]).sum()) * (T if Tin == 1 else 1)))
+                # a graded input also costs dense multiply-accumulates, every step (as the Lava Synapse)
+                c["analog_macs"] = 0 if g.layers[L.inputs[0]].output == "spikes" else \
+                    int(np.prod(L.shape)) * int(np.prod(P["w"].shape[1:])) * T * B
                 out = self._neuron(L, P, cur, T, seed, c)
             elif L.type == "mst_residual":
                 out = None
-                for gain, v in zip(P["gain"], ins):
+                c["residual_adds"] = 0
+                for k, gain, v in zip(L.inputs, P["gain"], ins):
                     term = v * gain if gain != 1 else v
                     out = term if out is None else out + term
-                    c["synops"] += int((v != 0).sum()) * (T if v.shape[0] == 1 else 1)
+                    nz = int((v != 0).sum()) * (T if v.shape[0] == 1 else 1)
+                    c["synops"] += nz
+                    if g.layers[k].output == "spikes":
+                        c["residual_adds"] += nz              # spike events added into the stream
                 if out.shape[0] == 1 and T > 1:
                     out = out.expand((T,) + tuple(out.shape[1:]))
             elif L.type == "mst_qk":
@@ -201,6 +209,9 @@ class NetSim:
                 cur = ops.from_windows(cur, w, s, H, W)
                 d = SV.shape[-1]
                 c["synops"] = int((ins[1] != 0).sum() * w * w + (ins[0] != 0).sum() * d)
+                n_z = int(np.prod(g.layers[L.inputs[0]].shape)) * T * B       # softmax inputs, every step
+                c["softmax_elements"] = n_z
+                c["av_macs"] = n_z * d
                 out = self._neuron(L, P, cur, T, seed, c)
             elif L.type == "mst_readout":
                 src = ins[0]
@@ -217,6 +228,7 @@ class NetSim:
                     logits = y.sum(0) / T
                     pred = logits.argmax(-1)
                 c["synops"] = int((src != 0).sum()) * int(np.prod(L.shape))
+                c["analog_macs"] = int(np.prod(P["w"].shape)) * T * B
                 out = y
             else:
                 raise MSTError(f"layer {i} ({L.name}): type {L.type!r} is not executable by NetSim")
@@ -293,6 +305,7 @@ class NetSim:
         c["neuron_updates"] = int(np.prod(spikes.shape))
         spikes = self._mask(L, P, spikes, T, seed)
         c["delivered"] = int(spikes.sum())
+        c["dropped"] = c["spikes"] - c["delivered"]
         return spikes.to(self._spike_dtype())
 
 

@@ -1,11 +1,15 @@
 """``mst run`` and ``mst verify``: the exported network on Lava, and its parity with torch.
 
     mst run export/digits.net --data digits --n 20 --T 64 --backend lava-cpu --precision fixed --report runs/lava
+    mst run export/digits.net --n 0 --T 64 --backend torch --precision fixed --device cuda --report runs/torch
     mst verify export/digits.pt export/digits.net --precision fixed --n 5 --T 32
 
 ``run`` prints predictions, accuracy, spike counts, synaptic ops and energy per inference
 (through ``hw_profiles/`` via :mod:`mst_lava.energy`) and writes ``report.json`` and
-``summary.md``. ``verify`` runs the torch executor of the same file
+``summary.md``. ``--backend torch`` runs the same file in the torch executor
+(:class:`mst_lava.export.NetSim`, batched, CPU or CUDA; fixed point is bit-exact with
+Lava's ``fixed_pt`` models) through the same summary, energy and report code, and never
+imports Lava. ``verify`` runs the torch executor of the same file
 (:class:`mst_lava.export.NetSim`, precision float or fixed) and Lava on the same inputs, RSM
 seed and T, prints per-site spike counts side by side and exits 1 when they differ beyond
 the precision's tolerance (fixed: exactly equal; float: ≤ 0.5 % per site and identical
@@ -17,8 +21,10 @@ import json
 import platform
 import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,23 +32,38 @@ import numpy as np
 from mst_lava.errors import MSTError
 
 FLOAT_TOL = 0.005
+RUN_BACKENDS = ("lava-cpu", "loihi", "torch")
+TORCH_BATCH = 64
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "run", help="run an exported network (.net) on Lava (CPU simulator or Loihi)",
-        description="Run an mst_lava.netx network on Lava over test samples: predictions, accuracy, spike counts, "
-                    "synaptic ops and energy per inference, all counted by the Lava processes themselves.")
+        "run", help="run an exported network (.net) on Lava (CPU simulator or Loihi) or the torch executor",
+        description="Run an mst_lava.netx network over test samples: predictions, accuracy, spike counts, "
+                    "synaptic ops and energy per inference. Lava backends: all counted by the Lava processes "
+                    "themselves. --backend torch: the torch executor of the same file (NetSim), batched on CPU "
+                    "or CUDA, bit-exact with Lava in fixed point; Lava is not imported.")
     p.add_argument("net", help="network file written by mst-export (e.g. export/digits.net)")
     p.add_argument("--data", default=None, help="dataset name (default: the one recorded in the file)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the dataset's standard location)")
-    p.add_argument("--n", type=int, default=20, help="number of test samples (default 20)")
+    p.add_argument("--n", type=int, default=20,
+                   help="number of test samples (default 20; 0 = the whole test split from --offset)")
     p.add_argument("--offset", type=int, default=0, help="index of the first test sample (default 0)")
     p.add_argument("--T", type=int, default=64, help="time steps per sample (default 64)")
-    p.add_argument("--backend", default="lava-cpu", choices=("lava-cpu", "loihi"),
-                   help="lava-cpu: Lava's CPU simulator (Loihi2SimCfg); loihi: Loihi2HwCfg (needs lava-loihi)")
+    p.add_argument("--backend", default="lava-cpu", choices=RUN_BACKENDS,
+                   help="lava-cpu: Lava's CPU simulator (Loihi2SimCfg); loihi: Loihi2HwCfg (needs lava-loihi); "
+                        "torch: the torch executor of the file (mst_lava.export.NetSim), batched, CPU or CUDA")
     p.add_argument("--precision", default=None, choices=("float", "fixed"),
-                   help="ProcessModels to run: floating_pt or fixed_pt (default: the file's precision)")
+                   help="float or fixed point: Lava's floating_pt or fixed_pt models, NetSim's float64 or integer "
+                        "arithmetic (default: the file's precision)")
+    p.add_argument("--device", default=None,
+                   help="--backend torch: cpu (default), cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"--backend torch: samples simulated at once (default {TORCH_BATCH}); memory grows "
+                        "with batch size × T")
+    p.add_argument("--threads", type=int, default=None,
+                   help="--backend torch on cpu: torch intra-op threads (default: torch's, one per core); on a "
+                        "busy machine 1 can be much faster")
     p.add_argument("--seed", type=int, default=None, help="RSM seed (default: the file's rsm_seed)")
     p.add_argument("--frames", type=int, default=None, help="event datasets: frames per sample")
     _add_runtime_options(p)
@@ -123,21 +144,38 @@ def _config(graph) -> dict:
 
 
 def load_inputs(graph, data: str | None, root, n: int, offset: int = 0, frames: int | None = None):
-    """The first ``n`` test samples (from ``offset``) of the dataset the network expects: (x, labels)."""
-    import torch
+    """The first ``n`` test samples (from ``offset``; ``n = 0``: to the end) the network expects: (x, labels, name)."""
+    ds, name, n = _test_split(graph, data, root, n, offset, frames)
+    x, labels = _samples(ds, offset, offset + n, name, graph)
+    return x, labels, name
+
+
+def _test_split(graph, data: str | None, root, n: int, offset: int = 0, frames: int | None = None):
+    """The test split of the network's dataset, its name and the number of samples ``n`` resolves to."""
     from mst_lava.data import get_dataset
     name = data or str(graph.attrs.get("dataset") or "") or None
     if not name:
         raise MSTError(f"{graph.path or 'the network'} does not record its dataset; give --data NAME")
-    if n < 1 or offset < 0:
-        raise MSTError("--n must be at least 1 and --offset non-negative")
+    if n < 0 or offset < 0:
+        raise MSTError("--n must be non-negative (0 = the whole test split) and --offset non-negative")
     C, H, W = (int(s) for s in graph.layers[0].shape)
     kw = {"frames": frames} if frames else {}
     ds = get_dataset(name, root, "test", H, in_chans=C, **kw)
+    if n == 0:
+        n = len(ds) - offset
+        if n < 1:
+            raise MSTError(f"the {name} test split has {len(ds)} samples; --offset {offset} leaves none")
     if offset + n > len(ds):
         raise MSTError(f"the {name} test split has {len(ds)} samples; --offset {offset} --n {n} asks for more")
+    return ds, name, n
+
+
+def _samples(ds, start: int, stop: int, name: str, graph):
+    """Samples ``start..stop-1`` of ``ds`` stacked: (x float tensor, labels int array)."""
+    import torch
+    C, H, W = (int(s) for s in graph.layers[0].shape)
     xs, ys = [], []
-    for i in range(offset, offset + n):
+    for i in range(start, stop):
         x, y = ds[i]
         xs.append(torch.as_tensor(x))
         ys.append(int(y))
@@ -145,7 +183,7 @@ def load_inputs(graph, data: str | None, root, n: int, offset: int = 0, frames: 
     if tuple(x.shape[-3:]) != (C, H, W):
         raise MSTError(f"dataset {name} gives samples of shape {tuple(x.shape[1:])}; the network expects "
                        f"({C}, {H}, {W}) (wrong --data for this network?)")
-    return x, np.asarray(ys), name
+    return x, np.asarray(ys)
 
 
 def _per_inference_summary(res) -> dict:
@@ -226,25 +264,16 @@ def _write(path: Path, text: str) -> None:
 # mst run
 
 def cmd_run(args) -> int:
-    import mst_lava.lava  # noqa: F401
-    from mst_lava.lava.builder import load_graph
-    from mst_lava.lava.runner import check_backend, run_network
-    check_backend(args.backend)
     if args.T < 1:
         raise MSTError(f"--T must be at least 1, not {args.T}")
-    graph = load_graph(args.net)
-    precision = args.precision or graph.precision
-    x, labels, dname = load_inputs(graph, args.data, args.data_root, args.n, args.offset, args.frames)
-    t0 = time.perf_counter()
-    net = _build(graph, x.numpy(), args.T, precision, args, args.seed)
-    build_s = time.perf_counter() - t0
-    print(f"{args.net}: {len(graph.layers)} layers → {net.describe()}; {precision} precision, T={args.T}, "
-          f"{args.n} {dname} samples, backend {args.backend}")
-    with _sigterm_as_interrupt():
-        res = run_network(net, backend=args.backend, progress=not args.no_progress, desc="mst run")
+    if args.backend == "torch":
+        run = _run_torch(args)
+    else:
+        run = _run_lava(args)
+    res, labels = run["res"], run["labels"]
     acc = float((res.pred == labels).mean())
     summary = _per_inference_summary(res)
-    energy, energy_note = _energy(summary, precision)
+    energy, energy_note = _energy(summary, run["precision"])
     t = summary["totals"]
     print(f"predictions: {res.pred.tolist()}")
     print(f"labels:      {labels.tolist()}")
@@ -261,30 +290,182 @@ def cmd_run(args) -> int:
               f"({_fmt_pj(th['total_with_residual_and_dynamic_pJ'])} with residual and dynamic products)")
     else:
         print(energy_note)
-    print(f"throughput {res.steps_per_s:.1f} steps/s ({res.steps} steps in {res.run_s:.2f} s; compile "
-          f"{res.compile_s:.2f} s; {res.n_procs} Lava processes)")
+    print(run["throughput_line"])
     if args.report:
         out = Path(args.report)
         out.mkdir(parents=True, exist_ok=True)
+        graph = run["graph"]
         report = {
             "command": "mst " + " ".join(sys.argv[1:]) if sys.argv else "",
-            "network": str(args.net), "dataset": dname, "backend": args.backend, "precision": precision,
-            "granularity": args.granularity, "pipeline": net.pipeline, "pipeline_latency": net.latency,
-            "T": args.T, "n_samples": args.n, "offset": args.offset,
-            "rsm_seed": net.seed, "mask": graph.attrs.get("mask"),
+            "network": str(args.net), "dataset": run["dataset"], "backend": args.backend,
+            "precision": run["precision"], **run["setup"],
+            "T": args.T, "n_samples": int(len(labels)), "offset": args.offset,
+            "rsm_seed": run["seed"], "mask": graph.attrs.get("mask"),
             "labels": labels.tolist(), "predictions": res.pred.tolist(), "accuracy": acc,
             "logits": res.logits.tolist(), "scores": res.scores.tolist(),
             "counts_per_layer_total": res.counts, "per_inference": summary,
             "energy": energy, "energy_note": energy_note,
-            "throughput": {"steps": res.steps, "run_s": res.run_s, "steps_per_s": res.steps_per_s,
-                           "compile_s": res.compile_s, "build_s": build_s, "processes": res.n_procs,
-                           "process_kinds": net.describe()},
-            "machine": {"platform": platform.platform(), "python": platform.python_version()},
+            "throughput": run["throughput"],
+            "machine": _machine(run.get("device")),
         }
         _write(out / "report.json", json.dumps(report, indent=1, default=_json_default))
         _write(out / "summary.md", _markdown(report))
         print(f"wrote {out / 'report.json'} and {out / 'summary.md'}")
     return 0
+
+
+def _run_lava(args) -> dict:
+    """``mst run`` on a Lava backend: build the process graph, run it sample by sample."""
+    if args.device is not None or args.batch_size is not None or args.threads is not None:
+        raise MSTError("--device, --batch-size and --threads configure --backend torch; Lava backends run sample "
+                       "by sample on the CPU (or Loihi)")
+    import mst_lava.lava  # noqa: F401
+    from mst_lava.lava.builder import load_graph
+    from mst_lava.lava.runner import check_backend, run_network
+    check_backend(args.backend)
+    graph = load_graph(args.net)
+    precision = args.precision or graph.precision
+    x, labels, dname = load_inputs(graph, args.data, args.data_root, args.n, args.offset, args.frames)
+    t0 = time.perf_counter()
+    net = _build(graph, x.numpy(), args.T, precision, args, args.seed)
+    build_s = time.perf_counter() - t0
+    print(f"{args.net}: {len(graph.layers)} layers → {net.describe()}; {precision} precision, T={args.T}, "
+          f"{len(labels)} {dname} samples, backend {args.backend}")
+    with _sigterm_as_interrupt():
+        res = run_network(net, backend=args.backend, progress=not args.no_progress, desc="mst run")
+    return {
+        "res": res, "labels": labels, "graph": graph, "precision": precision, "dataset": dname, "seed": net.seed,
+        "setup": {"granularity": args.granularity, "pipeline": net.pipeline, "pipeline_latency": net.latency},
+        "throughput": {"steps": res.steps, "run_s": res.run_s, "steps_per_s": res.steps_per_s,
+                       "compile_s": res.compile_s, "build_s": build_s, "processes": res.n_procs,
+                       "process_kinds": net.describe()},
+        "throughput_line": f"throughput {res.steps_per_s:.1f} steps/s ({res.steps} steps in {res.run_s:.2f} s; "
+                           f"compile {res.compile_s:.2f} s; {res.n_procs} Lava processes)",
+    }
+
+
+@dataclass
+class TorchRunResult:
+    """What ``mst run --backend torch`` collects over its batches, shaped like ``runner.LavaResult``."""
+    scores: np.ndarray      # (n, K) Σ_t readout (int64 in fixed point)
+    logits: np.ndarray      # (n, K)
+    pred: np.ndarray        # (n,)
+    counts: dict            # layer name → counts summed over all samples (NetSim.counts structure)
+    T: int
+    n_samples: int
+
+
+def torch_device(spec: str | None):
+    """``--device`` as a torch device; a clear MSTError when it does not exist here."""
+    import torch
+    spec = spec or "cpu"
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise MSTError(f"--device {spec!r} is not a device name: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MSTError(f"--device {spec}: no CUDA GPU is usable here (torch {torch.__version__}, built with "
+                           f"CUDA {torch.version.cuda or 'none'}, torch.cuda.is_available() is False); "
+                           "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise MSTError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise MSTError(f"--device {spec}: --backend torch runs on cpu or cuda")
+    return dev
+
+
+def _run_torch(args) -> dict:
+    """``mst run --backend torch``: NetSim over the samples in batches of ``--batch-size`` (no Lava import)."""
+    if args.lava_conv or args.no_pipeline or args.granularity != "block":
+        raise MSTError("--granularity, --no-pipeline and --lava-conv shape the Lava process graph; "
+                       "--backend torch has none")
+    bs = TORCH_BATCH if args.batch_size is None else int(args.batch_size)
+    if bs < 1:
+        raise MSTError(f"--batch-size must be at least 1, not {bs}")
+    dev = torch_device(args.device)
+    import torch
+    if args.threads is not None:
+        if args.threads < 1:
+            raise MSTError(f"--threads must be at least 1, not {args.threads}")
+        torch.set_num_threads(args.threads)
+    from tqdm import tqdm
+    from mst_lava.export import NetSim, read_network
+    graph = read_network(args.net)
+    precision = args.precision or graph.precision
+    sim = NetSim(graph, precision=precision, device=dev)
+    ds, dname, n = _test_split(graph, args.data, args.data_root, args.n, args.offset, args.frames)
+    seed = graph.seed if args.seed is None else int(args.seed)
+    bs = min(bs, n)
+    print(f"{args.net}: {len(graph.layers)} layers → torch NetSim on {dev}, batches of {bs}; {precision} "
+          f"precision, T={args.T}, {n} {dname} samples, backend torch")
+    counts: dict = {}
+    labels, preds, logits, scores = [], [], [], []
+    run_s = 0.0
+    if not hasattr(tqdm, "_lock"):
+        # tqdm's default lock is a multiprocessing RLock, which fixes the process's start method; Lava's
+        # import then fails (it calls mp.set_start_method('fork')). A thread lock leaves it unset.
+        tqdm.set_lock(threading.RLock())
+    with tqdm(total=n, unit="sample", desc="mst run (torch)", disable=args.no_progress, leave=False) as bar:
+        for a in range(args.offset, args.offset + n, bs):
+            b = min(a + bs, args.offset + n)
+            x, y = _samples(ds, a, b, dname, graph)
+            if x.ndim != 4:
+                raise MSTError(f"dataset {dname} gives event frames {tuple(x.shape[1:])}; the torch executor runs "
+                               "static images only (use --backend lava-cpu for event data)")
+            t0 = time.perf_counter()
+            r = sim.run(x.to(dev), args.T, seed=seed)
+            sc = r.readout.sum(0)
+            preds.append(r.pred.cpu().numpy())
+            logits.append(r.logits.cpu().numpy())
+            scores.append(sc.cpu().numpy())                     # also waits for the device
+            run_s += time.perf_counter() - t0
+            _add_counts(counts, r.counts)
+            labels.append(y)
+            bar.update(b - a)
+            bar.set_postfix_str(f"{(b - args.offset) / run_s:.1f} samples/s")
+    res = TorchRunResult(scores=np.concatenate(scores), logits=np.concatenate(logits), pred=np.concatenate(preds),
+                         counts=counts, T=args.T, n_samples=n)
+    steps = n * args.T
+    threads = torch.get_num_threads()
+    return {
+        "res": res, "labels": np.concatenate(labels), "graph": graph, "precision": precision, "dataset": dname,
+        "seed": seed, "device": dev,
+        "setup": {"device": str(dev), "batch_size": bs},
+        "throughput": {"samples": n, "sample_steps": steps, "run_s": run_s,
+                       "samples_per_s": n / run_s if run_s > 0 else float("nan"),
+                       "sample_steps_per_s": steps / run_s if run_s > 0 else float("nan"),
+                       "device": str(dev), "batch_size": bs, "torch_threads": threads},
+        "throughput_line": f"throughput {n / run_s:.2f} samples/s ({steps / run_s:.0f} sample-steps/s; {n} samples "
+                           f"× T={args.T} in {run_s:.2f} s on {dev}, batches of {bs}, {threads} torch "
+                           "threads)",
+    }
+
+
+def _add_counts(total: dict, counts: dict) -> None:
+    """Adds one batch's per-layer counts into ``total`` (descriptive fields are copied once)."""
+    for name, c in counts.items():
+        if c.get("type") == "input":
+            continue                          # counts nothing (as Lava's encoder, which has no counters)
+        t = total.get(name)
+        if t is None:
+            total[name] = dict(c)
+            continue
+        for k, v in c.items():
+            if k not in ("site", "block", "type", "neurons"):
+                t[k] = t.get(k, 0) + v
+
+
+def _machine(device=None) -> dict:
+    import os
+    m = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
+    if device is not None:
+        import torch
+        m["torch"] = torch.__version__
+        m["torch_threads"] = torch.get_num_threads()
+        if getattr(device, "type", "") == "cuda":
+            m["gpu"] = torch.cuda.get_device_name(device)
+    return m
 
 
 def _json_default(o):
@@ -300,15 +481,28 @@ def _json_default(o):
 def _markdown(r: dict) -> str:
     s = r["per_inference"]
     t = s["totals"]
-    L = [f"# Lava run: {r['network']} on {r['dataset']}", "",
-         f"- command: `{r['command']}`",
-         f"- backend {r['backend']}, {r['precision']} point, granularity {r['granularity']}, T={r['T']}, "
-         f"{r['n_samples']} samples from {r['offset']}, RSM seed {r['rsm_seed']}, mask {r['mask'] or 'none'}",
-         f"- accuracy: **{100 * r['accuracy']:.2f} %**",
-         f"- throughput: {r['throughput']['steps_per_s']:.1f} Lava steps/s ({r['throughput']['process_kinds']}; "
-         f"compile {r['throughput']['compile_s']:.2f} s)", "",
-         "All counts below were counted by the Lava processes during the run (per inference = mean over samples).",
-         "", "| quantity | per inference |", "|---|---|"]
+    th = r["throughput"]
+    if r["backend"] == "torch":
+        L = [f"# torch run (NetSim): {r['network']} on {r['dataset']}", "",
+             f"- command: `{r['command']}`",
+             f"- backend torch on {r['device']}, {r['precision']} point, T={r['T']}, {r['n_samples']} samples from "
+             f"{r['offset']} in batches of {r['batch_size']}, RSM seed {r['rsm_seed']}, mask {r['mask'] or 'none'}",
+             f"- accuracy: **{100 * r['accuracy']:.2f} %**",
+             f"- throughput: {th['samples_per_s']:.2f} samples/s ({th['sample_steps_per_s']:.0f} sample-steps/s, "
+             f"{th['run_s']:.2f} s)", "",
+             "All counts below were counted by the torch executor of the file (mst_lava.export.NetSim), the same "
+             "quantities the Lava processes count (per inference = mean over samples)."]
+    else:
+        L = [f"# Lava run: {r['network']} on {r['dataset']}", "",
+             f"- command: `{r['command']}`",
+             f"- backend {r['backend']}, {r['precision']} point, granularity {r['granularity']}, T={r['T']}, "
+             f"{r['n_samples']} samples from {r['offset']}, RSM seed {r['rsm_seed']}, mask {r['mask'] or 'none'}",
+             f"- accuracy: **{100 * r['accuracy']:.2f} %**",
+             f"- throughput: {th['steps_per_s']:.1f} Lava steps/s ({th['process_kinds']}; "
+             f"compile {th['compile_s']:.2f} s)", "",
+             "All counts below were counted by the Lava processes during the run (per inference = mean over "
+             "samples)."]
+    L += ["", "| quantity | per inference |", "|---|---|"]
     for k in ("spikes_emitted", "spikes_delivered", "firing_rate", "synops", "neuron_updates", "analog_macs",
               "residual_accumulations", "qk_products", "softmax_v_accumulations", "softmax_elements"):
         L.append(f"| {k} | {_num(t[k]) if k != 'firing_rate' else f'{t[k]:.4f}'} |")
