@@ -22,7 +22,9 @@ COUNT_NOTES = [
     "layer (direct encoding: the analog image every step, marked 'analog, constant input'), and in the MST the "
     "patch-merging linear layer and the head, which read the BatchNorm of the residual stream.",
     "**Dynamic products** have no fixed synapses and are counted apart: Q·Kᵀ coincidences (pairs of a Q spike "
-    "and a K spike meeting in the product) and softmax·V accumulations (nonzero softmax weight × V spike).",
+    "and a K spike meeting in the product) and softmax·V accumulations (nonzero softmax weight × V spike). "
+    "With compensated attention they are counted as the exported network counts them: Q·Kᵀ = (Q + K delivered "
+    "spikes) × N tokens of the window, softmax·V = V spikes × N + A spikes × d (head width).",
     "**Softmax** evaluations (elements, floating point every step) are listed on their own; the relative-position "
     "bias and shift-mask additions belong to the softmax input and are not counted separately.",
     "**Residual-stream accumulations**: each spike added to the residual stream (embed, Proj, MLP2 and merge spikes "
@@ -63,6 +65,9 @@ def markdown_summary(r: dict) -> str:
           f"- samples: {r['n_samples']}; device {r.get('device')}, {r.get('dtype')}; "
           f"threads {r.get('machine', {}).get('threads')}; wall time {r.get('wall_s', 0):.1f} s "
           f"(simulation {r.get('sim_wall_s', 0):.1f} s)",
+          f"- attention products: {r.get('attention', 'paper')} ("
+          + ("expectation-compensated, as the exported network runs" if r.get("attention") == "compensated"
+             else "the paper's: Q·Kᵀ and softmax·V of each step's spikes") + ")",
           f"- ANN accuracy: **{_pct(r['ann']['accuracy'])} %**"]
     for lab, a in r["ann"].get("masked", {}).items():
         L.append(f"- ANN accuracy with RSM {lab}: {_pct(a['mean'])} ± {_pct(a['std'])} % "

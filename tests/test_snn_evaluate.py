@@ -87,3 +87,16 @@ def test_snn_eval_missing_things(tmp_path):
     with pytest.raises(MSTError, match="trained without masking"):
         _run(["snn-eval", str(tmp_path / "nods.pt"), "--dataset", "digits", "--T", "2", "--n", "4",
               "--mask", "ckpt"])
+
+
+def test_snn_eval_records_the_attention_mode(ckpt, tmp_path):
+    for mode in ("compensated", "paper"):
+        out = tmp_path / mode
+        argv = ["snn-eval", str(ckpt), "--T", "3", "--seeds", "1", "--n", "4", "--batch-size", "4",
+                "--mask", "Q=0.5", "--threads", "1", "--no-plots", "--report", str(out)]
+        assert _run(argv + (["--attention", mode] if mode != "paper" else [])) == 0
+        r = json.loads((out / "report.json").read_text())
+        assert r["attention"] == mode
+        assert f"- attention products: {mode}" in (out / "summary.md").read_text()
+        t = r["configs"][0]["counts"]["3"]["totals"]
+        assert t["qk_products"] >= 0 and t["softmax_elements"] > 0

@@ -15,7 +15,7 @@ from mst_lava.errors import MSTError
 from mst_lava.model import build_model
 from mst_lava.model.qcfs import QCFS, iter_sites
 from mst_lava.snn import OpCounter, simulate, simulate_reference, spiking
-from mst_lava.snn.testing import make_spiky
+from mst_lava.snn.testing import make_spiky, sharpen_attention
 
 MASK = {"Q": 0.5, "K": 0.75, "A": 0.5, "AV": 0.25, "MLP1@2": 0.3, "SC1@1": 0.2, "embed": 0.1, "merge": 0.5}
 
@@ -24,7 +24,7 @@ MASK = {"Q": 0.5, "K": 0.75, "A": 0.5, "AV": 0.25, "MLP1@2": 0.3, "SC1@1": 0.2, 
 def mst():
     torch.manual_seed(0)
     m = build_model("digits", embed_dim=16, heads=(2, 4), mlp_ratio=2.0)
-    return make_spiky(m, seed=0).double()
+    return sharpen_attention(make_spiky(m, seed=0)).double()
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +32,14 @@ def x():
     return torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
 
 
-def test_multistep_equals_per_step_reference_float64_with_rsm(mst, x):
+@pytest.mark.parametrize("attention", ["paper", "compensated"])
+def test_multistep_equals_per_step_reference_float64_with_rsm(mst, x, attention):
     T = 10
     c_ms, c_ref = OpCounter(mst), OpCounter(mst)
-    ms = simulate(mst, x, T, mask=MASK, seed=7000, t_chunk=4, checkpoints=[3, 8], counter=c_ms, return_steps=True)
+    ms = simulate(mst, x, T, mask=MASK, seed=7000, t_chunk=4, checkpoints=[3, 8], counter=c_ms, return_steps=True,
+                  attention=attention)
     ref = simulate_reference(mst, x, T, mask=MASK, seed=7000, checkpoints=[3, 8], counter=c_ref,
-                             return_steps=True)
+                             return_steps=True, attention=attention)
     assert torch.equal(ms.steps, ref.steps)
     assert torch.equal(ms.logits, ref.logits)
     for t in (3, 8, 10):
@@ -46,7 +48,7 @@ def test_multistep_equals_per_step_reference_float64_with_rsm(mst, x):
     s = c_ms.summary()
     by = {(d["site"], d["block"]): d for d in s["sites"]}
     # the test is meaningful: attention sites fire and masks drop spikes where (and only where) asked
-    for site in ("Q", "K", "V", "AV", "SC1", "MLP1"):
+    for site in ("Q", "K", "V", "A", "AV", "SC1", "MLP1"):
         assert sum(d["spikes_emitted"] for k, d in by.items() if k[0] == site) > 0, site
     assert by[("Q", 0)]["spikes_delivered"] < by[("Q", 0)]["spikes_emitted"]
     assert by[("MLP1", 2)]["spikes_delivered"] < by[("MLP1", 2)]["spikes_emitted"]
@@ -64,20 +66,23 @@ def test_seeds_change_masks_not_unmasked_runs(mst, x):
     assert torch.equal(u0, u1)
 
 
-def test_chunking_and_batch_splitting_do_not_change_results(mst, x):
-    full = simulate(mst, x, 7, mask=MASK, seed=3000, t_chunk=7, return_steps=True)
+@pytest.mark.parametrize("attention", ["paper", "compensated"])
+def test_chunking_and_batch_splitting_do_not_change_results(mst, x, attention):
+    kw = dict(mask=MASK, seed=3000, attention=attention)
+    full = simulate(mst, x, 7, t_chunk=7, return_steps=True, **kw)
     for tc in (1, 3, None):                                     # None: automatic (1 step, then sized)
-        assert torch.equal(simulate(mst, x, 7, mask=MASK, seed=3000, t_chunk=tc, return_steps=True).steps, full.steps)
+        assert torch.equal(simulate(mst, x, 7, t_chunk=tc, return_steps=True, **kw).steps, full.steps)
     xx = torch.cat([x, x.flip(0)])
-    split = simulate(mst, xx, 7, mask=MASK, seed=3000, t_chunk=4, batch_chunk=4)
+    split = simulate(mst, xx, 7, t_chunk=4, batch_chunk=4, **kw)
     assert torch.equal(split.logits[:4], full.logits)
     assert torch.equal(split.logits[4:], full.logits.flip(0))   # same mask for every sample: order-free
 
 
-def test_longer_run_extends_shorter_run_exactly(mst, x):
-    long = simulate(mst, x, 12, mask=MASK, seed=5000, checkpoints=[4, 7])
+@pytest.mark.parametrize("attention", ["paper", "compensated"])
+def test_longer_run_extends_shorter_run_exactly(mst, x, attention):
+    long = simulate(mst, x, 12, mask=MASK, seed=5000, checkpoints=[4, 7], attention=attention)
     for t in (4, 7):
-        assert torch.equal(long.logits_at[t], simulate(mst, x, t, mask=MASK, seed=5000).logits)
+        assert torch.equal(long.logits_at[t], simulate(mst, x, t, mask=MASK, seed=5000, attention=attention).logits)
 
 
 def test_float32_multistep_matches_reference_predictions(x):

@@ -89,8 +89,8 @@ def register(subparsers) -> None:
     _add_runtime_options(v)
     v.add_argument("--reference", default="netsim", choices=("netsim", "snn"),
                    help="netsim (default): mst_lava.export.NetSim, the torch executor of the file's exact "
-                        "semantics; snn: the converted checkpoint in mst_lava.snn (float only; its attention "
-                        "is not expectation-compensated, so it differs by design: informative)")
+                        "semantics; snn: the converted checkpoint in mst_lava.snn with expectation-compensated "
+                        "attention, the same semantics as the file (float only)")
     v.add_argument("--no-progress", action="store_true")
     v.set_defaults(func=cmd_verify)
 
@@ -613,7 +613,7 @@ def _snn_reference(model, graph, x, T: int, seed: int):
     if isinstance(mask, str):
         mask = json.loads(mask) if mask else {}
     counter = OpCounter(model)
-    r = simulate(model, x, T, mask=mask or None, seed=seed, counter=counter)
+    r = simulate(model, x, T, mask=mask or None, seed=seed, counter=counter, attention="compensated")
     s = counter.summary(T)
     n = x.shape[0]
     sites = {f"{e['site']}@{e['block']}": int(round(e["spikes_emitted"] * n)) for e in s["sites"]}

@@ -172,23 +172,33 @@ class WindowAttention(nn.Module):
         q = lambda site: QCFS(site, block, cfg.L, cfg.lam_init)  # noqa: E731
         self.q_act, self.k_act, self.v_act = q("Q"), q("K"), q("V")
         self.a_act, self.av_act, self.proj_act = q("A"), q("AV"), q("Proj")
+        self.products = None     # set by mst_lava.snn: its own scores()/attend() for a spiking run
 
     def position_bias(self) -> torch.Tensor:
         N = self.w * self.w
         return self.bias_table[self.rel_index.view(-1)].view(N, N, -1).permute(2, 0, 1)  # h, N, N
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Q·Kᵀ·scale, the input of the A site."""
+        return (q @ k.transpose(-2, -1)) * self.scale
+
+    def attend(self, a: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """softmax(a + relative-position bias (+ shift mask)) · v, the input of the AV site."""
+        Bn, h, N, _ = a.shape
+        a = a + self.position_bias().unsqueeze(0)
+        if mask is not None:
+            nW = mask.shape[0]
+            a = (a.view(-1, nW, h, N, N) + mask.unsqueeze(1)).view(Bn, h, N, N)
+        return a.softmax(dim=-1) @ v
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         Bn, N, C = x.shape
         h = self.heads
         qkv = self.qkv(x).view(Bn, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
         q, k, v = self.q_act(qkv[0]), self.k_act(qkv[1]), self.v_act(qkv[2])
-        a = self.a_act((q @ k.transpose(-2, -1)) * self.scale)
-        a = a + self.position_bias().unsqueeze(0)
-        if mask is not None:
-            nW = mask.shape[0]
-            a = (a.view(-1, nW, h, N, N) + mask.unsqueeze(1)).view(Bn, h, N, N)
-        a = a.softmax(dim=-1)
-        o = self.av_act(a @ v)
+        p = self if self.products is None else self.products
+        a = self.a_act(p.scores(q, k))
+        o = self.av_act(p.attend(a, v, mask))
         o = o.transpose(1, 2).reshape(Bn, N, C)
         return self.proj_act(self.proj(o))
 

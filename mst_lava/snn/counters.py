@@ -18,6 +18,9 @@ How it works, generically (any model built from QCFS sites, the MST and the base
 * matrix products with a spike operand are *dynamic products* (no fixed synapses):
   number of nonzero pairwise products ``Σ_k nnz(a[..., :, k])·nnz(b[..., k, :])``:
   Q·Kᵀ coincidences (spike·spike) and softmax·V accumulations (analog·spike);
+* with ``attention="compensated"`` the two attention products are counted by the simulator
+  itself on the same two lines, by the export's rule: Q·Kᵀ = (Q + K delivered spikes) × N,
+  softmax·V = V spikes × N + A spikes × d (see :mod:`mst_lava.snn.attention`);
 * softmax evaluations (elements and rows), counted apart;
 * adding a spike tensor to a tensor of the same shape (the residual stream) is a
   residual accumulation: one per delivered spike, counted apart;
@@ -259,6 +262,15 @@ class OpCounter:
         self._add(("emitted", name), emitted)
         self._add(("delivered", name), delivered)
         self._add(("updates", name), int(n) * int(steps) * int(batch))
+
+    def record_dynamic(self, op: str, kind: str, block: int, count) -> None:
+        """Dynamic-product work counted by the caller (compensated attention, :mod:`mst_lava.snn.attention`)."""
+        self._add(("dynamic", op, kind, int(block)), count)
+
+    def record_softmax(self, block: int, elements: int, rows: int) -> None:
+        """Softmax evaluations counted by the caller (the tag-following mode is quiet there)."""
+        self._static[("softmax_elements", int(block))] += int(elements)
+        self._static[("softmax_rows", int(block))] += int(rows)
 
     def _events(self, x: torch.Tensor, tag: Tag | None) -> torch.Tensor:
         """Per element, as float32: number of spike events it stands for (0/1, or counts for pooled spikes)."""

@@ -6,6 +6,8 @@ mask configuration and seed. Each ``--mask`` occurrence is one configuration
 (``--mask Q=0.75 K=0.75 A=0.75 --mask Q=0.5``); the unmasked network is always evaluated
 too (``--no-unmasked`` skips it). Masked configurations run over the paper's seeds
 0, 1000, …, 1000·(seeds-1) and report mean ± std; unmasked runs are deterministic (one run).
+``--attention compensated`` simulates the exported network's attention products (what
+``mst-export`` files, NetSim and the Lava runtime run) instead of the paper's per-step ones.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch
 
 from mst_lava.errors import MSTError
 from mst_lava.model import rsm
+from mst_lava.snn.attention import MODES, check_attention
 from mst_lava.snn.counters import OpCounter, ann_counts
 from mst_lava.snn.simulate import simulate
 
@@ -43,6 +46,10 @@ def register(subparsers) -> None:
                         "masks one block; `--mask ckpt` uses the ratios the checkpoint was trained with "
                         "(the default when --mask is not given and the checkpoint has any)")
     p.add_argument("--no-unmasked", action="store_true", help="do not evaluate the unmasked network")
+    p.add_argument("--attention", default="paper", choices=MODES,
+                   help="attention products: paper (Q·Kᵀ and softmax·V of each step's spikes, the paper's "
+                        "conversion; default) or compensated (the exported network's expectation-compensated "
+                        "products, what mst-export/NetSim/Lava run)")
     p.add_argument("--report", default="snn_report", help="output folder (default snn_report)")
     p.add_argument("--n", type=int, default=None, help="evaluate the first N test samples only")
     p.add_argument("--batch-size", type=int, default=64)
@@ -142,8 +149,12 @@ def _mean_std(v: list[float]) -> dict:
 
 
 def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], seeds: list[int], *,
-             device, dtype=torch.float32, t_chunk=None, precision="fp32", progress=True) -> dict:
-    """Evaluate the converted ``model`` on ``loader``: accuracy at each T, counts and energy per config."""
+             device, dtype=torch.float32, t_chunk=None, precision="fp32", progress=True,
+             attention: str = "paper") -> dict:
+    """Evaluate the converted ``model`` on ``loader``: accuracy at each T, counts and energy per config.
+
+    ``attention``: ``"paper"`` or ``"compensated"`` attention products (see :func:`mst_lava.snn.simulate`)."""
+    check_attention(attention)
     from tqdm import tqdm
     from mst_lava.energy import energy_report
     model.to(device=device, dtype=dtype).eval()
@@ -165,7 +176,7 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
             x = x.to(device, dtype)
             y = torch.as_tensor(y)
             res = simulate(model, x, Tmax, mask=cfg, seed=seed, t_chunk=t_chunk, checkpoints=Ts,
-                           counter=counters[ci])
+                           counter=counters[ci], attention=attention)
             for t in Ts:
                 correct[t] += int((res.logits_at[t].argmax(-1).cpu() == y).sum())
             total += len(y)
@@ -182,7 +193,8 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
         energy = {str(t): energy_report(counts[str(t)], ann, precision) for t in Ts}
         results.append({"label": mask_label(cfg), "mask": cfg, "seeds": cseeds, "accuracy": accuracy,
                         "counts": counts, "energy": energy})
-    return {"T": Ts, "n_samples": n_samples, "configs": results, "ann_counts": ann, "sim_wall_s": wall}
+    return {"T": Ts, "n_samples": n_samples, "attention": attention, "configs": results, "ann_counts": ann,
+            "sim_wall_s": wall}
 
 
 def run_snn_eval(args) -> int:
@@ -230,7 +242,7 @@ def _run_snn_eval(args) -> int:
             ann_masked[mask_label(c)] = _mean_std([_ann_accuracy(model, loader, device, dtype, c, s)
                                                    for s in seeds])
     ev = evaluate(model, loader, n, Ts, configs, seeds, device=device, dtype=dtype, t_chunk=args.t_chunk,
-                  precision=args.energy_precision)
+                  precision=args.energy_precision, attention=args.attention)
     report = {
         "command": "mst " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("mst")
         else " ".join(sys.argv),
@@ -250,7 +262,7 @@ def _run_snn_eval(args) -> int:
     paths = write_report(report, args.report, plots=not args.no_plots)
     best = report["configs"][0]
     tm = str(max(Ts))
-    print(f"ANN accuracy {100 * ann_acc:.2f} %; SNN ({best['label']}) at T={tm}: "
+    print(f"ANN accuracy {100 * ann_acc:.2f} %; SNN ({best['label']}, {args.attention} attention) at T={tm}: "
           f"{100 * best['accuracy'][tm]['mean']:.2f} %")
     for p in paths:
         print(f"wrote {p}")

@@ -13,6 +13,11 @@ can also be split (``batch_chunk``) since the masks do not depend on the sample.
 :func:`simulate_reference` is the plain per-step simulation (the whole model re-run once
 per step, batch B, stateful neurons): the oracle that :func:`simulate` must equal exactly.
 
+``attention`` picks the rule for the attention's two dynamic products: ``"paper"`` (default,
+the model's own Q·Kᵀ and softmax·V applied to each step's spikes, as the paper converts) or
+``"compensated"`` (the expectation-compensated products of the exported network, the float
+semantics of ``mst_lava.export.NetSim`` and the Lava runtime; :mod:`mst_lava.snn.attention`).
+
 The output is the mean over steps of the head's outputs; the prediction is its argmax.
 """
 from __future__ import annotations
@@ -26,7 +31,9 @@ from torch import nn
 
 from mst_lava.errors import MSTError
 from mst_lava.model import rsm
+from mst_lava.model.mst import WindowAttention
 from mst_lava.model.qcfs import iter_sites
+from mst_lava.snn.attention import CompensatedAttention, StepCompensatedAttention, check_attention
 from mst_lava.snn.neuron import Clock, IFNeuron, StepIFNeuron
 
 # Automatic chunk size: the first chunk is one step; it tells the largest per-step neuron input
@@ -42,10 +49,12 @@ def auto_t_chunk(T: int, max_step_numel: int, device) -> int:
 
 
 class Spiking:
-    """The converted state of a model: a clock and one neuron per QCFS site."""
+    """The converted state of a model: a clock, one neuron per QCFS site and, with
+    ``attention="compensated"``, one products object per window attention (``attn.products``)."""
 
     def __init__(self, model: nn.Module, mask: Mapping[str, float] | Iterable[str] | None = None,
-                 seed: int = 0, counter=None, neuron_cls=IFNeuron):
+                 seed: int = 0, counter=None, neuron_cls=IFNeuron, attention: str = "paper"):
+        self.attention = check_attention(attention)
         self.model = model
         self.mask = rsm.parse_mask_spec(mask) if mask else {}
         self.seed = int(seed)
@@ -62,6 +71,13 @@ class Spiking:
             nrn = neuron_cls(m, self.clock, rsm.ratio_for(self.mask, m.site, m.block), self.seed, counter)
             m.neuron = nrn
             self.neurons.append(nrn)
+        self.products = []
+        if attention == "compensated":
+            cls = StepCompensatedAttention if issubclass(neuron_cls, StepIFNeuron) else CompensatedAttention
+            for m in model.modules():
+                if isinstance(m, WindowAttention):
+                    m.products = cls(m, self.clock, counter)
+                    self.products.append(m)
         self._was_training = model.training
         model.eval()
 
@@ -70,6 +86,8 @@ class Spiking:
         self.clock.batch = int(batch)
         for (_, m), nrn in zip(self.sites, self.neurons):
             nrn.reset(m)
+        for m in self.products:
+            m.products.reset()
 
     def set_seed(self, seed: int) -> None:
         self.seed = int(seed)
@@ -85,24 +103,31 @@ class Spiking:
     def restore(self) -> None:
         for _, m in self.sites:
             m.neuron = None
+        for m in self.products:
+            m.products = None
         self.model.train(self._was_training)
 
 
-def convert(model: nn.Module, mask=None, seed: int = 0, counter=None, neuron_cls=IFNeuron) -> Spiking:
+def convert(model: nn.Module, mask=None, seed: int = 0, counter=None, neuron_cls=IFNeuron,
+            attention: str = "paper") -> Spiking:
     """Put IF neurons on every QCFS site of ``model`` (in place; ``restore`` undoes it)."""
-    return Spiking(model, mask, seed, counter, neuron_cls)
+    return Spiking(model, mask, seed, counter, neuron_cls, attention)
 
 
 def restore(model: nn.Module) -> None:
-    """Remove the neurons: the model is the ANN again."""
+    """Remove the neurons (and attention products): the model is the ANN again."""
     for _, m in iter_sites(model):
         m.neuron = None
+    for m in model.modules():
+        if isinstance(m, WindowAttention):
+            m.products = None
 
 
 @contextmanager
-def spiking(model: nn.Module, mask=None, seed: int = 0, counter=None, neuron_cls=IFNeuron):
+def spiking(model: nn.Module, mask=None, seed: int = 0, counter=None, neuron_cls=IFNeuron,
+            attention: str = "paper"):
     """``with spiking(model, mask={"Q": .75}, seed=0) as snn: ...`` – converted inside, ANN after."""
-    state = convert(model, mask, seed, counter, neuron_cls)
+    state = convert(model, mask, seed, counter, neuron_cls, attention)
     try:
         yield state
     finally:
@@ -138,7 +163,7 @@ def _check_T(T: int, checkpoints) -> list[int]:
 def simulate(model: nn.Module, x: torch.Tensor, T: int, *, mask=None, seed: int = 0,
              t_chunk: int | None = None, batch_chunk: int | None = None,
              checkpoints: Iterable[int] | None = None, counter=None,
-             return_steps: bool = False) -> SimResult:
+             return_steps: bool = False, attention: str = "paper") -> SimResult:
     """Multi-step simulation of the converted ``model`` on analog input ``x`` (B, C, H, W) for T steps.
 
     ``mask``: RSM map ``{site or "SITE@block": r}`` (or ``["Q=0.75", ...]``); ``seed``: mask seed.
@@ -146,19 +171,22 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, mask=None, seed: int 
     ``checkpoints``: extra step counts t < T at which the running mean is also returned
     (``logits_at[t]``; a T=128 run gives the T=8..64 results for free, exactly).
     ``counter``: an :class:`mst_lava.snn.counters.OpCounter` to fill (snapshots at each checkpoint).
+    ``attention``: ``"paper"`` (Q·Kᵀ and softmax·V of each step's spikes) or ``"compensated"``
+    (the exported network's expectation-compensated products, :mod:`mst_lava.snn.attention`).
     """
     cps = _check_T(T, checkpoints)
+    check_attention(attention)
     B = x.shape[0]
     if batch_chunk and batch_chunk < B:
         parts = [simulate(model, x[i:i + batch_chunk], T, mask=mask, seed=seed, t_chunk=t_chunk,
-                          checkpoints=cps, counter=counter, return_steps=return_steps)
+                          checkpoints=cps, counter=counter, return_steps=return_steps, attention=attention)
                  for i in range(0, B, batch_chunk)]
         return SimResult(torch.cat([p.logits for p in parts]),
                          {t: torch.cat([p.logits_at[t] for p in parts]) for t in cps},
                          torch.cat([p.steps for p in parts], dim=1) if return_steps else None)
     auto = t_chunk is None
     t_chunk = 1 if auto else max(1, min(int(t_chunk), T))
-    with spiking(model, mask, seed, counter, IFNeuron) as snn:
+    with spiking(model, mask, seed, counter, IFNeuron, attention) as snn:
         snn.reset(B)
         if counter is not None:
             counter.begin_input(B)
@@ -197,11 +225,12 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, mask=None, seed: int 
 @torch.no_grad()
 def simulate_reference(model: nn.Module, x: torch.Tensor, T: int, *, mask=None, seed: int = 0,
                        checkpoints: Iterable[int] | None = None, counter=None,
-                       return_steps: bool = False) -> SimResult:
-    """Per-step reference: the whole model re-run once per step (batch B) with stateful neurons."""
+                       return_steps: bool = False, attention: str = "paper") -> SimResult:
+    """Per-step reference: the whole model re-run once per step (batch B) with stateful neurons
+    (and, with ``attention="compensated"``, stateful attention products)."""
     cps = _check_T(T, checkpoints)
     B = x.shape[0]
-    with spiking(model, mask, seed, counter, StepIFNeuron) as snn:
+    with spiking(model, mask, seed, counter, StepIFNeuron, check_attention(attention)) as snn:
         snn.reset(B)
         snn.clock.steps = 1
         if counter is not None:

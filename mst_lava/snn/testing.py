@@ -27,3 +27,19 @@ def make_spiky(model: nn.Module, seed: int = 0, weight_std: float = 0.5,
     for _, s in iter_sites(model):
         s.lam.fill_(lo + (hi - lo) * float(torch.rand(1, generator=g)))
     return model.eval()
+
+
+@torch.no_grad()
+def sharpen_attention(model: nn.Module, seed: int = 0, bias_std: float = 1.0, lam_a: float = 0.03) -> nn.Module:
+    """Make the attention matter: a relative-position bias of std ``bias_std`` and A thresholds ``lam_a``.
+
+    After :func:`make_spiky` the softmax is almost uniform and the A sites barely fire, so the
+    two attention modes of the simulator give nearly the same spikes; this makes them differ.
+    """
+    from mst_lava.model.mst import WindowAttention
+    g = torch.Generator().manual_seed(int(seed))
+    for m in model.modules():
+        if isinstance(m, WindowAttention):
+            m.bias_table.copy_(torch.randn(m.bias_table.shape, generator=g) * bias_std)
+            m.a_act.lam.fill_(lam_a)
+    return model
