@@ -92,3 +92,13 @@ def test_tiny_net_matches_ground_truth_fixed_point():
     assert got.shape == gt.shape
     assert gt.sum() > 0
     np.testing.assert_array_equal(got, gt)
+
+
+def test_lava_imports_after_the_multiprocessing_context_was_fixed():
+    """A tqdm bar (or anything) that fixed the start method earlier must not break Lava's import."""
+    import subprocess
+    import sys
+    code = ("import multiprocessing as mp; mp.RLock(); import mst_lava.lava; "
+            "from lava.magma.runtime.runtime import Runtime; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]

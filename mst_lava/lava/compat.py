@@ -104,7 +104,27 @@ def is_installed() -> bool:
     return any(isinstance(f, _VarModelFinder) for f in sys.meta_path)
 
 
+def _tolerate_same_start_method() -> None:
+    """Lava's runtime calls ``multiprocessing.set_start_method('fork')`` at import, which raises
+    "context has already been set" when anything earlier in the process fixed the context (a tqdm
+    bar creates a multiprocessing lock, for one). Make a repeated request for the method already
+    in force a no-op; any other change still raises as before."""
+    import multiprocessing as mp
+    if getattr(mp.set_start_method, "_mst_tolerant", False):
+        return
+    original = mp.set_start_method
+
+    def set_start_method(method, force=False):
+        if not force and mp.get_start_method(allow_none=True) == method:
+            return
+        original(method, force=force)
+
+    set_start_method._mst_tolerant = True
+    mp.set_start_method = set_start_method
+
+
 def install() -> None:
     """Install the import hook (idempotent). Must run before ``lava.magma.compiler.var_model`` is imported."""
     if not is_installed():
         sys.meta_path.insert(0, _VarModelFinder())
+    _tolerate_same_start_method()
