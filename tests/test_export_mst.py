@@ -18,19 +18,7 @@ from mst_lava.model.mst import window_partition
 torch.set_num_threads(1)
 
 
-def small_model(seed: int = 0):
-    """Random digits-like MST with non-trivial BN statistics and thresholds; stage 0 has a shifted block."""
-    torch.manual_seed(seed)
-    m = build_model("digits", embed_dim=16, depths=(2, 1), heads=(2, 2))
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.running_mean.uniform_(-0.3, 0.3)
-            mod.running_var.uniform_(0.4, 2.0)
-            mod.weight.data.uniform_(0.5, 1.5)
-            mod.bias.data.uniform_(-0.3, 0.3)
-        if hasattr(mod, "lam"):
-            mod.lam.data.uniform_(1.0, 3.0)
-    return m.eval()
+from model_fixtures import small_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

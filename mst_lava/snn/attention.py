@@ -32,6 +32,8 @@ so all cumulative counts and Q·Kᵀ products are exact integers in the float dt
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from mst_lava.errors import MSTError
@@ -70,7 +72,7 @@ class _Base:
         return self._lam(self.attn.q_act) * self._lam(self.attn.k_act) * float(self.attn.scale)
 
     def _quiet(self):
-        return self.counter.quiet() if self.counter is not None else _NULL
+        return self.counter.quiet() if self.counter is not None else nullcontext()
 
     def _count_qk(self, nq, nk, N: int) -> None:
         if self.counter is not None:
@@ -201,13 +203,3 @@ class StepCompensatedAttention(_Base):
             self._count_av(exact_total(ca), exact_total(cv), a.numel(), a.shape[-1], v.shape[-1])
         return cur
 
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-_NULL = _Null()

@@ -27,6 +27,8 @@ Both read the shared :class:`Clock` that the simulator advances: first step ``t0
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -151,7 +153,7 @@ class IFNeuron(_Base):
 
     def __call__(self, site_module, x: torch.Tensor) -> torch.Tensor:
         counter = self.counter
-        ctx = counter.quiet() if counter is not None else _NULL
+        ctx = counter.quiet() if counter is not None else nullcontext()
         with ctx:
             steps, B, t0 = self.clock.steps, self.clock.batch, self.clock.t0
             xs, n = self._split(x, steps)
@@ -189,7 +191,7 @@ class StepIFNeuron(_Base):
         if self.clock.steps != 1:
             raise MSTError("StepIFNeuron runs one step per call (clock.steps must be 1)")
         counter = self.counter
-        ctx = counter.quiet() if counter is not None else _NULL
+        ctx = counter.quiet() if counter is not None else nullcontext()
         with ctx:
             B, t = self.clock.batch, self.clock.t0
             xs, n = self._split(x, 1)
@@ -211,13 +213,3 @@ class StepIFNeuron(_Base):
             counter.tag(y, site_module)
         return y
 
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-_NULL = _Null()
