@@ -12,7 +12,6 @@ from mst_lava.checkpoint import save_checkpoint
 from mst_lava.errors import MSTError
 from mst_lava.export import NetSim, export_model, merge_conv_weight, read_network, write_network, bn_fold
 from mst_lava.export.cli import export_main
-from mst_lava.model import build_model
 from mst_lava.model.mst import window_partition
 
 torch.set_num_threads(1)

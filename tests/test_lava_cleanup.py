@@ -52,20 +52,18 @@ def tiny_net(tmp_path_factory):
     return d / "tiny.net"
 
 
-@pytest.mark.parametrize("target", ["parent", "group"])
-def test_sigint_mid_run_leaves_no_lava_children(tiny_net, target):
-    """`mst run` in a subprocess, SIGINT while Lava runs: exit 130, every Lava child gone.
+def _run_until_lava_is_up(tiny_net, **popen_kw):
+    """Start `mst run` in a subprocess and wait until its Lava children are up and running.
 
-    ``parent``: ``kill -INT`` of the mst process; ``group``: SIGINT to its whole process
-    group, which is what Ctrl-C in a terminal does (the children receive it too).
+    Returns the process and every child pid seen (encoder, segments, readout, runtime service,
+    managers); the caller signals it and must reap it.
     """
     proc = subprocess.Popen([PY, "-m", "mst_lava.cli", "run", str(tiny_net), "--data", "digits", "--n", "300",
                              "--T", "256", "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, **popen_kw)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 120
     try:
-        seen: set[int] = set()
-        deadline = time.monotonic() + 120
-        # wait until the Lava runtime is up (encoder, segments, readout, runtime service, managers)
         while time.monotonic() < deadline and proc.poll() is None:
             kids = _children(proc.pid)
             seen |= set(kids)
@@ -74,6 +72,22 @@ def test_sigint_mid_run_leaves_no_lava_children(tiny_net, target):
                 seen |= set(_children(proc.pid))
                 break
             time.sleep(0.2)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, seen
+
+
+@pytest.mark.parametrize("target", ["parent", "group"])
+def test_sigint_mid_run_leaves_no_lava_children(tiny_net, target):
+    """`mst run` in a subprocess, SIGINT while Lava runs: exit 130, every Lava child gone.
+
+    ``parent``: ``kill -INT`` of the mst process; ``group``: SIGINT to its whole process
+    group, which is what Ctrl-C in a terminal does (the children receive it too).
+    """
+    proc, seen = _run_until_lava_is_up(tiny_net, start_new_session=True)
+    try:
         assert proc.poll() is None, f"mst run ended early: {proc.communicate()}"
         assert len(seen) >= 8, f"Lava children never appeared: {seen}"
         if target == "group":
@@ -93,20 +107,8 @@ def test_sigint_mid_run_leaves_no_lava_children(tiny_net, target):
 
 
 def test_sigterm_mid_run_leaves_no_lava_children(tiny_net):
-    proc = subprocess.Popen([PY, "-m", "mst_lava.cli", "run", str(tiny_net), "--data", "digits", "--n", "300",
-                             "--T", "256", "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc, seen = _run_until_lava_is_up(tiny_net)
     try:
-        seen: set[int] = set()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            kids = _children(proc.pid)
-            seen |= set(kids)
-            if len(kids) >= 8:
-                time.sleep(1.0)
-                seen |= set(_children(proc.pid))
-                break
-            time.sleep(0.2)
         assert len(seen) >= 8
         proc.terminate()
         proc.communicate(timeout=60)

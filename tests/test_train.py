@@ -1,8 +1,6 @@
 import subprocess
 import sys
 
-import pytest
-
 from mst_lava.checkpoint import read_checkpoint
 from mst_lava.cli import main
 from mst_lava.train import TrainConfig, train

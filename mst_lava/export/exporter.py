@@ -177,7 +177,6 @@ def _export_block(b: _Builder, blk, res: int, stage: int) -> int:
     attn = blk.attn
     C, H, W = b.layers[res].shape
     h, w, sft = attn.heads, blk.w, blk.shift
-    d = C // h
     win = {"window": w, "shift": sft, "heads": h, "grid": np.array([H, W])}
     # SC1: BN1 + QCFS on the residual = depthwise 1x1 conv
     g, hb = bn_fold(blk.norm1)

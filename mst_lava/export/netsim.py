@@ -144,7 +144,6 @@ class NetSim:
         recorded = {}
         readout = None
         logits = pred = None
-        sd = self._spike_dtype()
         for i, L in enumerate(g.layers):
             P = self.p[i]
             c = {"site": L.site, "block": L.block, "type": L.type, "spikes": 0, "delivered": 0, "dropped": 0,

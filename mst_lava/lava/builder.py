@@ -462,7 +462,6 @@ def _build_segments(net: LavaNetwork, body: list, knodes: list, source: dict, co
             members[key] = []
             seg_keys.append(key)
         members[key].append(k)
-    seg_of = {k.id: key for key in seg_keys for k in members[key]}
     # values that leave a segment (consumed by another segment, an RSM process or the readout)
     consumers: dict[int, set] = {}
     for k in knodes:

@@ -558,7 +558,6 @@ def _site_order(key: str):
 
 
 def cmd_verify(args) -> int:
-    import torch
     import mst_lava.lava  # noqa: F401
     from mst_lava.lava.builder import load_graph
     from mst_lava.lava.runner import run_network

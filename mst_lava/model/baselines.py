@@ -17,13 +17,14 @@ Registered into ``mst_lava.model.ARCHS`` as ``"resnet18"`` and ``"vgg16"``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 from mst_lava.errors import MSTError
 from mst_lava.model import ARCHS
+from mst_lava.model.mst import config_from_dict
 from mst_lava.model.qcfs import QCFS
 
 VGG16_LAYERS = (64, 64, "P", 128, 128, "P", 256, 256, 256, "P", 512, 512, 512, "P", 512, 512, 512, "P")
@@ -55,11 +56,7 @@ class BaselineConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "BaselineConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise MSTError(f"baseline config has unknown keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "baseline config")
 
 
 BASELINE_PRESETS: dict[str, dict] = {

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mst_lava.errors import MSTError
@@ -75,11 +74,15 @@ class MSTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MSTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise MSTError(f"model config has unknown keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "model config")
+
+
+def config_from_dict(cls, d: dict, what: str):
+    """``cls(**d)`` for a config dataclass, refusing keys it does not have (a clear MSTError)."""
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise MSTError(f"{what} has unknown keys {sorted(unknown)}")
+    return cls(**d)
 
 
 PRESETS: dict[str, MSTConfig] = {
