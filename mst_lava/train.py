@@ -1,5 +1,11 @@
 """Training: AdamW (wd 0.05), timm CosineLRScheduler with warmup, label smoothing, AMP, DDP, resume.
 
+On a CPU the hot path is kept lean: in-memory datasets (digits, Fashion-MNIST, CIFAR) are
+batched straight from their uint8 tensors with batch-wise augmentation (:class:`BatchLoader`),
+QCFS has a fused backward, and bf16 autocast is on where the CPU multiplies bf16 natively
+(AVX512-BF16 or AMX); ``--compile`` adds ``torch.compile``
+(benchmarks/results/train_speed.md has the measurements).
+
 Launched under ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel;
 rank 0 evaluates, prints and writes checkpoints. A checkpoint is written atomically
 after every epoch with the optimizer state, so ``--resume`` continues an interrupted run.
@@ -20,8 +26,10 @@ from tqdm import tqdm
 
 from mst_lava.checkpoint import load_checkpoint, read_checkpoint, model_from_checkpoint, save_checkpoint
 from mst_lava.data import DEFAULT_PRESET, as_images, get_dataset
+from mst_lava.data.static import BatchLoader, TensorImages
 from mst_lava.errors import MSTError
 from mst_lava.model import PRESETS, build_model, set_ann_masks
+from mst_lava.model.qcfs import iter_sites
 from mst_lava.model.rsm import parse_mask_spec
 
 
@@ -44,7 +52,8 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0
     frames: int | None = None
-    amp: bool = True
+    precision: str = "auto"          # auto: bf16 autocast on CUDA and on CPUs with native bf16; else fp32
+    compile: bool = False            # torch.compile the training forward/backward
     progress: bool = True
     limit_train: int | None = None   # use only the first N training images (smoke tests)
 
@@ -61,6 +70,27 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise MSTError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
     return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU advertises AVX512-BF16 or AMX-BF16 (Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for training (None: plain fp32)."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise MSTError(f"--precision must be auto, bf16 or fp32, not {precision!r}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16" or device.type == "cuda" or cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
 
 
 @torch.no_grad()
@@ -81,6 +111,31 @@ def _worker_init(worker_id: int) -> None:
     s = torch.initial_seed() % 2 ** 32
     np.random.seed(s)
     random.seed(s)
+
+
+def _rng_state(loader, model) -> dict:
+    """Every random state the next epoch draws from, so ``--resume`` repeats the uninterrupted run."""
+    _, keys, pos, *_ = np.random.get_state()
+    st = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": int(pos),
+          "sites": {n: m.mask_generator.get_state() for n, m in iter_sites(model) if m.mask_generator is not None}}
+    if isinstance(loader, BatchLoader):
+        st["loader"] = loader.generator.get_state()
+    return st
+
+
+def _restore_rng(st: dict | None, loader, model) -> None:
+    if not st:
+        return
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(("MT19937", st["numpy"].numpy().astype(np.uint32), st["numpy_pos"], 0, 0.0))
+    if isinstance(loader, BatchLoader) and "loader" in st:
+        loader.generator.set_state(st["loader"])
+    sites = dict(iter_sites(model))
+    for n, state in st.get("sites", {}).items():
+        if n in sites:
+            g = torch.Generator()
+            g.set_state(state)
+            sites[n].mask_generator = g
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -133,20 +188,30 @@ def train(cfg: TrainConfig) -> dict:
     set_ann_masks(model, mask, seed=cfg.seed)
     model.to(device)
 
-    if cfg.limit_train:
-        train_ds = torch.utils.data.Subset(train_ds, range(min(cfg.limit_train, len(train_ds))))
-
-    sampler = torch.utils.data.distributed.DistributedSampler(train_ds) if distributed else None
-    g = torch.Generator().manual_seed(cfg.seed)
-    train_dl = DataLoader(train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True
-                          if len(train_ds) > cfg.batch_size else False, num_workers=cfg.workers,
-                          pin_memory=device.type == "cuda", generator=g, worker_init_fn=_worker_init,
-                          persistent_workers=cfg.workers > 0)
-    test_dl = DataLoader(test_ds, max(cfg.batch_size, 256), num_workers=cfg.workers)
+    world = torch.distributed.get_world_size() if distributed else 1
+    sampler = None
+    if isinstance(train_ds, TensorImages):   # in memory: batch-wise, no per-sample work
+        train_dl = BatchLoader(train_ds, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed,
+                               rank=rank, world=world, limit=cfg.limit_train)
+    else:
+        if cfg.limit_train:
+            train_ds = torch.utils.data.Subset(train_ds, range(min(cfg.limit_train, len(train_ds))))
+        sampler = torch.utils.data.distributed.DistributedSampler(train_ds) if distributed else None
+        g = torch.Generator().manual_seed(cfg.seed)
+        train_dl = DataLoader(train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                              drop_last=len(train_ds) > cfg.batch_size, num_workers=cfg.workers,
+                              pin_memory=device.type == "cuda", generator=g, worker_init_fn=_worker_init,
+                              persistent_workers=cfg.workers > 0)
+    if isinstance(test_ds, TensorImages):
+        test_dl = BatchLoader(test_ds, max(cfg.batch_size, 256))
+    else:
+        test_dl = DataLoader(test_ds, max(cfg.batch_size, 256), num_workers=cfg.workers)
 
     net = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         (no_decay if p.ndim <= 1 or n.endswith("bias_table") else decay).append(p)
@@ -159,7 +224,8 @@ def train(cfg: TrainConfig) -> dict:
                               t_in_epochs=False)
     if train_state is not None:
         opt.load_state_dict(train_state["optimizer"])
-    use_amp = cfg.amp and device.type == "cuda"
+        _restore_rng(train_state.get("rng"), train_dl, model)
+    amp_dtype = autocast_dtype(device, cfg.precision)
 
     t0 = time.time()
     metrics: dict = {}
@@ -174,7 +240,7 @@ def train(cfg: TrainConfig) -> dict:
         for it, (x, y) in enumerate(bar):
             sched.step_update(epoch * steps_per_epoch + it)
             x, y = as_images(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
                 loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
             if not math.isfinite(loss.item()):
                 raise MSTError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
@@ -193,7 +259,8 @@ def train(cfg: TrainConfig) -> dict:
                       f"test acc {100 * acc:.2f}%  ({time.time() - t0:.0f}s)", flush=True)
             metrics = {"ann_acc": acc, "epoch": epoch, "history": history}
             save_checkpoint(cfg.out, model, mask=mask, metrics=metrics, dataset=cfg.dataset,
-                            train_state={"epoch": epoch, "optimizer": opt.state_dict()})
+                            train_state={"epoch": epoch, "optimizer": opt.state_dict(),
+                                         "rng": _rng_state(train_dl, model)})
     if start_epoch >= cfg.epochs and main:
         acc = evaluate(model, test_dl, device)
         metrics = {"ann_acc": acc, "epoch": cfg.epochs - 1, "history": history}

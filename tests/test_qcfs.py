@@ -1,6 +1,6 @@
 import torch
 
-from mst_lava.model.qcfs import QCFS, qcfs
+from mst_lava.model.qcfs import QCFS, qcfs, qcfs_reference
 
 
 def hand_qcfs(x: float, lam: float, L: int) -> float:
@@ -47,3 +47,24 @@ def test_gradient_reaches_lambda_and_input():
 def test_initial_lambda_and_levels_default():
     m = QCFS("K", 2)
     assert m.lam.item() == 3.0 and m.L == 16 and m.site == "K" and m.block == 2
+
+
+def test_fused_qcfs_equals_the_reference_graph_values_and_gradients():
+    """The hand-written backward gives autograd's gradients of the definition (fp64 and fp32)."""
+    g = torch.Generator().manual_seed(0)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        x = (torch.randn(4096, generator=g, dtype=dtype) * 3).requires_grad_()
+        lam = torch.tensor(2.5, dtype=dtype, requires_grad=True)
+        w = torch.randn(4096, generator=g, dtype=dtype)
+        y_ref = qcfs_reference(x, lam, 16)
+        gx_ref, gl_ref = torch.autograd.grad((y_ref * w).sum(), (x, lam))
+        y = qcfs(x, lam, 16)
+        gx, gl = torch.autograd.grad((y * w).sum(), (x, lam))
+        assert torch.equal(y, y_ref)
+        assert torch.allclose(gx, gx_ref, atol=tol, rtol=0)
+        assert torch.allclose(gl, gl_ref, rtol=tol, atol=tol) and gl.dtype == lam.dtype
+    # on the clip bounds (u = 0, u = 1) the input gradient is 0 and dλ is q/L
+    x = torch.tensor([0.0, 2.5], requires_grad=True)
+    lam = torch.tensor(2.5, requires_grad=True)
+    qcfs(x, lam, 16).sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0] and lam.grad.item() == 1.0

@@ -24,7 +24,12 @@ FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal
 
 
 class TensorImages(Dataset):
-    """Images held in memory as one uint8/float array ``(N, C, H, W)`` plus labels."""
+    """Images held in memory as one uint8/float array ``(N, C, H, W)`` plus labels.
+
+    :meth:`batch` prepares many images at once with tensor operations (scale, resize,
+    augmentation, normalization); ``dataset[i]`` is the same code on one index, so the
+    per-sample ``DataLoader`` path and the in-memory :class:`BatchLoader` give the same images.
+    """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, scale: float, mean, std,
                  img_size: int, in_chans: int, augment: bool, flip: bool, pad: int, classes):
@@ -33,44 +38,82 @@ class TensorImages(Dataset):
         self.scale, self.img_size, self.in_chans = scale, img_size, in_chans
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        if self.mean.shape[0] != in_chans:
+            self.mean, self.std = self.mean.mean().view(1, 1, 1), self.std.mean().view(1, 1, 1)
         self.augment, self.flip, self.pad = augment, flip, pad
         self.classes = list(classes)
         self.num_classes = len(self.classes)
-        self.transform = None   # optional extra tensor transform (e.g. pepper noise), applied last
+        self.transform = None   # optional extra tensor transform (e.g. pepper noise), applied last, per image
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        x = self.images[i].to(torch.float32) / self.scale
-        if x.shape[0] != self.in_chans:
-            if x.shape[0] == 1:
-                x = x.expand(self.in_chans, -1, -1)
+        x, y = self.batch(torch.tensor([int(i)]))
+        return x[0], int(y[0])
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None):
+        """Images ``idx`` as a normalized float32 batch ``(B, C, H, W)`` and their labels."""
+        x = self.images[idx].to(torch.float32).div_(self.scale)
+        if x.shape[1] != self.in_chans:
+            if x.shape[1] == 1:
+                x = x.expand(-1, self.in_chans, -1, -1)
             elif self.in_chans == 1:
-                x = x.mean(0, keepdim=True)
+                x = x.mean(1, keepdim=True)
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
-            x = F.interpolate(x[None], size=(self.img_size, self.img_size), mode="bilinear",
-                              align_corners=False)[0]
+            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
         if self.augment:
-            x = random_crop_flip(x, self.pad, self.flip)
-        m, s = self.mean, self.std
-        if m.shape[0] != x.shape[0]:
-            m, s = m.mean().view(1, 1, 1), s.mean().view(1, 1, 1)
-        x = (x - m) / s
+            x = random_crop_flip(x, self.pad, self.flip, generator)
+        x = (x - self.mean) / self.std
         if self.transform is not None:
-            x = self.transform(x)
-        return x, int(self.labels[i])
+            x = torch.stack([self.transform(xi) for xi in x])
+        return x, self.labels[idx]
 
 
-def random_crop_flip(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
+def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None = None):
+    """Per image of a batch ``(B, C, H, W)``: a random crop of the zero-padded image, then a
+    horizontal flip with probability ½; one gather for the whole batch."""
+    B, _, H, W = x.shape
+    rows = torch.arange(H).expand(B, H)
+    cols = torch.arange(W).expand(B, W)
     if pad:
-        H, W = x.shape[-2:]
-        xp = F.pad(x, (pad, pad, pad, pad))
-        dy, dx = np.random.randint(0, 2 * pad + 1, size=2)
-        x = xp[:, dy:dy + H, dx:dx + W]
-    if flip and np.random.rand() < 0.5:
-        x = x.flip(-1)
-    return x
+        x = F.pad(x, (pad, pad, pad, pad))
+        off = torch.randint(0, 2 * pad + 1, (2, B, 1), generator=generator)
+        rows, cols = rows + off[0], cols + off[1]
+    if flip:
+        mirror = torch.rand(B, 1, generator=generator) < 0.5
+        cols = torch.where(mirror, cols.flip(-1), cols)
+    b = torch.arange(B)[:, None, None]
+    return x.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+
+
+class BatchLoader:
+    """Batches of a :class:`TensorImages` straight from memory: no per-sample Python work.
+
+    Shuffles with its own generator (seeded; its state is part of a resumable training
+    state), drops the last partial batch when asked, and in distributed training takes
+    every ``world``-th sample of the permutation from ``rank`` on.
+    """
+
+    def __init__(self, ds: TensorImages, batch_size: int, *, shuffle: bool = False, drop_last: bool = False,
+                 seed: int = 0, rank: int = 0, world: int = 1, limit: int | None = None):
+        self.ds, self.batch_size, self.shuffle, self.drop_last = ds, int(batch_size), shuffle, drop_last
+        self.rank, self.world = rank, world
+        self.n = min(len(ds), limit) if limit else len(ds)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _indices(self) -> torch.Tensor:
+        idx = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        return idx[self.rank::self.world]
+
+    def __len__(self) -> int:
+        n = len(range(self.rank, self.n, self.world))
+        return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
+
+    def __iter__(self):
+        idx = self._indices()
+        for b in range(len(self)):
+            yield self.ds.batch(idx[b * self.batch_size:(b + 1) * self.batch_size], self.generator)
 
 
 def digits(root, split, img_size, in_chans, augment):
