@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup data demo demo-fmnist test test-slow bench clean
 
 setup: $(STAMP)
 
@@ -16,8 +16,26 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VPY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# Fashion-MNIST from Debian's package (nothing is fetched by the toolkit itself at run time).
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+data:
+	@if [ -f $(FMNIST_DIR)/t10k-labels-idx1-ubyte.gz ]; then \
+		echo "Fashion-MNIST is installed in $(FMNIST_DIR)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's dataset-fashion-mnist ..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+		&& echo "Fashion-MNIST installed in $(FMNIST_DIR)"; \
+	else \
+		echo "Fashion-MNIST is missing. As root run: apt-get update && apt-get install -y dataset-fashion-mnist"; \
+		echo "(or put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz,"; \
+		echo " t10k-labels-idx1-ubyte.gz in a folder and pass --data DIR); Fashion-MNIST tests are skipped until then."; \
+	fi
+
 demo: setup
 	$(VENV)/bin/mst demo
+
+demo-fmnist: setup data
+	$(VENV)/bin/mst demo --dataset fmnist
 
 test: setup
 	$(VPY) -m pytest -q tests

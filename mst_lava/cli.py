@@ -75,26 +75,36 @@ def _run_train(args) -> int:
     return 0
 
 
-SHIPPED_NET = Path(__file__).resolve().parents[1] / "export" / "digits.net"
+EXPORT_DIR = Path(__file__).resolve().parents[1] / "export"
+# the shipped networks `mst demo` runs: dataset → (file, how it was made)
+SHIPPED = {"digits": ("digits.net", "mst-export export/digits.pt -o export/digits.net --precision fixed"),
+           "fmnist": ("fmnist.net", "mst-export export/fmnist.pt -o export/fmnist.net --precision fixed")}
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="run the shipped default model on Lava's CPU simulator (README's `make demo`)",
-                       description="Runs export/digits.net (the shipped digits MST, exported in fixed point) on "
-                                   "Lava's CPU simulator over digits test images and prints accuracy, spike "
-                                   "counts, synaptic ops and energy; writes the report. No training.")
-    p.add_argument("--n", type=int, default=100, help="number of digits test images (default 100)")
+    p = sub.add_parser("demo", help="run a shipped model on Lava's CPU simulator (README's `make demo`)",
+                       description="Runs a shipped network (export/digits.net by default, export/fmnist.net with "
+                                   "--dataset fmnist; both exported in fixed point) on Lava's CPU simulator over "
+                                   "the first test images and prints accuracy, spike counts, synaptic ops and "
+                                   "energy; writes the report. No training.")
+    p.add_argument("--dataset", default="digits", choices=tuple(SHIPPED),
+                   help="digits (default, the quick one: 8x8 images) or fmnist (Fashion-MNIST 28x28; needs "
+                        "`make data`)")
+    p.add_argument("--n", type=int, default=None, help="number of test images (default 100 digits, 20 fmnist)")
     p.add_argument("--T", type=int, default=64, help="time steps per image (default 64)")
-    p.add_argument("--report", default="runs/demo", help="report folder (default runs/demo)")
+    p.add_argument("--report", default=None, help="report folder (default runs/demo or runs/demo-fmnist)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args) -> int:
-    if not SHIPPED_NET.exists():
-        raise MSTError(f"the shipped network {SHIPPED_NET} is missing; re-create it with "
-                       "`mst-export export/digits.pt -o export/digits.net --precision fixed`")
-    return main(["run", str(SHIPPED_NET), "--data", "digits", "--n", str(args.n), "--T", str(args.T),
-                 "--backend", "lava-cpu", "--precision", "fixed", "--report", args.report])
+    name, how = SHIPPED[args.dataset]
+    net = EXPORT_DIR / name
+    if not net.exists():
+        raise MSTError(f"the shipped network {net} is missing; re-create it with `{how}`")
+    n = args.n if args.n is not None else (100 if args.dataset == "digits" else 20)
+    report = args.report or ("runs/demo" if args.dataset == "digits" else f"runs/demo-{args.dataset}")
+    return main(["run", str(net), "--data", args.dataset, "--n", str(n), "--T", str(args.T),
+                 "--backend", "lava-cpu", "--precision", "fixed", "--report", report])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,3 +64,36 @@ def test_cifar_batches_and_resize(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(MSTError, match="unknown dataset 'mnist3'"):
         get_dataset("mnist3")
+
+
+def test_batch_equals_per_item_and_loader_covers_the_split():
+    import torch
+    from mst_lava.data.static import BatchLoader
+    ds = get_dataset("digits", split="test")
+    x, y = ds.batch(torch.arange(5))
+    for i in range(5):
+        xi, yi = ds[i]
+        assert torch.equal(x[i], xi) and int(y[i]) == yi
+    dl = BatchLoader(ds, 64, shuffle=True, seed=3)
+    seen = torch.cat([yb for _, yb in dl])
+    assert len(dl) == -(-len(ds) // 64) and len(seen) == len(ds)
+    assert torch.equal(seen.sort().values, ds.labels.sort().values)        # a permutation of the split
+    assert len(BatchLoader(ds, 64, drop_last=True)) == len(ds) // 64
+    halves = [torch.cat([yb for _, yb in BatchLoader(ds, 50, rank=r, world=2)]) for r in (0, 1)]
+    assert len(halves[0]) + len(halves[1]) == len(ds)                      # DDP shards cover it once
+
+
+def test_batchwise_crop_and_flip_are_shifts_and_mirrors_of_each_image():
+    import torch
+    from mst_lava.data.static import random_crop_flip
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6) + 1
+    out = random_crop_flip(x.repeat(40, 1, 1, 1), 2, True, g)
+    padded = torch.nn.functional.pad(x.repeat(40, 1, 1, 1), (2, 2, 2, 2))
+    kinds = set()
+    for i, o in enumerate(out):
+        hits = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
+                if torch.equal(o, (lambda c: c.flip(-1) if f else c)(padded[i, :, dy:dy + 6, dx:dx + 6]))]
+        assert hits, f"image {i} is not a crop (or mirrored crop) of its padded original"
+        kinds.add(hits[0][2])
+    assert kinds == {False, True}                                           # both flipped and not
