@@ -13,6 +13,10 @@ ARCHS = {"mst": lambda cfg: MST(MSTConfig.from_dict(cfg))}
 
 def build_model_from_config(arch: str, cfg: dict):
     from mst_lava.errors import MSTError
+    if not isinstance(arch, str):
+        raise MSTError(f"the architecture name must be a string such as 'mst', not {type(arch).__name__}")
+    if not isinstance(cfg, dict):
+        raise MSTError(f"the model config must be a dict of fields, not {type(cfg).__name__}")
     if arch not in ARCHS:
         try:  # baselines live in their own module and register on import
             import mst_lava.model.baselines  # noqa: F401

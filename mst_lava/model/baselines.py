@@ -24,7 +24,8 @@ from torch import nn
 
 from mst_lava.errors import MSTError
 from mst_lava.model import ARCHS
-from mst_lava.model.mst import config_from_dict
+from mst_lava.model.mst import (MAX_CHANNELS, MAX_CLASSES, MAX_LEVELS, MAX_SIDE, check_field_types, check_range,
+                                config_from_dict)
 from mst_lava.model.qcfs import QCFS
 
 VGG16_LAYERS = (64, 64, "P", 128, 128, "P", 256, 256, 256, "P", 512, 512, 512, "P", 512, 512, 512, "P")
@@ -43,13 +44,16 @@ class BaselineConfig:
     preset: str = field(default="custom")
 
     def __post_init__(self):
+        check_field_types(self)
         if self.arch not in ("resnet18", "vgg16"):
             raise MSTError(f"config: unknown baseline arch {self.arch!r} (resnet18 or vgg16)")
-        for k in ("img_size", "in_chans", "num_classes", "width"):
-            if int(getattr(self, k)) < 1:
-                raise MSTError(f"config: {k} must be positive, not {getattr(self, k)}")
-        if int(self.hidden) < 0:
-            raise MSTError(f"config: hidden must be >= 0, not {self.hidden}")
+        check_range(self, "img_size", 1, MAX_SIDE)
+        check_range(self, "in_chans", 1, MAX_CHANNELS)
+        check_range(self, "num_classes", 1, MAX_CLASSES)
+        check_range(self, "width", 1, MAX_CHANNELS // 8)     # the last stage is 8 × width wide
+        check_range(self, "hidden", 0, MAX_CHANNELS)
+        check_range(self, "L", 1, MAX_LEVELS)
+        check_range(self, "lam_init", 0.0, 1e6, low_open=True)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -19,8 +19,11 @@ plus ``embed`` (patch embedding: conv + BN + QCFS) and ``merge`` (patch merging:
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,18 +49,44 @@ class MSTConfig:
     preset: str = field(default="custom")
 
     def __post_init__(self):
-        self.depths = tuple(int(d) for d in self.depths)
-        self.heads = tuple(int(h) for h in self.heads)
+        check_field_types(self)
+        check_range(self, "img_size", 1, MAX_SIDE)
+        check_range(self, "in_chans", 1, MAX_CHANNELS)
+        check_range(self, "num_classes", 1, MAX_CLASSES)
+        check_range(self, "patch_size", 1, self.img_size)
+        check_range(self, "embed_kernel", 0, self.img_size)
+        check_range(self, "embed_dim", 1, MAX_CHANNELS)
+        check_range(self, "window", 1, MAX_SIDE)
+        check_range(self, "L", 1, MAX_LEVELS)
+        check_range(self, "mlp_ratio", 0.0, 64.0, low_open=True)
+        check_range(self, "lam_init", 0.0, 1e6, low_open=True)
+        if not 1 <= len(self.depths) <= MAX_STAGES:
+            raise MSTError(f"config: depths needs 1 to {MAX_STAGES} entries (blocks per stage), not {len(self.depths)}")
         if len(self.depths) != len(self.heads):
-            raise MSTError("config: depths and heads need one entry per stage")
-        if self.embed_kernel and (self.embed_kernel - self.patch_size) % 2:
-            raise MSTError("config: embed_kernel - patch_size must be even (symmetric padding)")
+            raise MSTError(f"config: depths and heads need one entry per stage, not {len(self.depths)} and "
+                           f"{len(self.heads)}")
+        for name in ("depths", "heads"):
+            bad = [v for v in getattr(self, name) if not 1 <= v <= MAX_BLOCKS]
+            if bad:
+                raise MSTError(f"config: every entry of {name} must be an integer in [1, {MAX_BLOCKS}], not {bad[0]}")
+        if sum(self.depths) > MAX_BLOCKS:
+            raise MSTError(f"config: depths sum to {sum(self.depths)} blocks; at most {MAX_BLOCKS} are supported")
+        if self.embed_dim * 2 ** (len(self.depths) - 1) > MAX_CHANNELS:
+            raise MSTError(f"config: embed_dim {self.embed_dim} doubled over {len(self.depths)} stages exceeds "
+                           f"{MAX_CHANNELS} channels")
+        if int(self.embed_dim * 2 ** (len(self.depths) - 1) * self.mlp_ratio) > MAX_CHANNELS:
+            raise MSTError(f"config: mlp_ratio {self.mlp_ratio} makes an MLP wider than {MAX_CHANNELS} channels")
+        if self.embed_kernel and (self.embed_kernel < self.patch_size or (self.embed_kernel - self.patch_size) % 2):
+            raise MSTError(f"config: embed_kernel {self.embed_kernel} must be 0 or patch_size {self.patch_size} plus "
+                           "an even number (symmetric padding)")
         if self.img_size % self.patch_size:
             raise MSTError(f"config: img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         res = self.img_size // self.patch_size
         for s in range(len(self.depths)):
             dim = self.embed_dim * 2 ** s
-            if dim % self.heads[s]:
+            if int(dim * self.mlp_ratio) < 1:
+                raise MSTError(f"config: mlp_ratio {self.mlp_ratio} leaves stage {s} an MLP of width 0")
+            if self.heads[s] > dim or dim % self.heads[s]:
                 raise MSTError(f"config: stage {s} width {dim} is not divisible by {self.heads[s]} heads")
             w = min(self.window, res)
             if res % w:
@@ -77,8 +106,62 @@ class MSTConfig:
         return config_from_dict(cls, d, "model config")
 
 
+# Plausibility limits of a model config: far beyond any real model, small enough that shapes cannot overflow.
+MAX_SIDE = 16384          # image side, window side
+MAX_CHANNELS = 1 << 20    # any channel width
+MAX_CLASSES = 1 << 20
+MAX_STAGES = 16
+MAX_BLOCKS = 1024         # blocks per stage, heads per stage, blocks in all
+MAX_LEVELS = 1 << 16      # QCFS quantization levels L
+
+
+def _show(v) -> str:
+    r = repr(v)
+    return (r if len(r) <= 40 else r[:37] + "...") + f" ({type(v).__name__})"
+
+
+def check_field_types(obj) -> None:
+    """Check every field of a config dataclass against its annotated type (int, float, bool, str,
+    tuple of ints) and normalize it; an MSTError names the field. Booleans are not integers here."""
+    for f in fields(obj):
+        v, t = getattr(obj, f.name), f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if t == "int":
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise MSTError(f"config: {f.name} must be an integer, not {_show(v)}")
+            v = int(v)
+        elif t == "float":
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+                raise MSTError(f"config: {f.name} must be a finite number, not {_show(v)}")
+            v = float(v)
+        elif t == "bool":
+            if not isinstance(v, (bool, np.bool_)):
+                raise MSTError(f"config: {f.name} must be true or false, not {_show(v)}")
+            v = bool(v)
+        elif t == "str":
+            if not isinstance(v, str) or len(v) > 200:
+                raise MSTError(f"config: {f.name} must be a short string, not {_show(v)}")
+        elif t == "tuple":
+            if not isinstance(v, (list, tuple)) or len(v) > MAX_BLOCKS or \
+                    any(isinstance(e, bool) or not isinstance(e, numbers.Integral) for e in v):
+                raise MSTError(f"config: {f.name} must be a list of integers (one per stage), not {_show(v)}")
+            v = tuple(int(e) for e in v)
+        setattr(obj, f.name, v)
+
+
+def check_range(obj, name: str, lo, hi, low_open: bool = False) -> None:
+    v = getattr(obj, name)
+    if (v <= lo if low_open else v < lo) or v > hi:
+        kind = "a number" if isinstance(v, float) else "an integer"
+        raise MSTError(f"config: {name} must be {kind} in {'(' if low_open else '['}{lo:g}, {hi}], not {v!r}")
+
+
 def config_from_dict(cls, d: dict, what: str):
     """``cls(**d)`` for a config dataclass, refusing keys it does not have (a clear MSTError)."""
+    if not isinstance(d, dict):
+        raise MSTError(f"{what} must be a dict of fields, not {_show(d)}")
+    bad = [k for k in d if not isinstance(k, str)]
+    if bad:
+        raise MSTError(f"{what} has a key that is not a field name: {_show(bad[0])}")
     unknown = set(d) - {f.name for f in fields(cls)}
     if unknown:
         raise MSTError(f"{what} has unknown keys {sorted(unknown)}")

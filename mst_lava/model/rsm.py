@@ -35,7 +35,11 @@ def canonical_site(name: str) -> str:
 
 
 def check_ratio(r: float, what: str = "mask ratio") -> float:
-    r = float(r)
+    try:
+        r = float(r)
+    except (TypeError, ValueError):
+        raise MSTError(f"{what} {r!r} is not a number: a ratio is the probability of dropping a spike, "
+                       "e.g. --mask Q=0.75") from None
     if not (0.0 <= r < 1.0) or r != r:
         raise MSTError(f"{what} {r} is outside [0, 1): a ratio is the probability of dropping a spike, "
                        "e.g. --mask Q=0.75")
@@ -66,10 +70,41 @@ def parse_mask_spec(spec: Iterable[str] | Mapping[str, float] | None) -> dict[st
         items = parsed
     out: dict[str, float] = {}
     for k, v in items:
-        site, _, block = str(k).partition("@")
-        key = canonical_site(site) + (f"@{int(block)}" if block else "")
-        out[key] = check_ratio(v, f"mask ratio for {key}:")
+        site, at, block = str(k).partition("@")
+        name = canonical_site(site)
+        if at:
+            if not block.strip().isdigit():
+                raise MSTError(f"bad mask block in {k!r}: write SITE@BLOCK=R with BLOCK a block index 0, 1, 2, ... "
+                               f"(e.g. Q@0=0.5), not {block!r}")
+            name += f"@{int(block)}"
+        out[name] = check_ratio(v, f"mask ratio for {name}:")
     return out
+
+
+def _spans(values) -> str:
+    """[0, 1, 2, 5] → '0-2, 5'."""
+    vals, out = sorted(set(values)), []
+    for v in vals:
+        if out and v == out[-1][1] + 1:
+            out[-1][1] = v
+        else:
+            out.append([v, v])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
+
+
+def check_mask_sites(mask: Mapping[str, float], model: torch.nn.Module, what: str = "mask") -> None:
+    """Refuse a mask entry that names a site or SITE@BLOCK the model does not have (it would mask nothing)."""
+    from mst_lava.model.qcfs import iter_sites
+    have: dict[str, list[int]] = {}
+    for _, m in iter_sites(model):
+        have.setdefault(m.site, []).append(int(m.block))
+    for key in mask:
+        site, _, block = key.partition("@")
+        if site not in have:
+            raise MSTError(f"{what} {key}: this model has no {site} site; its sites are {', '.join(have) or 'none'}")
+        if block and int(block) not in have[site]:
+            raise MSTError(f"{what} {key}: this model has no {site} site in block {int(block)}; {site} is in blocks "
+                           f"{_spans(have[site])}")
 
 
 def ratio_for(mask: Mapping[str, float], site: str, block: int) -> float:
@@ -81,6 +116,8 @@ def set_ann_masks(model: torch.nn.Module, mask: Mapping[str, float] | None, seed
     """Give every QCFS site of ``model`` its ratio (0 where the map is silent) and a seeded generator."""
     from mst_lava.model.qcfs import iter_sites
     mask = parse_mask_spec(mask) if mask else {}
+    if mask:
+        check_mask_sites(mask, model)
     for i, (_, m) in enumerate(iter_sites(model)):
         m.mask_ratio = ratio_for(mask, m.site, m.block)
         m.mask_seed = int(seed) * 1000003 + i
