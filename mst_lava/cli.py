@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from mst_lava import argtypes as at
 from mst_lava.errors import MSTError
 
 # modules that add subcommands: (module, what it provides); absent modules are skipped
@@ -28,27 +29,28 @@ def _add_train(sub) -> None:
                    "(default: the preset's own: digits→digits, fmnist→fmnist, cifar→cifar10, swin-t→imagenet)")
     p.add_argument("--preset", default=None, choices=list(PRESETS), help="model preset (default: from the dataset)")
     p.add_argument("--data", default=None, help="dataset folder (default: the dataset's standard location)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, weight decay 0.05)")
-    p.add_argument("--warmup-epochs", type=int, default=2)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--epochs", type=at.positive_int, default=30)
+    p.add_argument("--batch-size", type=at.positive_int, default=64)
+    p.add_argument("--lr", type=at.positive_float, default=2e-3, help="peak learning rate (AdamW, weight decay 0.05)")
+    p.add_argument("--warmup-epochs", type=at.non_negative_int, default=2)
+    p.add_argument("--label-smoothing", type=at.fraction, default=0.1, help="in [0, 1) (default 0.1)")
     p.add_argument("--mask", nargs="*", default=[], metavar="SITE=R",
                    help="RSM ratios per site, e.g. --mask Q=0.75 K=0.75 A=0.75 (SITE@BLOCK=R for one block); "
                         "sites: SC1 Q K A V AV Proj SC2 MLP1 MLP2 embed merge")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="mst.pt", help="checkpoint path (written after every epoch)")
+    p.add_argument("--seed", type=at.seed, default=0, help=f"random seed in [0, {at.SEED_MAX}] (default 0)")
+    p.add_argument("--out", type=at.path_text, default="mst.pt", help="checkpoint path (written after every epoch)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run saved at --out")
-    p.add_argument("--init", default=None, metavar="CKPT", help="fine-tune from this checkpoint (e.g. add masking)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
-    p.add_argument("--frames", type=int, default=None, help="event datasets: number of frames per sample")
+    p.add_argument("--init", type=at.path_text, default=None, metavar="CKPT",
+                   help="fine-tune from this checkpoint (e.g. add masking)")
+    p.add_argument("--device", type=at.device_or_auto, default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=at.non_negative_int, default=0, help="data loader worker processes")
+    p.add_argument("--frames", type=at.positive_int, default=None, help="event datasets: number of frames per sample")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="training arithmetic: auto = bf16 autocast on a GPU and on CPUs with native bf16 "
                         "(AVX512-BF16/AMX), fp32 elsewhere (evaluation is always fp32 on a CPU)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model for training (about 1 min of compilation; faster epochs)")
-    p.add_argument("--limit-train", type=int, default=None, help="use only the first N training samples")
+    p.add_argument("--limit-train", type=at.positive_int, default=None, help="use only the first N training samples")
     p.set_defaults(func=_run_train)
 
 
@@ -57,6 +59,7 @@ def _run_train(args) -> int:
     from mst_lava.train import TrainConfig, train
     if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0:
         raise MSTError("--epochs and --batch-size must be ≥ 1 and --lr > 0")
+    _check_train_args(args)
     dataset = args.dataset
     if dataset is None:
         by_preset = {v: k for k, v in reversed(list(DEFAULT_PRESET.items()))}
@@ -73,6 +76,21 @@ def _run_train(args) -> int:
         print(f"ANN test accuracy {100 * m['ann_acc']:.2f}% after {m.get('epoch', 0) + 1} epochs, "
               f"{time.time() - t0:.1f}s; checkpoint {cfg.out}")
     return 0
+
+
+def _check_train_args(args) -> None:
+    """Before any data is read: the mask parses, the checkpoints to read are valid, --out can be written."""
+    from mst_lava.checkpoint import check_output_file, read_checkpoint
+    from mst_lava.model.rsm import parse_mask_spec
+    parse_mask_spec(args.mask)
+    if args.resume and args.init:
+        raise MSTError("--resume continues the run saved at --out and --init starts a new one from a checkpoint: "
+                       "give one of them")
+    if args.init:
+        read_checkpoint(args.init)
+    if args.resume:
+        read_checkpoint(args.out)
+    check_output_file(args.out, "--out", inputs=[args.init] if args.init else [])
 
 
 EXPORT_DIR = Path(__file__).resolve().parents[1] / "export"
@@ -108,7 +126,7 @@ def _run_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mst", description="Masked Spiking Transformer: train, convert to "
+    parser = at.OneLineParser(prog="mst", description="Masked Spiking Transformer: train, convert to "
                                      "spikes with Random Spike Masking, export to Lava/Loihi, report energy.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
@@ -135,8 +153,16 @@ def _dispatch(func, args) -> int:
         return 130
 
 
+def _exit_code(e: SystemExit) -> int:
+    return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """``mst COMMAND ...``; returns the exit status (2 for a bad argument: one line on stderr)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:   # argparse: --help (0) or a bad argument (2, its one-line message printed)
+        return _exit_code(e)
     return _dispatch(args.func, args)
 
 
@@ -145,6 +171,8 @@ def export_main(argv=None) -> int:
     from mst_lava.export.cli import export_main as run
     try:
         return int(run(argv) or 0)
+    except SystemExit as e:
+        return _exit_code(e)
     except MSTError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ import json
 import math
 from pathlib import Path
 
-from mst_lava.checkpoint import atomic_write
+from mst_lava.checkpoint import atomic_write, ensure_dir
 from mst_lava.energy import format_energy
 
 COUNT_NOTES = [
@@ -239,17 +239,21 @@ def _json_default(o):
 
 def write_report(r: dict, out_dir, plots: bool = True) -> list[Path]:
     """Write report.json, summary.md and (unless ``plots=False``) three PNG plots into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out_dir, "report folder")
     paths = [out / "report.json", out / "summary.md"]
     text = json.dumps(r, indent=1, default=_json_default, ensure_ascii=False)
-    atomic_write(paths[0], lambda tmp: Path(tmp).write_text(text))
+    atomic_write(paths[0], lambda tmp: Path(tmp).write_text(text), "report file")
     md = markdown_summary(r)
-    atomic_write(paths[1], lambda tmp: Path(tmp).write_text(md))
+    atomic_write(paths[1], lambda tmp: Path(tmp).write_text(md), "report file")
     if plots:
         for name, fn in (("accuracy_vs_T.png", plot_accuracy), ("firing_rate.png", plot_firing_rates),
                          ("spikes_per_block.png", plot_spikes_per_block)):
             p = out / name
-            fn(r, p)
+            atomic_write(p, lambda tmp, fn=fn: _plot_into(fn, r, tmp), "plot")
             paths.append(p)
     return paths
+
+
+def _plot_into(fn, r: dict, tmp) -> None:
+    with open(tmp, "wb") as f:      # a file object: the format is PNG whatever the temp file's name
+        fn(r, f)

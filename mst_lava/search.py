@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mst_lava import argtypes as at
 from mst_lava.errors import MSTError
 from mst_lava.model.rsm import BLOCK_SITES, check_ratio, parse_mask_spec
 
@@ -37,18 +38,21 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", default=None, help="dataset name (default: the one named in the checkpoint)")
     p.add_argument("--budget", type=float, default=0.3,
                    help="largest accuracy loss allowed, in percentage points, against the unmasked SNN (default 0.3)")
-    p.add_argument("--T", type=int, default=32, help="time steps (default 32)")
-    p.add_argument("--seeds", type=int, default=3, help="mask seeds 0, 1000, ... averaged per candidate (default 3)")
-    p.add_argument("--final-seeds", type=int, default=10, help="seeds for the final test-split comparison (default 10)")
-    p.add_argument("--levels", default=DEFAULT_LEVELS, help=f"ratios a site may take (default {DEFAULT_LEVELS})")
+    p.add_argument("--T", type=at.positive_int, default=32, help="time steps (default 32)")
+    p.add_argument("--seeds", type=at.positive_int, default=3,
+                   help="mask seeds 0, 1000, ... averaged per candidate (default 3)")
+    p.add_argument("--final-seeds", type=at.positive_int, default=10,
+                   help="seeds for the final test-split comparison (default 10)")
+    p.add_argument("--levels", type=at.fraction_list, default=DEFAULT_LEVELS,
+                   help=f"ratios in [0, 1) a site may take (default {DEFAULT_LEVELS})")
     p.add_argument("--sites", default=",".join(BLOCK_SITES), help="sites the search may mask (default: all ten)")
     p.add_argument("--uniform", default="Q=0.75,K=0.75,A=0.75",
                    help="the uniform masking to compare with (default the paper's Q=K=A=0.75)")
-    p.add_argument("--search-n", type=int, default=256, help="held-out training samples scored per candidate")
-    p.add_argument("--n", type=int, default=None, help="test samples for the final comparison (default: all)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--out", default="rsm_search.json", help="where to write the result (JSON)")
+    p.add_argument("--search-n", type=at.positive_int, default=256, help="held-out training samples scored per candidate")
+    p.add_argument("--n", type=at.positive_int, default=None, help="test samples for the final comparison (default: all)")
+    p.add_argument("--batch-size", type=at.positive_int, default=128)
+    p.add_argument("--device", type=at.device_name, default="cpu", help="cpu or cuda")
+    p.add_argument("--out", type=at.path_text, default="rsm_search.json", help="where to write the result (JSON)")
     p.set_defaults(func=run_rsm_search)
 
 
@@ -125,13 +129,22 @@ def run_rsm_search(args) -> int:
     from mst_lava.checkpoint import load_checkpoint
     from mst_lava.data import get_dataset
     from mst_lava.train import pick_device
+    from mst_lava.checkpoint import check_output_file
+    from mst_lava.model.rsm import check_mask_sites
     if not 0 <= args.budget < 100:
         raise MSTError("--budget is in accuracy points and must be in [0, 100)")
-    levels = sorted({check_ratio(float(v), "--levels ratio") for v in args.levels.split(",") if v.strip()})
+    levels = args.levels
+    if isinstance(levels, str):      # the default, not passed through the argument type
+        levels = sorted({check_ratio(float(v), "--levels ratio") for v in levels.split(",") if v.strip()})
     sites = [s for s in parse_mask_spec([f"{s}=0" for s in args.sites.split(",") if s.strip()])]
+    if not sites:
+        raise MSTError("--sites names no site; give e.g. --sites Q,K,A")
     uniform = parse_mask_spec([args.uniform]) if args.uniform else {}
+    check_output_file(args.out, "--out", inputs=[args.checkpoint])
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint)
+    check_mask_sites({s: 0.0 for s in sites}, model, "--sites")
+    check_mask_sites(uniform, model, "--uniform")
     model.to(device)
     name = args.dataset or ckpt.get("dataset")
     if not name:
@@ -161,7 +174,7 @@ def run_rsm_search(args) -> int:
               "uniform_mask": uniform, "test": rows, "trace": trace, "wall_s": round(time.time() - t0, 1)}
     out = Path(args.out)
     from mst_lava.checkpoint import atomic_write
-    atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
+    atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)), "--out")
     print(f"found mask: {' '.join(f'{k}={v}' for k, v in found.items()) or '(none fits the budget)'}")
     print(f"{'':10s} {'synops':>12s} {'x':>6s} {'synops+dyn':>12s} {'x':>6s} {'accuracy %':>16s}")
     for k, r in rows.items():

@@ -130,27 +130,68 @@ def digits(root, split, img_size, in_chans, augment):
                         classes=[str(i) for i in range(10)])
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an idx (optionally gzip) file: images (N, rows, cols) uint8 or labels (N,) uint8."""
+IDX_KINDS = {2051: "images", 2049: "labels"}
+
+
+def read_idx(path: Path, kind: str | None = None) -> np.ndarray:
+    """Read an idx (optionally gzip) file: images (N, rows, cols) uint8 or labels (N,) uint8.
+
+    ``kind`` ("images" or "labels") is what the caller expects. A file that is empty, truncated,
+    has zero rows, declares sizes beyond the memory available, or is the other kind gives an
+    MSTError naming it. Only the declared payload is decompressed (a gzip bomb is not expanded)."""
+    import zlib
+    from mst_lava.resources import available_memory, fmt_bytes
+    path = Path(path)
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as e:
+            head = f.read(8)
+            if len(head) < 8:
+                raise MSTError(f"{path} is too short to be an idx file ({len(head)} bytes)")
+            magic, n = struct.unpack(">II", head)
+            if magic not in IDX_KINDS:
+                raise MSTError(f"{path} has idx magic {magic}; expected 2051 (images) or 2049 (labels)")
+            if kind is not None and IDX_KINDS[magic] != kind:
+                raise MSTError(f"{path} is an idx {IDX_KINDS[magic]} file where the {kind} file belongs")
+            if n == 0:
+                raise MSTError(f"{path} holds zero {IDX_KINDS[magic]}; re-download it")
+            if magic == 2051:
+                dims = f.read(8)
+                if len(dims) < 8:
+                    raise MSTError(f"{path} is truncated: its header ends before the image size")
+                rows, cols = struct.unpack(">II", dims)
+                if rows == 0 or cols == 0:
+                    raise MSTError(f"{path} declares images of {rows}x{cols} pixels")
+                shape = (n, rows, cols)
+            else:
+                shape = (n,)
+            expected = int(np.prod(shape, dtype=object))
+            if expected > available_memory():
+                raise MSTError(f"{path} declares {fmt_bytes(expected)} of data, more than the memory available; "
+                               "the file is corrupt")
+            data = f.read(expected + 1)
+    except MSTError:
+        raise
+    except (OSError, EOFError, zlib.error) as e:
         raise MSTError(f"{path} is not a readable idx file ({e}); re-download it") from None
-    if len(data) < 8:
-        raise MSTError(f"{path} is too short to be an idx file")
-    magic, n = struct.unpack(">II", data[:8])
-    if magic == 2051:
-        rows, cols = struct.unpack(">II", data[8:16])
-        expected, off, shape = n * rows * cols, 16, (n, rows, cols)
-    elif magic == 2049:
-        expected, off, shape = n, 8, (n,)
-    else:
-        raise MSTError(f"{path} has idx magic {magic}; expected 2051 (images) or 2049 (labels)")
-    if len(data) - off != expected:
-        raise MSTError(f"{path} is truncated or corrupt: {len(data) - off} payload bytes, expected {expected}")
-    return np.frombuffer(data, dtype=np.uint8, offset=off).reshape(shape)
+    if len(data) > expected:
+        raise MSTError(f"{path} is corrupt: it holds more than the {expected} payload bytes its header declares")
+    if len(data) < expected:
+        raise MSTError(f"{path} is truncated or corrupt: {len(data)} payload bytes, expected {expected}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+
+def check_labels(labels: np.ndarray, n_classes: int, where) -> None:
+    """Every label in [0, n_classes): an MSTError naming ``where`` and the first bad one otherwise."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise MSTError(f"{where}: labels must be a list of integers, not an array of {labels.dtype} "
+                       f"{tuple(labels.shape)}")
+    bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+    if bad.size:
+        i = int(bad[0])
+        raise MSTError(f"{where}: label {int(labels[i])} (sample {i}) is outside 0..{n_classes - 1}; "
+                       f"the dataset has {n_classes} classes ({bad.size} bad label{'s' if bad.size > 1 else ''})")
 
 
 def _find(root: Path, stem: str) -> Path:
@@ -168,10 +209,12 @@ def fmnist(root, split, img_size, in_chans, augment):
     if not root.is_dir():
         _find(root, "train-images-idx3-ubyte")  # raises with the full explanation
     pre = "train" if split == "train" else "t10k"
-    images = read_idx(_find(root, f"{pre}-images-idx3-ubyte"))
-    labels = read_idx(_find(root, f"{pre}-labels-idx1-ubyte"))
+    img_path, lbl_path = _find(root, f"{pre}-images-idx3-ubyte"), _find(root, f"{pre}-labels-idx1-ubyte")
+    images = read_idx(img_path, "images")
+    labels = read_idx(lbl_path, "labels")
     if len(images) != len(labels):
-        raise MSTError(f"Fashion-MNIST in {root}: {len(images)} images but {len(labels)} labels")
+        raise MSTError(f"Fashion-MNIST: {img_path} holds {len(images)} images but {lbl_path} holds {len(labels)} labels")
+    check_labels(labels, len(FMNIST_CLASSES), lbl_path)
     return TensorImages(images[:, None], labels, scale=255.0, mean=(0.2860,), std=(0.3530,),
                         img_size=img_size, in_chans=in_chans, augment=augment, flip=True, pad=2,
                         classes=FMNIST_CLASSES)
@@ -197,6 +240,8 @@ def _load_cifar_batch(path: Path) -> dict:
             d = _SafeUnpickler(f, encoding="bytes").load()
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
         raise MSTError(f"CIFAR: {path} is not a valid CIFAR python batch ({e})") from None
+    if not isinstance(d, dict):
+        raise MSTError(f"CIFAR: {path} is not a valid CIFAR python batch (it holds a {type(d).__name__}, not a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
@@ -218,8 +263,13 @@ def cifar(root, split, img_size, in_chans, augment, n_classes=10):
     try:
         images = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
         labels = np.concatenate([np.asarray(b[label_key]) for b in batches])
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         raise MSTError(f"CIFAR batches in {sub} lack the expected 'data'/{label_key!r} entries ({e})") from None
+    if len(images) == 0:
+        raise MSTError(f"CIFAR batches in {sub} ({', '.join(files)}) hold zero images")
+    if len(images) != len(labels):
+        raise MSTError(f"CIFAR batches in {sub} ({', '.join(files)}): {len(images)} images but {len(labels)} labels")
+    check_labels(labels, n_classes, f"CIFAR batches in {sub} ({', '.join(files)})")
     mean, std = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)) if n_classes == 10 else \
         ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
     return TensorImages(images, labels, scale=255.0, mean=mean, std=std, img_size=img_size,

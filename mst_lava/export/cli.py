@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mst_lava import argtypes as at
 from mst_lava.errors import MSTError
 
 DESCRIPTION = """\
@@ -27,7 +28,7 @@ RSM sites: SC1 Q K A V AV Proj SC2 MLP1 MLP2 embed merge (SITE@BLOCK=R for one b
 
 
 def build_parser(prog: str = "mst-export") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+    p = at.OneLineParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     return p
@@ -35,7 +36,7 @@ def build_parser(prog: str = "mst-export") -> argparse.ArgumentParser:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="trained MST checkpoint (.pt) written by `mst train`")
-    p.add_argument("-o", "--out", required=True, metavar="NET",
+    p.add_argument("-o", "--out", required=True, metavar="NET", type=at.path_text,
                    help="output netx HDF5 file, e.g. export/model.net (written atomically)")
     p.add_argument("--precision", choices=("float", "fixed"), default="float",
                    help="float: float weights and thresholds; fixed: additionally Loihi-style 8-bit weight "
@@ -45,19 +46,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Random Spike Masking ratios, e.g. --mask Q=0.75 K=0.75 A=0.75 (also repeatable or "
                         "comma-separated); "
                         "default: the ratios the checkpoint was trained with")
-    p.add_argument("--seed", type=int, default=0, help="RSM mask seed written into the file (default 0)")
+    p.add_argument("--seed", type=at.seed, default=0,
+                   help=f"RSM mask seed written into the file, in [0, {at.SEED_MAX}] (default 0)")
     p.add_argument("--summary", action="store_true", help="print the exported layer table")
 
 
 def run(args) -> int:
+    from mst_lava.checkpoint import check_output_file, meta_model, read_checkpoint
     from mst_lava.export.exporter import export_checkpoint
-    from mst_lava.model.rsm import parse_mask_spec
+    from mst_lava.model.rsm import check_mask_sites, parse_mask_spec
     mask = parse_mask_spec(args.mask) if args.mask else None
-    if args.seed < 0:
-        raise MSTError(f"--seed must be >= 0, got {args.seed}")
+    if not 0 <= args.seed <= at.SEED_MAX:
+        raise MSTError(f"--seed must be in [0, {at.SEED_MAX}], got {args.seed}")
     out = str(args.out)
     if not out.strip():
         raise MSTError("--out is empty; give a file name such as export/model.net")
+    check_output_file(out, "-o", inputs=[args.checkpoint])
+    ckpt = read_checkpoint(args.checkpoint)          # validated before the export builds anything
+    if mask:
+        check_mask_sites(mask, meta_model(ckpt, args.checkpoint), "--mask")
+    del ckpt
     graph = export_checkpoint(args.checkpoint, out, precision=args.precision, mask=mask, seed=args.seed)
     n_sites = len(graph.sites())
     masked = {f"{l.site}@{l.block}": l.rsm_ratio for _, l in graph.sites() if l.rsm_ratio > 0}

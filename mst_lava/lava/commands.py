@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mst_lava import argtypes as at
 from mst_lava.errors import MSTError
 
 FLOAT_TOL = 0.005
@@ -46,28 +47,30 @@ def register(subparsers) -> None:
     p.add_argument("net", help="network file written by mst-export (e.g. export/digits.net)")
     p.add_argument("--data", default=None, help="dataset name (default: the one recorded in the file)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the dataset's standard location)")
-    p.add_argument("--n", type=int, default=20,
+    p.add_argument("--n", type=at.non_negative_int, default=20,
                    help="number of test samples (default 20; 0 = the whole test split from --offset)")
-    p.add_argument("--offset", type=int, default=0, help="index of the first test sample (default 0)")
-    p.add_argument("--T", type=int, default=64, help="time steps per sample (default 64)")
+    p.add_argument("--offset", type=at.non_negative_int, default=0, help="index of the first test sample (default 0)")
+    p.add_argument("--T", type=at.positive_int, default=64, help="time steps per sample (default 64)")
     p.add_argument("--backend", default="lava-cpu", choices=RUN_BACKENDS,
                    help="lava-cpu: Lava's CPU simulator (Loihi2SimCfg); loihi: Loihi2HwCfg (needs lava-loihi); "
                         "torch: the torch executor of the file (mst_lava.export.NetSim), batched, CPU or CUDA")
     p.add_argument("--precision", default=None, choices=("float", "fixed"),
                    help="float or fixed point: Lava's floating_pt or fixed_pt models, NetSim's float64 or integer "
                         "arithmetic (default: the file's precision)")
-    p.add_argument("--device", default=None,
+    p.add_argument("--device", type=at.device_name, default=None,
                    help="--backend torch: cpu (default), cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=at.positive_int, default=None,
                    help=f"--backend torch: samples simulated at once (default {TORCH_BATCH}); memory grows "
                         "with batch size × T")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=at.positive_int, default=None,
                    help="--backend torch on cpu: torch intra-op threads (default: torch's, one per core); on a "
                         "busy machine 1 can be much faster")
-    p.add_argument("--seed", type=int, default=None, help="RSM seed (default: the file's rsm_seed)")
-    p.add_argument("--frames", type=int, default=None, help="event datasets: frames per sample")
+    p.add_argument("--seed", type=at.seed, default=None,
+                   help=f"RSM seed in [0, {at.SEED_MAX}] (default: the file's rsm_seed)")
+    p.add_argument("--frames", type=at.positive_int, default=None, help="event datasets: frames per sample")
     _add_runtime_options(p)
-    p.add_argument("--report", default=None, metavar="DIR", help="write report.json and summary.md into DIR")
+    p.add_argument("--report", type=at.path_text, default=None, metavar="DIR",
+                   help="write report.json and summary.md into DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
@@ -82,10 +85,11 @@ def register(subparsers) -> None:
                    help="precision of both runs (default: the file's precision)")
     v.add_argument("--data", default=None, help="dataset name (default: the one recorded in the file)")
     v.add_argument("--data-root", default=None, help="dataset folder")
-    v.add_argument("--n", type=int, default=5, help="number of test samples (default 5)")
-    v.add_argument("--offset", type=int, default=0)
-    v.add_argument("--T", type=int, default=32, help="time steps (default 32)")
-    v.add_argument("--seed", type=int, default=None, help="RSM seed (default: the file's rsm_seed)")
+    v.add_argument("--n", type=at.positive_int, default=5, help="number of test samples (default 5)")
+    v.add_argument("--offset", type=at.non_negative_int, default=0)
+    v.add_argument("--T", type=at.positive_int, default=32, help="time steps (default 32)")
+    v.add_argument("--seed", type=at.seed, default=None,
+                   help=f"RSM seed in [0, {at.SEED_MAX}] (default: the file's rsm_seed)")
     _add_runtime_options(v)
     v.add_argument("--reference", default="netsim", choices=("netsim", "snn"),
                    help="netsim (default): mst_lava.export.NetSim, the torch executor of the file's exact "
@@ -255,7 +259,7 @@ def _fmt_pj(pj) -> str:
 def _write(path: Path, text: str) -> None:
     try:
         from mst_lava.checkpoint import atomic_write
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text), "report file")
     except ImportError:
         path.write_text(text)
 
@@ -266,6 +270,9 @@ def _write(path: Path, text: str) -> None:
 def cmd_run(args) -> int:
     if args.T < 1:
         raise MSTError(f"--T must be at least 1, not {args.T}")
+    if args.report:
+        from mst_lava.checkpoint import check_output_dir
+        check_output_dir(args.report, "--report")
     if args.backend == "torch":
         run = _run_torch(args)
     else:
@@ -292,8 +299,8 @@ def cmd_run(args) -> int:
         print(energy_note)
     print(run["throughput_line"])
     if args.report:
-        out = Path(args.report)
-        out.mkdir(parents=True, exist_ok=True)
+        from mst_lava.checkpoint import ensure_dir
+        out = ensure_dir(args.report, "--report folder")
         graph = run["graph"]
         report = {
             "command": "mst " + " ".join(sys.argv[1:]) if sys.argv else "",
@@ -375,6 +382,25 @@ def torch_device(spec: str | None):
     return dev
 
 
+# NetSim holds every step of a layer at once: measured peak ≈ 9 × 8 bytes × (largest layer) per sample-step
+# (digits.net, T 64-1024, batches 4-16, float and fixed); 12 leaves a margin.
+TORCH_BYTES_PER_NEURON_STEP = 12 * 8
+
+
+def torch_batch_that_fits(graph, T: int, bs: int, device) -> int:
+    """The largest batch (<= ``bs``) whose NetSim run of ``T`` steps fits in 70 % of the memory available on
+    ``device``; an MSTError when not even one sample fits (before anything is allocated)."""
+    from mst_lava.resources import available_device_memory, fmt_bytes
+    peak = max((int(np.prod(L.shape)) for L in graph.layers), default=1)
+    per_sample = TORCH_BYTES_PER_NEURON_STEP * peak * int(T)
+    budget = int(0.7 * available_device_memory(device))
+    if per_sample > budget:
+        raise MSTError(f"--T {T} on --backend torch needs about {fmt_bytes(per_sample)} per sample (NetSim holds all "
+                       f"T steps of a layer), more than the {fmt_bytes(budget)} usable on {device}: use a smaller --T "
+                       "or --backend lava-cpu, whose memory does not grow with T")
+    return max(1, min(int(bs), budget // per_sample))
+
+
 def _run_torch(args) -> dict:
     """``mst run --backend torch``: NetSim over the samples in batches of ``--batch-size`` (no Lava import)."""
     if args.lava_conv or args.no_pipeline or args.granularity != "block":
@@ -397,6 +423,10 @@ def _run_torch(args) -> dict:
     ds, dname, n = _test_split(graph, args.data, args.data_root, args.n, args.offset, args.frames)
     seed = graph.seed if args.seed is None else int(args.seed)
     bs = min(bs, n)
+    fit = torch_batch_that_fits(graph, args.T, bs, dev)
+    if fit < bs:
+        print(f"note: batches of {fit} instead of {bs} so that T={args.T} fits in the memory available on {dev}")
+        bs = fit
     print(f"{args.net}: {len(graph.layers)} layers → torch NetSim on {dev}, batches of {bs}; {precision} "
           f"precision, T={args.T}, {n} {dname} samples, backend torch")
     counts: dict = {}
@@ -583,6 +613,9 @@ def cmd_verify(args) -> int:
         ref_name = "torch SNN (mst_lava.snn)"
     else:
         from mst_lava.export import NetSim
+        if torch_batch_that_fits(graph, args.T, len(x), "cpu") < len(x):
+            raise MSTError(f"--n {len(x)} samples at --T {args.T} do not fit in memory at once for the NetSim "
+                           "reference: use a smaller --n or --T")
         ref = NetSim(graph, precision=precision).run(x, args.T, seed=seed)
         ref_sites, ref_pred = ref.site_counts(), np.asarray(ref.pred.cpu().numpy())
         ref_name = f"torch NetSim ({precision})"

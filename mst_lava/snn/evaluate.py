@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from mst_lava import argtypes as at
 from mst_lava.errors import MSTError
 from mst_lava.model import rsm
 from mst_lava.snn.attention import MODES, check_attention
@@ -39,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", default=None, help="dataset folder (default: the dataset's standard location)")
     p.add_argument("--dataset", default=None, help="dataset name (default: the one named in the checkpoint)")
     p.add_argument("--T", default=DEFAULT_T, help=f"comma-separated time steps (default {DEFAULT_T})")
-    p.add_argument("--seeds", type=int, default=10,
+    p.add_argument("--seeds", type=at.positive_int, default=10,
                    help="number of mask seeds 0, 1000, ... for masked configurations (default 10)")
     p.add_argument("--mask", nargs="+", action="append", default=None, metavar="SITE=R",
                    help="one RSM configuration per occurrence, e.g. --mask Q=0.75 K=0.75 A=0.75; SITE@BLOCK=R "
@@ -50,16 +51,16 @@ def register(subparsers) -> None:
                    help="attention products: paper (Q·Kᵀ and softmax·V of each step's spikes, the paper's "
                         "conversion; default) or compensated (the exported network's expectation-compensated "
                         "products, what mst-export/NetSim/Lava run)")
-    p.add_argument("--report", default="snn_report", help="output folder (default snn_report)")
-    p.add_argument("--n", type=int, default=None, help="evaluate the first N test samples only")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--t-chunk", type=int, default=None,
+    p.add_argument("--report", type=at.path_text, default="snn_report", help="output folder (default snn_report)")
+    p.add_argument("--n", type=at.positive_int, default=None, help="evaluate the first N test samples only")
+    p.add_argument("--batch-size", type=at.positive_int, default=64)
+    p.add_argument("--t-chunk", type=at.positive_int, default=None,
                    help="time steps folded into one forward pass (default: automatic, from the largest neuron layer)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    p.add_argument("--device", type=at.device_name, default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--energy-precision", default="fp32", choices=("fp32", "int8"),
                    help="45 nm constants for the theoretical energy (default fp32: E_AC 0.9 pJ, E_MAC 4.6 pJ)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=at.positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
     p.add_argument("--pepper", default=None, metavar="D1,D2,...",
                    help="also evaluate with pepper (salt) noise at these densities, e.g. 0.01,0.05,0.1: the "
@@ -235,7 +236,15 @@ def _run_snn_eval(args) -> int:
             raise MSTError(f"--threads must be positive, not {args.threads}")
         torch.set_num_threads(args.threads)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    from mst_lava.checkpoint import check_output_dir
+    check_output_dir(args.report, "--report")
+    if args.pepper:
+        from mst_lava.data.noise import parse_densities
+        parse_densities(args.pepper)
     model, ckpt = load_checkpoint(args.checkpoint)
+    configs = _mask_configs(args.mask, ckpt.get("mask") or {}, not args.no_unmasked)
+    for c in configs:
+        rsm.check_mask_sites(c, model, "--mask")
     name = args.dataset or ckpt.get("dataset")
     if not name:
         raise MSTError(f"{args.checkpoint} does not name its dataset; give --dataset NAME")
@@ -250,7 +259,6 @@ def _run_snn_eval(args) -> int:
     kw = {"in_chans": in_chans} if "in_chans" in inspect.signature(get_dataset).parameters else {}
     ds = get_dataset(name, args.data, "test", img_size, **kw)
     loader, n = _loader(ds, args.n, args.batch_size)
-    configs = _mask_configs(args.mask, ckpt.get("mask") or {}, not args.no_unmasked)
     seeds = [1000 * i for i in range(args.seeds)]
     model.to(device=device, dtype=dtype)
     t0 = time.perf_counter()
@@ -301,7 +309,9 @@ def _run_snn_eval(args) -> int:
             lines.append(f"| {c['label']} | " + " | ".join(f"{100 * a['mean']:.2f} ± {100 * a['std']:.2f}"
                                                           for a in cells) + " |")
         summary = Path(args.report) / "summary.md"
-        summary.write_text(summary.read_text() + "\n".join(lines) + "\n")
+        text = summary.read_text() + "\n".join(lines) + "\n"
+        from mst_lava.checkpoint import atomic_write
+        atomic_write(summary, lambda tmp: Path(tmp).write_text(text), "report file")
         print("\n".join(lines[4:]))
     for p in paths:
         print(f"wrote {p}")
