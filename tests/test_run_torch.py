@@ -84,11 +84,11 @@ def test_cuda_without_a_gpu_is_a_clear_error(nets, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("extra,msg", [
-    (["--device", "tpu"], "not a device name"),
+    (["--device", "tpu"], "expected a device name"),
     (["--batch-size", "0"], "--batch-size"),
     (["--threads", "0"], "--threads"),
     (["--granularity", "layer"], "--backend torch has none"),
-    (["--n", "-1"], "--n must be non-negative"),
+    (["--n", "-1"], "--n: expected a non-negative integer"),
     (["--offset", "360", "--n", "0"], "leaves none"),
 ])
 def test_bad_options_are_clear_errors(nets, capsys, extra, msg):

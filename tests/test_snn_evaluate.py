@@ -64,14 +64,23 @@ def test_snn_eval_writes_report(ckpt, tmp_path):
     (["--T", "a"], "comma-separated"),
     (["--mask", "Z=0.5"], "unknown RSM site"),
     (["--mask", "Q=2"], "outside"),
-    (["--seeds", "0"], "at least 1"),
-    (["--device", "tpu"], "cpu or cuda"),
-    (["--n", "0"], "positive"),
 ])
 def test_snn_eval_errors(ckpt, tmp_path, argv, msg):
     with pytest.raises(MSTError, match=msg):
         _run(["snn-eval", str(ckpt), "--report", str(tmp_path / "r"), "--no-plots", "--T", "2", "--n", "4",
               *argv] if "--T" not in argv else ["snn-eval", str(ckpt), "--report", str(tmp_path / "r"), *argv])
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--seeds", "0"], "--seeds: expected a positive integer"),
+    (["--device", "tpu"], "cpu, cuda or cuda:N"),
+    (["--n", "0"], "--n: expected a positive integer"),
+])
+def test_snn_eval_bad_arguments(ckpt, tmp_path, capsys, argv, msg):
+    from mst_lava.cli import main
+    assert main(["snn-eval", str(ckpt), "--report", str(tmp_path / "r"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1
 
 
 def test_snn_eval_missing_things(tmp_path):

@@ -588,15 +588,15 @@ def _site_order(key: str):
 
 
 def cmd_verify(args) -> int:
+    if args.T < 1:
+        raise MSTError(f"--T must be at least 1, not {args.T}")
+    from mst_lava.checkpoint import load_checkpoint
+    model, ckpt = load_checkpoint(args.checkpoint)     # validated before Lava is imported
     import mst_lava.lava  # noqa: F401
     from mst_lava.lava.builder import load_graph
     from mst_lava.lava.runner import run_network
     graph = load_graph(args.net)
     precision = args.precision or graph.precision
-    if args.T < 1:
-        raise MSTError(f"--T must be at least 1, not {args.T}")
-    from mst_lava.checkpoint import load_checkpoint
-    model, ckpt = load_checkpoint(args.checkpoint)
     cfg_file, cfg_ckpt = _config(graph), dict(ckpt.get("config") or {})
     diff = sorted(k for k in set(cfg_file) & set(cfg_ckpt) if cfg_file[k] != cfg_ckpt[k])
     if diff:

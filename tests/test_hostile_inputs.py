@@ -1,0 +1,471 @@
+"""Hostile and careless input against the CLI, in-process: every case exits with status 2, prints one
+line on stderr (no traceback) and leaves no file behind (issue 14).
+
+Small crafted files in tmp_path; the shipped export/digits.pt is the valid base checkpoint. Nothing
+here trains or simulates: every case is refused before the work starts.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mst_lava import argtypes
+from mst_lava.checkpoint import atomic_write, check_output_file, remove_stale_temps
+from mst_lava.cli import export_main, main
+from mst_lava.errors import MSTError
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "export" / "digits.pt"
+
+
+@pytest.fixture(scope="module")
+def base_ckpt() -> dict:
+    return torch.load(DIGITS, map_location="cpu", weights_only=True)
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def refused(capsys, root: Path, argv, *needles, entry=main, before: set | None = None) -> str:
+    """Run ``entry(argv)``; assert exit 2, exactly one stderr line holding ``needles``, no traceback,
+    and no file added under ``root``. Returns the line."""
+    before = _tree(root) if before is None else before
+    capsys.readouterr()
+    code = entry([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, f"exit {code} for {argv}: {err or out}"
+    assert "Traceback" not in err and "Traceback" not in out
+    assert len(lines) == 1, f"{argv}: stderr is not one line:\n{err}"
+    for n in needles:
+        assert n in lines[0], f"{argv}: {n!r} not in {lines[0]!r}"
+    assert _tree(root) == before, f"{argv} left {sorted(_tree(root) - before)}"
+    return lines[0]
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """tmp_path as the working folder, so default outputs (snn_report/, rsm_search.json) would show up."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# ----------------------------------------------------------------------------------------
+# 1. checkpoints: configs, weights, file types — for every command that loads one
+
+def _set(key, value):
+    return lambda c: c["config"].__setitem__(key, value)
+
+
+def _nan_weight(c):
+    c["state_dict"]["head.weight"] = torch.full_like(c["state_dict"]["head.weight"], float("nan"))
+
+
+def _inf_weight(c):
+    c["state_dict"]["patch_embed.weight"] = c["state_dict"]["patch_embed.weight"].clone()
+    c["state_dict"]["patch_embed.weight"][0, 0, 0, 0] = float("inf")
+
+
+CONFIG_CASES = {
+    "depths_int": (_set("depths", 2), "depths"),
+    "depths_str": (_set("depths", "22"), "depths"),
+    "heads_zero": (_set("heads", [0, 4]), "heads"),
+    "heads_not_dividing": (_set("heads", [3, 4]), "heads"),
+    "embed_dim_negative": (_set("embed_dim", -32), "embed_dim"),
+    "embed_dim_huge": (_set("embed_dim", 10 ** 12), "embed_dim"),
+    "embed_dim_mismatch": (_set("embed_dim", 100_000), "patch_embed.weight"),
+    "embed_dim_float": (_set("embed_dim", 32.0), "embed_dim"),
+    "img_size_str": (_set("img_size", "8"), "img_size"),
+    "window_bool": (_set("window", True), "window"),
+    "mlp_ratio_nan": (_set("mlp_ratio", float("nan")), "mlp_ratio"),
+    "num_classes_zero": (_set("num_classes", 0), "num_classes"),
+    "unknown_key": (_set("evil", 1), "evil"),
+    "config_list": (lambda c: c.__setitem__("config", [1, 2]), "'config' must be a dict"),
+    "config_missing": (lambda c: c.pop("config"), "'config'"),
+    "arch_unknown": (lambda c: c.__setitem__("arch", "transformer9000"), "transformer9000"),
+    "state_dict_list": (lambda c: c.__setitem__("state_dict", [1]), "state_dict"),
+    "weight_not_tensor": (lambda c: c["state_dict"].__setitem__("head.bias", [0.0] * 10), "head.bias"),
+    "weight_missing": (lambda c: c["state_dict"].pop("head.bias"), "head.bias"),
+    "nan_weight": (_nan_weight, "NaN"),
+    "inf_weight": (_inf_weight, "patch_embed.weight"),
+    "stored_mask_block": (lambda c: c.__setitem__("mask", {"Q@99": 0.5}), "Q@99"),
+    "stored_mask_ratio": (lambda c: c.__setitem__("mask", {"Q": "lots"}), "not a number"),
+    "train_state_bad": (lambda c: c.__setitem__("train_state", {"epoch": "x"}), "train_state"),
+}
+
+
+def _crafted(base: dict, tmp: Path, name: str) -> Path:
+    c = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    c["config"] = dict(base["config"])
+    CONFIG_CASES[name][0](c)
+    p = tmp / f"{name}.pt"
+    torch.save(c, p)
+    return p
+
+
+def _commands(ckpt: Path, tmp: Path):
+    """(label, entry, argv) of every command that loads a checkpoint."""
+    return [
+        ("snn-eval", main, ["snn-eval", ckpt, "--report", tmp / "rep"]),
+        ("mst-export", export_main, [ckpt, "-o", tmp / "o.net"]),
+        ("verify", main, ["verify", ckpt, tmp / "missing.net"]),
+        ("rsm-search", main, ["rsm-search", ckpt, "--out", tmp / "s.json"]),
+        ("train --init", main, ["train", "--init", ckpt, "--out", tmp / "ft.pt", "--epochs", "1"]),
+        ("train --resume", main, ["train", "--resume", "--out", ckpt, "--epochs", "1"]),
+    ]
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+def test_bad_checkpoint_every_command(case, base_ckpt, work, capsys):
+    ckpt = _crafted(base_ckpt, work, case)
+    for label, entry, argv in _commands(ckpt, work):
+        line = refused(capsys, work, argv, CONFIG_CASES[case][1], entry=entry)
+        assert str(ckpt) in line or case in ("config_missing",), f"{label}: {line}"
+
+
+def _write_hdf5(p: Path):
+    import h5py
+    with h5py.File(p, "w") as f:
+        f.attrs["format"] = "mst_lava.netx"
+
+
+FILE_CASES = {
+    "text": (lambda p: p.write_text("epochs: 30\nlr: 0.002\n"), "text file"),
+    "hdf5_net": (_write_hdf5, "HDF5"),
+    "empty": (lambda p: p.write_bytes(b""), "empty"),
+    "raw_pickle": (lambda p: p.write_bytes(pickle.dumps({"format": "mst_lava.checkpoint"})), "not unpickled"),
+    "binary_junk": (lambda p: p.write_bytes(bytes(range(256)) * 4), "not a checkpoint"),
+    "truncated": (lambda p: p.write_bytes(DIGITS.read_bytes()[:50_000]), "truncated or corrupt"),
+    "foreign_torch": (lambda p: torch.save({"a": torch.zeros(2)}, p), "not an mst_lava checkpoint"),
+    "directory": (lambda p: p.mkdir(), "directory"),
+    "missing": (lambda p: None, "does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+def test_not_a_checkpoint(case, work, capsys):
+    p = work / f"{case}.pt"
+    FILE_CASES[case][0](p)
+    for label, entry, argv in _commands(p, work):
+        line = refused(capsys, work, argv, FILE_CASES[case][1], entry=entry)
+        assert "malicious" not in line and "weights_only" not in line, f"{label}: {line}"
+
+
+def test_malicious_pickle_message_does_not_invite_the_unsafe_path(work, capsys):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch PWNED",))
+    p = work / "evil.pt"
+    torch.save({"format": "mst_lava.checkpoint", "x": Evil()}, p)
+    line = refused(capsys, work, ["snn-eval", p], "refused")
+    assert "weights_only" not in line and not (work / "PWNED").exists()
+
+
+def test_model_too_large_for_memory_is_refused_before_building(work, capsys, monkeypatch):
+    import mst_lava.resources
+    monkeypatch.setattr(mst_lava.resources, "available_memory", lambda: 100_000)
+    refused(capsys, work, ["snn-eval", DIGITS, "--report", work / "r"], "memory", "available")
+
+
+# ----------------------------------------------------------------------------------------
+# 3. arguments
+
+BAD_ARGS = [
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--epochs", "-3"], "--epochs"),
+    (["train", "--epochs", "ten"], "--epochs"),
+    (["train", "--batch-size", "0"], "--batch-size"),
+    (["train", "--lr", "0"], "--lr"),
+    (["train", "--lr", "-1e-3"], "--lr"),
+    (["train", "--lr", "inf"], "--lr"),
+    (["train", "--lr", "nan"], "--lr"),
+    (["train", "--label-smoothing", "1"], "--label-smoothing"),
+    (["train", "--label-smoothing", "-0.1"], "--label-smoothing"),
+    (["train", "--warmup-epochs", "-1"], "--warmup-epochs"),
+    (["train", "--workers", "-1"], "--workers"),
+    (["train", "--limit-train", "0"], "--limit-train"),
+    (["train", "--frames", "0"], "--frames"),
+    (["train", "--seed", "-1"], "--seed"),
+    (["train", "--seed", str(2 ** 31)], "--seed"),
+    (["train", "--seed", str(2 ** 70)], "--seed"),
+    (["train", "--device", "gpu"], "--device"),
+    (["train", "--device", "cuda:x"], "--device"),
+    (["train", "--mask", "Q@abc=0.5"], "Q@abc"),
+    (["train", "--mask", "Q@-1=0.5"], "Q@-1"),
+    (["train", "--mask", "Q@1@2=0.5"], "Q@1@2"),
+    (["train", "--mask", "bogus=0.5"], "bogus"),
+    (["train", "--mask", "Q=1.5"], "Q"),
+    (["train", "--mask", "Q=nan"], "Q"),
+    (["train", "--mask", "Q"], "SITE=RATIO"),
+    (["train", "--resume", "--init", "{ckpt}", "--out", "x.pt"], "--resume"),
+    (["snn-eval", "{ckpt}", "--T", "0"], "--T"),
+    (["snn-eval", "{ckpt}", "--T", "8,x"], "--T"),
+    (["snn-eval", "{ckpt}", "--T", ","], "--T"),
+    (["snn-eval", "{ckpt}", "--seeds", "0"], "--seeds"),
+    (["snn-eval", "{ckpt}", "--n", "0"], "--n"),
+    (["snn-eval", "{ckpt}", "--batch-size", "0"], "--batch-size"),
+    (["snn-eval", "{ckpt}", "--t-chunk", "0"], "--t-chunk"),
+    (["snn-eval", "{ckpt}", "--threads", "0"], "--threads"),
+    (["snn-eval", "{ckpt}", "--device", "tpu"], "--device"),
+    (["snn-eval", "{ckpt}", "--mask", "Q@99=0.5"], "Q@99"),
+    (["snn-eval", "{ckpt}", "--mask", "act=0.5"], "act"),
+    (["snn-eval", "{ckpt}", "--pepper", "2"], "pepper"),
+    (["run", "{net}", "--T", "0"], "--T"),
+    (["run", "{net}", "--n", "-1"], "--n"),
+    (["run", "{net}", "--offset", "-1"], "--offset"),
+    (["run", "{net}", "--batch-size", "0"], "--batch-size"),
+    (["run", "{net}", "--seed", "-5"], "--seed"),
+    (["run", "{net}", "--seed", str(2 ** 40)], "--seed"),
+    (["run", "{net}", "--device", "tpu", "--backend", "torch"], "--device"),
+    (["run", "{net}", "--threads", "0"], "--threads"),
+    (["verify", "{ckpt}", "{net}", "--T", "0"], "--T"),
+    (["verify", "{ckpt}", "{net}", "--n", "0"], "--n"),
+    (["verify", "{ckpt}", "{net}", "--seed", str(2 ** 40)], "--seed"),
+    (["rsm-search", "{ckpt}", "--T", "0"], "--T"),
+    (["rsm-search", "{ckpt}", "--seeds", "0"], "--seeds"),
+    (["rsm-search", "{ckpt}", "--final-seeds", "0"], "--final-seeds"),
+    (["rsm-search", "{ckpt}", "--search-n", "0"], "--search-n"),
+    (["rsm-search", "{ckpt}", "--batch-size", "0"], "--batch-size"),
+    (["rsm-search", "{ckpt}", "--levels", "0.5,x"], "--levels"),
+    (["rsm-search", "{ckpt}", "--levels", "1.5"], "--levels"),
+    (["rsm-search", "{ckpt}", "--levels", ","], "--levels"),
+    (["rsm-search", "{ckpt}", "--budget", "nan"], "--budget"),
+    (["rsm-search", "{ckpt}", "--device", "abc"], "--device"),
+    (["rsm-search", "{ckpt}", "--sites", "Q,bogus"], "bogus"),
+    (["rsm-search", "{ckpt}", "--sites", "act"], "act"),
+    (["rsm-search", "{ckpt}", "--uniform", "Q@99=0.5"], "Q@99"),
+    (["demo", "--T", "0"], "--T"),
+    (["demo", "--n", "-1"], "--n"),
+]
+
+BAD_EXPORT_ARGS = [
+    (["{ckpt}", "-o", "o.net", "--seed", "-1"], "--seed"),
+    (["{ckpt}", "-o", "o.net", "--seed", str(2 ** 40)], "--seed"),
+    (["{ckpt}", "-o", "o.net", "--mask", "Q@abc=0.5"], "Q@abc"),
+    (["{ckpt}", "-o", "o.net", "--mask", "Q@99=0.5"], "Q@99"),
+    (["{ckpt}", "-o", "o.net", "--mask", "Q@-1=0.5"], "Q@-1"),
+    (["{ckpt}", "-o", "o.net", "--mask", "act=0.5"], "act"),
+    (["{ckpt}", "-o", ""], "-o"),
+    (["{ckpt}", "-o", "o.net", "--precision", "double"], "--precision"),
+]
+
+
+def _fill(argv, work):
+    return [a.format(ckpt=DIGITS, net=work / "given.net") for a in argv]
+
+
+@pytest.mark.parametrize("argv,needle", BAD_ARGS, ids=[" ".join(a) for a, _ in BAD_ARGS])
+def test_bad_arguments(argv, needle, work, capsys):
+    (work / "given.net").write_bytes(b"")       # never opened: every case is refused before
+    refused(capsys, work, _fill(argv, work), needle)
+
+
+@pytest.mark.parametrize("argv,needle", BAD_EXPORT_ARGS, ids=[" ".join(a) for a, _ in BAD_EXPORT_ARGS])
+def test_bad_export_arguments(argv, needle, work, capsys):
+    refused(capsys, work, _fill(argv, work), needle, entry=export_main)
+
+
+def test_argument_types_accept_good_values():
+    assert argtypes.positive_int("7") == 7 and argtypes.non_negative_int("0") == 0
+    assert argtypes.seed(str(argtypes.SEED_MAX)) == argtypes.SEED_MAX
+    assert argtypes.fraction("0.5") == 0.5 and argtypes.positive_float("1e-3") == 1e-3
+    assert argtypes.fraction_list("0.75,0.25,0.25") == [0.25, 0.75]
+    assert argtypes.device_name("cuda:1") == "cuda:1" and argtypes.device_or_auto("auto") == "auto"
+
+
+@pytest.fixture(scope="module")
+def exported_net(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("net") / "digits.net"
+    assert export_main([str(DIGITS), "-o", str(p)]) == 0
+    return p
+
+
+def test_huge_T_on_the_torch_backend_is_refused_before_allocating(exported_net, work, capsys):
+    refused(capsys, work, ["run", exported_net, "--backend", "torch", "--T", "100000000", "--n", "2"],
+            "--T 100000000", "memory")
+
+
+def test_torch_backend_batches_shrink_to_fit(monkeypatch):
+    from types import SimpleNamespace
+    import mst_lava.resources
+    from mst_lava.lava.commands import TORCH_BYTES_PER_NEURON_STEP, torch_batch_that_fits
+    graph = SimpleNamespace(layers=[SimpleNamespace(shape=(32, 8, 8))])
+    per_sample = TORCH_BYTES_PER_NEURON_STEP * 2048 * 1000
+    monkeypatch.setattr(mst_lava.resources, "available_memory", lambda: int(per_sample * 10 / 0.7) + 1)
+    assert torch_batch_that_fits(graph, 1000, 64, "cpu") == 10
+    assert torch_batch_that_fits(graph, 1000, 4, "cpu") == 4
+    with pytest.raises(MSTError, match="--T 20000"):
+        torch_batch_that_fits(graph, 20_000, 1, "cpu")
+
+
+# ----------------------------------------------------------------------------------------
+# 4 and 5. output paths
+
+def _out_cases(work: Path):
+    """(name, path, needle as an output file, needle as a report folder): outputs that cannot be written."""
+    (work / "a_dir").mkdir()
+    (work / "a_file").write_text("x")
+    os.mkfifo(work / "a_fifo")
+    (work / "target.txt").write_text("keep me")
+    os.symlink(work / "target.txt", work / "a_link")
+    cases = [("directory", work / "a_dir", "directory", None),
+             ("regular_file", work / "a_file", None, "not a folder"),
+             ("under_a_file", work / "a_file" / "x" / "out", "a_file", "a_file"),
+             ("fifo", work / "a_fifo", "regular file", "not a folder"),
+             ("symlink", work / "a_link", "symbolic link", "not a folder"),
+             ("dev_null", Path("/dev/null"), "regular file", "not a folder"),
+             ("unwritable", Path("/proc/mst_hostile_test/out"), "/proc", "/proc")]
+    if os.geteuid() != 0:      # root writes into read-only-mode folders: /proc stands for that case above
+        ro = work / "read_only"
+        ro.mkdir()
+        ro.chmod(0o500)
+        cases.append(("read_only", ro / "out", "read_only", "read_only"))
+    return cases
+
+
+def _out_commands(path: Path):
+    return [("mst-export -o", export_main, [DIGITS, "-o", path]),
+            ("train --out", main, ["train", "--out", path, "--epochs", "1"]),
+            ("rsm-search --out", main, ["rsm-search", DIGITS, "--out", path])]
+
+
+def _dir_commands(path: Path, work: Path):
+    return [("snn-eval --report", main, ["snn-eval", DIGITS, "--report", path]),
+            ("run --report", main, ["run", work / "never_read.net", "--report", path]),
+            ("demo --report", main, ["demo", "--report", path])]
+
+
+def test_output_files_and_report_folders_that_cannot_be_written(work, capsys):
+    for name, path, file_needle, dir_needle in _out_cases(work):
+        if file_needle:
+            for label, entry, argv in _out_commands(path):
+                refused(capsys, work, argv, file_needle, entry=entry)
+        if dir_needle:
+            for label, entry, argv in _dir_commands(path, work):
+                refused(capsys, work, argv, dir_needle, entry=entry)
+    assert (work / "target.txt").read_text() == "keep me" and (work / "a_link").is_symlink()
+    assert (work / "a_fifo").is_fifo() and Path("/dev/null").is_char_device()
+
+
+def test_output_that_is_the_input(work, capsys):
+    ckpt = work / "same.pt"
+    ckpt.write_bytes(DIGITS.read_bytes())
+    (work / "sub").mkdir()
+    other_spelling = work / "sub" / ".." / "same.pt"
+    for argv, entry in (([ckpt, "-o", ckpt], export_main), ([ckpt, "-o", other_spelling], export_main),
+                        (["rsm-search", ckpt, "--out", ckpt], main),
+                        (["train", "--init", ckpt, "--out", other_spelling], main)):
+        refused(capsys, work, argv, "input", entry=entry)
+    assert ckpt.read_bytes() == DIGITS.read_bytes()
+
+
+def test_stale_temp_files_of_a_killed_run_are_removed(work, capsys):
+    out = work / "o.net"
+    dead = work / ".o.net.99999999.abcdefgh.tmp"             # pid beyond pid_max: its writer is gone
+    live = work / f".o.net.{os.getppid()}.abcdefgh.tmp"      # a running writer's: kept
+    old = work / ".o.net.abcdefgh.tmp"                       # pid-less (older versions), untouched for an hour
+    fresh = work / ".o.net.ijklmnop.tmp"                     # pid-less and recent: kept
+    other = work / ".x.net.99999999.abcdefgh.tmp"            # another output's: kept
+    for p in (dead, live, old, fresh, other):
+        p.write_bytes(b"half-written")
+    os.utime(old, (os.path.getmtime(old) - 3600,) * 2)
+    before = _tree(work) - {dead.name, old.name}
+    # a run that is refused for another reason after the output check still cleans up
+    refused(capsys, work, [DIGITS, "-o", out, "--mask", "Q@99=0.5"], "Q@99", entry=export_main, before=before)
+    assert not dead.exists() and not old.exists() and live.exists() and fresh.exists() and other.exists()
+    dead.write_bytes(b"again")
+    atomic_write(out, lambda tmp: Path(tmp).write_text("ok"))
+    assert out.read_text() == "ok" and not dead.exists()
+    assert remove_stale_temps(out) == []
+
+
+def test_failed_writes_leave_no_temp_file(work):
+    import errno
+    out = work / "o.json"
+
+    def full_disk(tmp):
+        Path(tmp).write_text("partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(MSTError, match=r"o\.json.*disk is full"):
+        atomic_write(out, full_disk)
+
+    def interrupted(tmp):
+        Path(tmp).write_text("partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(out, interrupted)
+    assert _tree(work) == set()
+    assert check_output_file(out) == out and _tree(work) == set()   # the write probe leaves nothing
+
+
+# ----------------------------------------------------------------------------------------
+# 6. dataset files
+
+def _idx(path: Path, magic: int, dims, payload: bytes, gz: bool = True):
+    data = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) + payload
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def _fmnist(root: Path, n_images=4, labels=(0, 1, 2, 3), label_bytes=None, image_magic=2051):
+    root.mkdir(exist_ok=True)
+    for pre in ("train", "t10k"):
+        _idx(root / f"{pre}-images-idx3-ubyte.gz", image_magic, (n_images, 28, 28), bytes(n_images * 784))
+        if label_bytes is not None:
+            (root / f"{pre}-labels-idx1-ubyte.gz").write_bytes(label_bytes)
+        else:
+            _idx(root / f"{pre}-labels-idx1-ubyte.gz", 2049, (len(labels),), bytes(np.asarray(labels, np.uint8)))
+
+
+IDX_CASES = {
+    "zero_rows": (dict(n_images=0, labels=()), "zero images"),
+    "count_mismatch": (dict(labels=(0, 1, 2)), "3 labels"),
+    "label_200": (dict(labels=(0, 1, 200, 3)), "label 200"),
+    "label_10": (dict(labels=(0, 10, 2, 3)), "label 10"),
+    "labels_as_images": (dict(image_magic=2049), "images file"),
+    "not_gzip": (dict(label_bytes=b"this is not gzip data"), "not a readable idx file"),
+    "truncated_gzip": (dict(label_bytes=gzip.compress(struct.pack(">II", 2049, 4) + b"\x01" * 4)[:-12]),
+                       "not a readable idx file"),
+    "short_header": (dict(label_bytes=gzip.compress(b"\x00\x00\x08")), "too short"),
+    "payload_mismatch": (dict(label_bytes=gzip.compress(struct.pack(">II", 2049, 4) + b"\x01" * 9)), "more than"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IDX_CASES))
+def test_bad_fmnist_files(case, work, capsys):
+    data = work / "fm"
+    kw, needle = IDX_CASES[case]
+    _fmnist(data, **kw)
+    file_named = "idx3" if case in ("zero_rows", "labels_as_images") else "idx1"
+    for argv in (["snn-eval", DIGITS, "--dataset", "fmnist", "--data", data, "--report", work / "rep"],
+                 ["train", "--dataset", "fmnist", "--preset", "digits", "--data", data, "--out", work / "m.pt",
+                  "--epochs", "1"]):
+        refused(capsys, work, argv, needle, file_named)
+
+
+def test_good_fmnist_files_still_read(work):
+    from mst_lava.data.static import fmnist
+    _fmnist(work / "fm", labels=(9, 0, 3, 1))
+    ds = fmnist(work / "fm", "test", 28, 1, False)
+    assert len(ds) == 4 and ds[0][1] == 9
+
+
+def test_cifar_labels_out_of_range(work, capsys):
+    sub = work / "cifar-10-batches-py"
+    sub.mkdir()
+    batch = {b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1, 12]}
+    (sub / "test_batch").write_bytes(pickle.dumps(batch))
+    refused(capsys, work, ["snn-eval", DIGITS, "--dataset", "cifar10", "--data", work, "--report", work / "r"],
+            "label 12", "test_batch")
+    (sub / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1]}))
+    refused(capsys, work, ["snn-eval", DIGITS, "--dataset", "cifar10", "--data", work, "--report", work / "r"],
+            "2 labels")
