@@ -469,3 +469,16 @@ def test_cifar_labels_out_of_range(work, capsys):
     (sub / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1]}))
     refused(capsys, work, ["snn-eval", DIGITS, "--dataset", "cifar10", "--data", work, "--report", work / "r"],
             "2 labels")
+
+
+@pytest.mark.parametrize("field,value", [("width", "16"), ("width", 10 ** 9), ("hidden", -1), ("img_size", 8.5),
+                                         ("arch", "vgg99"), ("L", 0)])
+def test_bad_baseline_config(field, value, work, capsys):
+    from mst_lava.checkpoint import save_checkpoint
+    from mst_lava.model.baselines import build_baseline
+    p = work / "r.pt"
+    save_checkpoint(p, build_baseline("resnet18", "digits"), arch="resnet18", dataset="digits")
+    c = torch.load(p, weights_only=True)
+    c["config"][field] = value
+    torch.save(c, p)
+    refused(capsys, work, ["snn-eval", p, "--report", work / "rep"], str(p), field if field != "arch" else "vgg99")
