@@ -136,6 +136,13 @@ def markdown_summary(r: dict) -> str:
                      f"{ln['pJ_each'] if ln['pJ_each'] is not None else 'not mapped'} | "
                      f"{format_energy(ln['energy_pJ'])} |")
     c0 = r["configs"][0]
+    rows, total = energy_breakdown(c0, tm)
+    L += ["", f"## Where the energy goes ({c0['label']}, T={tm}, 45 nm theoretical with residual and dynamic "
+              "products)", "", "| layer or operation class | synops (accumulates) | MACs (multiply-accumulates) | "
+              "energy | share |", "|---|---|---|---|---|"]
+    for row in rows:
+        L.append(f"| {row['name']} | {_num(row['synops'])} | {_num(row['macs'])} | "
+                 f"{format_energy(row['energy_pJ'])} | {100 * row['energy_pJ'] / total if total else 0:.1f} % |")
     L += ["", f"## Per layer ({c0['label']}, T={tm})", "", "| layer | type | input | from site | synops | MACs |",
           "|---|---|---|---|---|---|"]
     for ly in c0["counts"][tm]["layers"]:
@@ -149,8 +156,40 @@ def markdown_summary(r: dict) -> str:
                  f"{s['delivered_rate']:.4f} | {_num(s['spikes_emitted'])} | {_num(s['spikes_delivered'])} | "
                  f"{_num(s['synops_out'])} |")
     L += ["", "## What is counted", ""] + [f"- {n}" for n in COUNT_NOTES]
-    L += ["", "Plots: `accuracy_vs_T.png`, `firing_rate.png`, `spikes_per_block.png`.", ""]
+    L += ["", "Plots: `accuracy_vs_T.png`, `firing_rate.png`, `spikes_per_block.png`, `energy_breakdown.png`.", ""]
     return "\n".join(L)
+
+
+def energy_breakdown(config: dict, t: str) -> tuple[list[dict], float]:
+    """Theoretical (45 nm) energy per layer and per non-layer operation class, largest first,
+    and their total (= the report's "+ residual & dynamic products" figure)."""
+    th = config["energy"][t]["theoretical"]
+    e_ac, e_mac = th["E_AC_pJ"], th["E_MAC_pJ"]
+    rows = [{"name": f"{ly['name']} ({ly['input']})", "synops": ly["synops"], "macs": ly["macs"],
+             "energy_pJ": ly["synops"] * e_ac + ly["macs"] * e_mac} for ly in config["counts"][t]["layers"]]
+    for ln in th["lines"][2:]:               # after the two layer lines: residual, dynamic products, matmuls
+        if ln["energy_pJ"]:
+            acc = ln["pJ_each"] == e_ac
+            rows.append({"name": ln["item"], "synops": ln["count"] if acc else 0.0,
+                         "macs": 0.0 if acc else ln["count"], "energy_pJ": ln["energy_pJ"]})
+    rows.sort(key=lambda row: -row["energy_pJ"])
+    return rows, sum(row["energy_pJ"] for row in rows)
+
+
+def plot_energy_breakdown(r: dict, path) -> None:
+    plt = _plt()
+    tm = str(max(int(t) for t in r["T"]))
+    rows, total = energy_breakdown(r["configs"][0], tm)
+    rows = rows[:15][::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
+    ax.barh([row["name"] for row in rows], [row["energy_pJ"] / 1e6 for row in rows], color="tab:orange")
+    ax.set_xlabel(f"energy per inference, µJ (45 nm theoretical, T={tm}); total {total / 1e6:.3g} µJ")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(f"where the energy goes: {r['configs'][0]['label']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _plt():
@@ -247,7 +286,8 @@ def write_report(r: dict, out_dir, plots: bool = True) -> list[Path]:
     atomic_write(paths[1], lambda tmp: Path(tmp).write_text(md), "report file")
     if plots:
         for name, fn in (("accuracy_vs_T.png", plot_accuracy), ("firing_rate.png", plot_firing_rates),
-                         ("spikes_per_block.png", plot_spikes_per_block)):
+                         ("spikes_per_block.png", plot_spikes_per_block),
+                         ("energy_breakdown.png", plot_energy_breakdown)):
             p = out / name
             atomic_write(p, lambda tmp, fn=fn: _plot_into(fn, r, tmp), "plot")
             paths.append(p)

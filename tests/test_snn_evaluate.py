@@ -39,7 +39,8 @@ def test_snn_eval_writes_report(ckpt, tmp_path):
     rc = _run(["snn-eval", str(ckpt), "--T", "4,2", "--seeds", "2", "--n", "8", "--batch-size", "4",
                "--mask", "Q=0.5", "K=0.5", "--mask", "ckpt", "--threads", "1", "--report", str(out)])
     assert rc == 0
-    for f in ("report.json", "summary.md", "accuracy_vs_T.png", "firing_rate.png", "spikes_per_block.png"):
+    for f in ("report.json", "summary.md", "accuracy_vs_T.png", "firing_rate.png", "spikes_per_block.png",
+              "energy_breakdown.png"):
         assert (out / f).stat().st_size > 0, f
     r = json.loads((out / "report.json").read_text())
     assert r["T"] == [2, 4] and r["n_samples"] == 8 and r["dataset"] == "digits"
@@ -57,6 +58,11 @@ def test_snn_eval_writes_report(ckpt, tmp_path):
     assert "K=0.5,Q=0.5" in r["ann"]["masked"]
     md = (out / "summary.md").read_text()
     assert "| unmasked |" in md and "Loihi 2" in md and "What is counted" in md
+    # the energy breakdown: layers plus the other op classes add up to the report's total
+    from mst_lava.report import energy_breakdown
+    rows, total = energy_breakdown(unm, "4")
+    assert total == pytest.approx(unm["energy"]["4"]["theoretical"]["total_with_residual_and_dynamic_pJ"], rel=1e-9)
+    assert rows == sorted(rows, key=lambda row: -row["energy_pJ"]) and "Where the energy goes" in md
 
 
 @pytest.mark.parametrize("argv,msg", [
