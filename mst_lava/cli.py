@@ -15,7 +15,7 @@ from mst_lava import argtypes as at
 from mst_lava.errors import MSTError
 
 # modules that add subcommands: (module, what it provides); absent modules are skipped
-COMMAND_MODULES = ("mst_lava.snn.evaluate", "mst_lava.lava.commands", "mst_lava.search")
+COMMAND_MODULES = ("mst_lava.snn.evaluate", "mst_lava.lava.commands", "mst_lava.search", "mst_lava.official")
 
 
 def _add_train(sub) -> None:
@@ -48,6 +48,9 @@ def _add_train(sub) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="training arithmetic: auto = bf16 autocast on a GPU and on CPUs with native bf16 "
                         "(AVX512-BF16/AMX), fp32 elsewhere (evaluation is always fp32 on a CPU)")
+    p.add_argument("--threads", type=at.positive_int, default=None,
+                   help="CPU threads for torch (default: one per core); on a machine busy with other jobs 1 is "
+                        "often several times faster (2-thread kernels stall when a core is taken)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model for training (about 1 min of compilation; faster epochs)")
     p.add_argument("--limit-train", type=at.positive_int, default=None, help="use only the first N training samples")
@@ -68,7 +71,7 @@ def _run_train(args) -> int:
                       batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
                       label_smoothing=args.label_smoothing, mask=args.mask, seed=args.seed, out=args.out,
                       resume=args.resume, init=args.init, device=args.device, workers=args.workers,
-                      frames=args.frames, precision=args.precision, compile=args.compile,
+                      frames=args.frames, precision=args.precision, compile=args.compile, threads=args.threads,
                       limit_train=args.limit_train)
     t0 = time.time()
     m = train(cfg)

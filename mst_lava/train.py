@@ -54,6 +54,7 @@ class TrainConfig:
     frames: int | None = None
     precision: str = "auto"          # auto: bf16 autocast on CUDA and on CPUs with native bf16; else fp32
     compile: bool = False            # torch.compile the training forward/backward
+    threads: int | None = None       # torch intra-op threads on a CPU (None: torch's default)
     progress: bool = True
     limit_train: int | None = None   # use only the first N training images (smoke tests)
 
@@ -150,6 +151,8 @@ def train(cfg: TrainConfig) -> dict:
             cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     main = rank == 0
     device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed + rank)
     mask = parse_mask_spec(cfg.mask)
 
@@ -227,7 +230,7 @@ def train(cfg: TrainConfig) -> dict:
         _restore_rng(train_state.get("rng"), train_dl, model)
     amp_dtype = autocast_dtype(device, cfg.precision)
 
-    t0 = time.time()
+    t0 = time.time() - (history[-1]["time_s"] if history else 0.0)   # time_s counts across --resume
     metrics: dict = {}
     acc = float("nan")
     for epoch in range(start_epoch, cfg.epochs):
