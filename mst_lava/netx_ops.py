@@ -25,21 +25,48 @@ except ImportError:  # pragma: no cover
 
 from mst_lava.model import rsm as _rsm
 
-# fixed-point constants of format version 1 (also written to each file)
-INPUT_FRAC_BITS = 8          # analog input: x_int = round(x * 2**8)
+# fixed-point constants of format version 2 (docs/netx-mst-format.md, "Loihi limits")
+#
+# Neuron layers (conv/dense + IF, and the A/AV neurons) follow the bit widths of Loihi as Lava's
+# own bit-accurate models state them (lava/proc/dense/models.py PyDenseModelBitAcc,
+# lava/proc/lif/models.py PyLifModelBitAcc): 8-bit signed weight mantissas, a per-layer weight
+# exponent, the synaptic input left-shifted by 6 into the 24-bit current, a 13-bit signed bias
+# mantissa with a 3-bit exponent, a 17-bit threshold mantissa left-shifted by 6, 24-bit current
+# (wraps around) and voltage (saturates).
+INPUT_FRAC_BITS = 8          # analog input: x_int = round(x * 2**8), |x_int| <= 32767
 WEIGHT_BITS = 8              # signed weight mantissas in [-127, 127]
-STATE_BITS = 23              # vth < 2**23
-BIAS_BITS = 31               # |bias| < 2**31 (neuron layers)
-READOUT_BIAS_BITS = 40       # |bias| < 2**40 (the readout is an int64 accumulator)
-MAX_WEIGHT_EXP = 16
-DYN_VTH = 1 << 16            # threshold of neurons fed by dynamic products (A, AV)
+WEIGHT_MANT_MAX = 127
+WEIGHT_EXP_MIN = -8          # Loihi weight exponent range (4-bit signed)
+WEIGHT_EXP_MAX = 7
+ACT_SHIFT = 6                # synaptic input << 6 into the current (Lava: act_shift)
+VTH_SHIFT = 6                # threshold = vThMant << 6 (Lava: vth_shift)
+VTH_MANT_BITS = 17           # vThMant in [1, 2**17 - 1] (unsigned 17 bits)
+VTH_MANT_MAX = (1 << VTH_MANT_BITS) - 1
+BIAS_MANT_BITS = 13          # bias mantissa in [-4095, 4095] (signed 13 bits)
+BIAS_MANT_MAX = (1 << (BIAS_MANT_BITS - 1)) - 1
+BIAS_EXP_MIN = 0             # bias = mant << bias_exp, bias_exp unsigned 3 bits
+BIAS_EXP_MAX = 7
+STATE_BITS = 24              # current and voltage: 24-bit signed
+CURRENT_MIN = -(1 << (STATE_BITS - 1))           # the current wraps into [-2**23, 2**23)
+CURRENT_MAX = (1 << (STATE_BITS - 1)) - 1
+VOLTAGE_MAX = (1 << (STATE_BITS - 1)) - 1        # the voltage saturates at ±(2**23 - 1)
+PAYLOAD_BITS = 24            # graded spike payloads (input image, residual stream): |x| < 2**23
+PAYLOAD_MAX = (1 << (PAYLOAD_BITS - 1)) - 1
+VTH_MANT_TARGET = 1 << 12   # exporter: vThMant <= 2**12 where it can (>= 32 thresholds of voltage range)
+# readout (host / embedded processor, int64; not a Loihi neuron)
+READOUT_BIAS_BITS = 40       # |bias| < 2**40
+READOUT_MAX_WEIGHT_EXP = 16
+MAX_WEIGHT_EXP = READOUT_MAX_WEIGHT_EXP
+# dynamic products and softmax (embedded processors, int64)
+DYN_VTH = 1 << 16            # effective threshold of neurons fed by dynamic products (A, AV): vThMant 2**10
 SCALE_BITS = 15              # mantissa bits of the Q·Kᵀ scale constant: [2**14, 2**15)
 V_BITS = 12                  # mantissa bits of θ_V in the softmax·V op: [2**11, 2**12)
 LOGIT_FRAC_BITS = 8          # softmax logits in units of 2**-8
 EXP_OUT_BITS = 15            # exp table values in units of 2**-15
 PROB_BITS = 15               # probabilities in units of 2**-15
 MASK_VALUE = -100.0          # shift mask value of the model
-RESIDUAL_GAIN_BITS = 15      # residual gains < 2**15
+RESIDUAL_GAIN_BITS = 15      # format limit: residual gains < 2**15
+RESIDUAL_EXPORT_GAIN_BITS = 12   # the exporter maps a stage's largest spike gain to 2**12 - 1
 
 
 # ----------------------------------------------------------------------------------------
@@ -167,8 +194,36 @@ def if_init(vth, shape, ref, fixed: bool):
     return v + (vth // 2 if fixed else vth / 2)
 
 
+def shift_exp(x, e: int):
+    """``x · 2**e`` for e >= 0, ``floor(x / 2**-e)`` for e < 0 (an arithmetic shift, int64)."""
+    e = int(e)
+    return x * (1 << e) if e >= 0 else x >> (-e)
+
+
+def loihi_current(acc, weight_exp: int):
+    """Synaptic current of a fixed neuron layer before the 24-bit wrap, in membrane units:
+    ``shift_exp(acc, weight_exp) · 2**6`` (Lava: Dense's weight exponent, then LIF's act_shift)."""
+    return shift_exp(acc, weight_exp) * (1 << ACT_SHIFT)
+
+
+def wrap24(x):
+    """Two's-complement wrap of int64 values into the 24-bit signed range [-2**23, 2**23)."""
+    half = 1 << (STATE_BITS - 1)
+    return ((x + half) & ((1 << STATE_BITS) - 1)) - half
+
+
+def out_of_current_range(x):
+    """Elements a 24-bit current cannot hold (they wrap): a bool array/tensor."""
+    return (x < CURRENT_MIN) | (x > CURRENT_MAX)
+
+
+def saturate24(v):
+    """Clip a voltage to the 24-bit range ±(2**23 − 1) (Lava's bit-accurate LIF clips v)."""
+    return clip(v, -VOLTAGE_MAX, VOLTAGE_MAX)
+
+
 def if_step(v, current, vth):
-    """One IF step with reset by subtraction: v += I; s = v >= vth; v -= s·vth. Returns (v, s)."""
+    """One float IF step with reset by subtraction: v += I; s = v >= vth; v -= s·vth. Returns (v, s)."""
     v = v + current
     s = v >= vth
     if is_torch(v):
@@ -178,25 +233,61 @@ def if_step(v, current, vth):
     return v, s
 
 
-def if_scan(currents, vth, fixed: bool, T: int | None = None, v0=None):
+def if_step_fixed(v, current, vth: int, bias=None):
+    """One fixed-point (Loihi 24-bit) IF step. ``current`` is the wrapped 24-bit current
+    (``wrap24`` of the raw synaptic current), ``bias`` the integer bias (or None):
+
+        v = saturate24(v + current + bias); s = v >= vth; v -= s·vth
+
+    Returns (v, s, saturated) with ``saturated`` the bool mask of clipped voltages."""
+    u = v + current
+    if bias is not None:
+        u = u + bias
+    v = saturate24(u)
+    sat = v != u
+    s = v >= vth
+    if is_torch(v):
+        v = torch.where(s, v - vth, v)
+    else:
+        v = np.where(s, v - vth, v)
+    return v, s, sat
+
+
+def if_scan(currents, vth, fixed: bool, T: int | None = None, v0=None, bias=None):
     """Run IF over time. ``currents`` is (T or 1, ...) (1 = the same current every step).
 
-    Returns (spikes (T, ...) bool, final v). ``vth`` a scalar (or broadcastable array).
+    Fixed point: ``currents`` are raw int64 synaptic currents; each step's current wraps to 24
+    bits, ``bias`` (broadcastable) is added, the voltage saturates (:func:`if_step_fixed`).
+    Returns (spikes (T, ...) bool, final v, overflows) where ``overflows`` is
+    ``{"current_overflows": n, "voltage_overflows": n}`` (elements × steps; 0 in float).
+    ``vth`` a scalar (or broadcastable array).
     """
     T = currents.shape[0] if T is None else T
     shape = tuple(currents.shape[1:])
     v = if_init(vth, shape, currents, fixed) if v0 is None else v0
     out = []
-    for t in range(T):
-        v, s = if_step(v, currents[t if currents.shape[0] > 1 else 0], vth)
-        out.append(s)
+    n_cur = n_volt = 0
+    if fixed:
+        wrapped = wrap24(currents)
+        n_cur = int((wrapped != currents).sum()) * (T if currents.shape[0] == 1 else 1)
+        sat_sum = 0
+        for t in range(T):
+            v, s, sat = if_step_fixed(v, wrapped[t if wrapped.shape[0] > 1 else 0], vth, bias)
+            sat_sum = sat_sum + sat.sum()                  # a tensor on torch: no device sync per step
+            out.append(s)
+        n_volt = int(sat_sum)
+    else:
+        for t in range(T):
+            cur = currents[t if currents.shape[0] > 1 else 0]
+            v, s = if_step(v, cur if bias is None else cur + bias, vth)
+            out.append(s)
     spikes = torch.stack(out, 0) if is_torch(currents) else np.stack(out, 0)
-    return spikes, v
+    return spikes, v, {"current_overflows": n_cur, "voltage_overflows": n_volt}
 
 
 def synapse_fixed(acc, weight_exp: int, bias=None):
-    """Fixed-point synaptic current: acc · 2**weight_exp + bias (int64)."""
-    cur = acc * (1 << int(weight_exp))
+    """Fixed-point input of an IF neuron: ``wrap24(loihi_current(acc, weight_exp)) + bias`` (int64)."""
+    cur = wrap24(loihi_current(acc, weight_exp))
     return cur if bias is None else cur + bias
 
 

@@ -12,6 +12,7 @@ import torch
 from mst_lava import netx_ops as ops
 from mst_lava.export import NetSim, export_model
 from mst_lava.export.exporter import quantize_synapse
+from mst_lava.errors import MSTError
 from mst_lava.model import rsm
 
 torch.set_num_threads(1)
@@ -25,15 +26,50 @@ def test_weight_threshold_bias_quantization_error_bounds():
     for scale in (1e-4, 0.03, 2.0):
         w = rng.normal(size=(16, 8, 1, 1)) * scale
         b = rng.normal(size=16) * scale * 5
-        theta = float(rng.uniform(0.5, 4))
-        W, e, bq, vth, m = quantize_synapse(w, b, theta)
+        theta = float(rng.uniform(0.5, 4)) * scale * 20
+        q = quantize_synapse(w, b, theta)
+        assert q.weight_shift == 0                                      # full 8-bit mantissas
         delta = np.abs(w).max() / 127
-        assert W.dtype == np.int64 and np.abs(W).max() == 127 and 0 <= e <= ops.MAX_WEIGHT_EXP
+        W, e, m = q.weight, q.weight_exp, q.membrane_unit
+        assert W.dtype == np.int64 and np.abs(W).max() == 127
+        assert ops.WEIGHT_EXP_MIN <= e <= ops.WEIGHT_EXP_MAX
         assert np.abs(W * delta - w).max() <= delta / 2 + 1e-15          # 8-bit mantissa: half a step
-        assert math.isclose(m * 2 ** e, delta)
-        assert abs(vth * m - theta) <= m / 2 and vth < 2 ** ops.STATE_BITS
-        assert np.abs(bq * m - b).max() <= m / 2 + 1e-18
-        assert vth >= 2 ** 10                                           # threshold resolution kept
+        assert math.isclose(m * 2 ** (e + ops.ACT_SHIFT), delta)
+        vth = q.vth
+        assert vth == q.vth_mant << 6 and 1 <= q.vth_mant < 2 ** 17     # 17-bit mantissa << 6
+        assert abs(vth * m - theta) <= 32 * m
+        assert q.vth_mant >= 2 ** 10                                    # threshold resolution kept
+        assert ops.BIAS_EXP_MIN <= q.bias_exp <= ops.BIAS_EXP_MAX
+        assert np.all(q.bias % (1 << q.bias_exp) == 0) and np.abs(q.bias >> q.bias_exp).max() <= 4095
+        assert np.abs(q.bias * m - b).max() <= m * 2 ** q.bias_exp / 2 + 1e-18
+        # spike inputs: the worst-case current (all inputs spike) fits the 24-bit current
+        assert q.headroom and np.abs(W).reshape(16, -1).sum(1).max() * 2 ** (e + 6) <= ops.CURRENT_MAX
+
+
+def test_quantization_fits_large_biases_jointly_or_refuses_by_name():
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(8, 4, 1, 1))
+    theta = 1000.0 * np.abs(w).max()                                    # needs a negative exponent
+    q = quantize_synapse(w, np.full(8, 700 * np.abs(w).max()), theta, x_bound=30000)
+    assert q.weight_exp < 0 and q.vth_mant <= ops.VTH_MANT_MAX and np.abs(q.bias >> q.bias_exp).max() <= 4095
+    # a bias so large against the threshold that no exponent and no weight rescaling can hold it
+    with pytest.raises(MSTError, match=r"merge9.*no weight exponent"):
+        quantize_synapse(w, np.full(8, 1e12), 1e-3, name="merge9")
+
+
+def test_fixed_if_wraps_current_and_saturates_voltage_like_lavas_bit_accurate_lif():
+    lim = 2 ** 23
+    assert ops.wrap24(np.array([lim - 1, lim, -lim, -lim - 1, 3 * lim + 5])).tolist() == \
+        [lim - 1, -lim, -lim, lim - 1, -lim + 5]
+    raw = np.array([[lim + 10], [-10], [5 * lim]], dtype=np.int64)[:, None]        # (T=3, B=1, n=1)
+    for x in (raw, torch.from_numpy(raw)):
+        s, v, ovf = ops.if_scan(x, 64 * 1000, True, bias=np.int64(-7) if not torch.is_tensor(x) else torch.tensor(-7))
+        assert ovf == {"current_overflows": 2, "voltage_overflows": 1}
+        assert s.reshape(-1).tolist() == [False, False, False]
+    # voltage saturation: a large negative current drives v to -(2**23 - 1), no further
+    cur = np.full((4, 1), -(lim - 1), dtype=np.int64)
+    s, v, ovf = ops.if_scan(cur, 64, True)
+    assert int(v[0]) == -(lim - 1) and ovf["voltage_overflows"] == 3 and ovf["current_overflows"] == 0
 
 
 @pytest.mark.parametrize("bits", [12, 15])
@@ -77,8 +113,9 @@ def test_netx_ops_bit_identical_on_numpy_and_torch():
         np.testing.assert_array_equal(a, ref.round().long().numpy())
     # IF scan
     cur_np, cur_t = _pair(rng.integers(-2000, 9000, size=(T, B, C)).astype(np.int64))
-    s1, v1 = ops.if_scan(cur_np, 7001, True)
-    s2, v2 = ops.if_scan(cur_t, 7001, True)
+    s1, v1, o1 = ops.if_scan(cur_np, 7001, True)
+    s2, v2, o2 = ops.if_scan(cur_t, 7001, True)
+    assert o1 == o2
     np.testing.assert_array_equal(s1, s2.numpy())
     np.testing.assert_array_equal(v1, v2.numpy())
     # windows, Q·Kᵀ currents, softmax·V currents

@@ -120,14 +120,38 @@ def test_tiny_net_synops_on_ground_truth_match_independent_count():
 
 
 def test_reader_refuses_cuba_in_mst_file(tmp_path):
-    rng = np.random.default_rng(1)
-    graph, _, _ = _plain_net(rng)
-    graph.kind = "mst"
-    for layer in graph.layers:
-        layer.mst = {"layout": "none"}
-    graph.layers[2].shape = (36,)
-    graph.attrs["precision"] = "float"
+    from model_fixtures import small_model
+    from mst_lava.export import export_model
+    graph = export_model(small_model(0), precision="float")
+    graph.layers[1].neuron = {k: v for k, v in cuba_neuron(vth=40).items()}
+    graph.layers[1].neuron["threshold"] = 1.0
     path = tmp_path / "bad.net"
     write_network(path, graph)
-    with pytest.raises(MSTError, match="must be .IF."):
+    with pytest.raises(MSTError, match=r"layer/1 \(embed\)/neuron: type is 'CUBA'; MST neurons must be .IF."):
         read_network(path)
+    # a plain netx chain dressed up as an MST file is refused by position and type, not run
+    plain, _, _ = _plain_net(np.random.default_rng(1))
+    plain.kind = "mst"
+    for i, layer in enumerate(plain.layers):
+        layer.mst = {"layout": "none"}
+        layer.name = f"l{i}"
+    plain.layers[2].shape = (36,)
+    plain.attrs["precision"] = "float"
+    write_network(path, plain)
+    with pytest.raises(MSTError, match=r"layer/0 \(l0\)"):
+        read_network(path)
+
+
+def test_lava_dl_netx_on_an_mst_file_fails_as_the_format_doc_says(tmp_path):
+    """docs/netx-mst-format.md §1: netx skips our extension layer types and fails at the first IF neuron:
+    get_neuron_params returns None for type 'IF', and AbstractBlock.__init__ (netx/blocks/process.py)
+    raises AttributeError: 'NoneType' object has no attribute 'pop'."""
+    from lava.lib.dl import netx
+    from model_fixtures import small_model
+    from mst_lava.export import export_model
+    path = tmp_path / "mst.net"
+    write_network(path, export_model(small_model(0), precision="fixed"))
+    assert netx.hdf5.Network.get_neuron_params({"type": "IF"}) is None
+    with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'pop'") as e:
+        netx.hdf5.Network(net_config=str(path))
+    assert e.traceback[-1].path.name == "process.py" and e.traceback[-1].path.parent.name == "blocks"

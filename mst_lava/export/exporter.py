@@ -219,40 +219,136 @@ def _export_block(b: _Builder, blk, res: int, stage: int) -> int:
 # ----------------------------------------------------------------------------------------
 # fixed point
 
-def quantize_synapse(w_scaled: np.ndarray, bias: np.ndarray, theta: float | None,
-                     bias_bits: int = ops.BIAS_BITS):
-    """8-bit weight mantissas, per-layer exponent, integer bias and threshold.
+class FixedSynapse:
+    """The integer parameters of one fixed-point neuron layer (conv/dense + IF), see
+    :func:`quantize_synapse`."""
 
-    ``w_scaled`` = float weights times the input unit. Returns (W int, weight_exp, b int,
-    vth int or None, membrane unit m) with W·2**weight_exp·m ≈ w_scaled, b·m ≈ bias, vth·m ≈ θ.
+    __slots__ = ("weight", "weight_exp", "bias", "bias_exp", "vth_mant", "membrane_unit", "weight_shift",
+                 "max_current", "headroom")
+
+    def __init__(self, **kw):
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+    @property
+    def vth(self) -> int:
+        return self.vth_mant << ops.VTH_SHIFT
+
+
+def _quantize_weights(w_scaled: np.ndarray, k: int):
+    """8-bit mantissas with the quantum chosen so the largest |w| maps to 127 >> k (rounded)."""
+    amax = float(np.max(np.abs(w_scaled))) if w_scaled.size else 0.0
+    delta = amax / ops.WEIGHT_MANT_MAX * 2.0 ** k if amax > 0 else 1.0
+    Wq = np.clip(np.round(w_scaled / delta), -ops.WEIGHT_MANT_MAX, ops.WEIGHT_MANT_MAX).astype(np.int64)
+    return Wq, delta
+
+
+def _bias_fit(b_units: np.ndarray):
+    """Smallest bias exponent in [0, 7] whose 13-bit mantissas hold ``b_units`` (membrane units).
+    Returns (bias int64 = mant << exp, exp) or None."""
+    for e in range(ops.BIAS_EXP_MIN, ops.BIAS_EXP_MAX + 1):
+        mant = np.round(b_units / 2.0 ** e)
+        if b_units.size == 0 or float(np.max(np.abs(mant))) <= ops.BIAS_MANT_MAX:
+            return mant.astype(np.int64) << e, e
+    return None
+
+
+def quantize_synapse(w_scaled: np.ndarray, bias: np.ndarray, theta: float, x_bound: float = 1.0,
+                     name: str = "layer") -> FixedSynapse:
+    """Loihi-faithful integer parameters of a conv/dense layer with IF neurons, limits fitted jointly.
+
+    ``w_scaled`` = float weights times the input unit (float value of one input integer),
+    ``x_bound`` = the largest |input integer| (1 for spikes, the payload bound of a graded input).
+    The synaptic current in membrane units is ``shift_exp(W ⋆ x, weight_exp) · 2**6`` and one
+    membrane unit is worth ``m = Δ / 2**(weight_exp + 6)`` (Δ the weight quantum), so
+
+    * threshold ``vth = vThMant << 6`` with ``vThMant = round(θ / (64 m))`` in [1, 2**17 − 1];
+    * bias ``round(b / m)`` as a 13-bit mantissa << bias_exp (bias_exp in [0, 7]);
+    * weights 8-bit in [−127, 127], ``weight_exp`` in [−8, 7].
+
+    Search: the weight quantum Δ_k maps the largest |w| to 127 >> k, k = 0 first (full 8 bits);
+    for the first k where some weight_exp meets all hard limits, take the largest weight_exp
+    with ``vThMant <= 2**12``: the threshold keeps 11–12 bits (its rounding error is below
+    θ/8192, far under the weights' own half-quantum) and the 24-bit voltage keeps at least
+    ±32 thresholds of range, so an IF neuron can integrate 32 thresholds of net inhibition
+    before it saturates. When even weight_exp −8 gives a larger mantissa, take −8. No
+    feasible k: MSTError naming the layer and the value. ``max_current`` is the worst-case
+    current ``max_o Σ_i |W[o, i]| · x_bound · 2**(weight_exp + 6)`` (``headroom``: it cannot
+    wrap); the executors count the wraps and saturations that do happen.
     """
+    w_scaled = np.asarray(w_scaled, dtype=np.float64)
+    bias = np.asarray(bias, dtype=np.float64).reshape(-1)
+    theta = float(theta)
+    if not (theta > 0 and math.isfinite(theta)):
+        raise MSTError(f"{name}: threshold {theta} must be positive and finite")
+    if not np.all(np.isfinite(w_scaled)) or not np.all(np.isfinite(bias)):
+        raise MSTError(f"{name}: weights or bias contain NaN or infinity")
+    rows = w_scaled.reshape(w_scaled.shape[0], -1) if w_scaled.ndim > 1 else w_scaled.reshape(1, -1)
+    problems = []
+    for k in range(0, ops.WEIGHT_BITS):
+        Wq, delta = _quantize_weights(w_scaled, k)
+        row_abs = float(np.abs(Wq.reshape(Wq.shape[0], -1)).sum(axis=1).max(initial=0)) if Wq.size else 0.0
+        feasible = []
+        for e in range(ops.WEIGHT_EXP_MAX, ops.WEIGHT_EXP_MIN - 1, -1):
+            m = delta / 2.0 ** (e + ops.ACT_SHIFT)
+            vth_mant = int(round(theta / (m * 2 ** ops.VTH_SHIFT)))
+            if not (1 <= vth_mant <= ops.VTH_MANT_MAX):
+                problems.append((k, e, f"threshold mantissa {vth_mant}"))
+                continue
+            fit = _bias_fit(bias / m)
+            if fit is None:
+                problems.append((k, e, f"bias {float(np.max(np.abs(bias / m))):.4g} membrane units"))
+                continue
+            worst = row_abs * x_bound * 2.0 ** (e + ops.ACT_SHIFT)
+            feasible.append((e, m, vth_mant, fit, worst))
+        if not feasible:
+            continue
+        headroom = [f for f in feasible if f[2] <= ops.VTH_MANT_TARGET]
+        if headroom:        # the finest membrane that still leaves >= 32 thresholds of voltage range
+            e, m, vth_mant, (bq, be), worst = max(headroom, key=lambda f: f[0])
+        else:               # even the smallest exponent gives a larger mantissa: take the smallest
+            e, m, vth_mant, (bq, be), worst = min(feasible, key=lambda f: f[0])
+        return FixedSynapse(weight=Wq, weight_exp=e, bias=bq, bias_exp=be, vth_mant=vth_mant, membrane_unit=m,
+                            weight_shift=k, max_current=worst, headroom=worst <= ops.CURRENT_MAX)
+    _, e, what = problems[-1] if problems else (0, 0, "no weights")
+    raise MSTError(f"{name}: no weight exponent in [{ops.WEIGHT_EXP_MIN}, {ops.WEIGHT_EXP_MAX}] fits Loihi's "
+                   f"limits even with 1-bit weights (threshold θ = {theta:.6g}, largest |bias| "
+                   f"{float(np.max(np.abs(bias), initial=0)):.6g}, largest |weight·unit| "
+                   f"{float(np.max(np.abs(rows), initial=0)):.6g}; at weight_exp {e}: {what}); the threshold is "
+                   f"too large or too small for its weights to be represented")
+
+
+def quantize_readout(w_scaled: np.ndarray, bias: np.ndarray, name: str = "readout"):
+    """The readout (host/embedded processor, int64): 8-bit weight mantissas, exponent in [0, 16],
+    integer bias < 2**40. Returns (W int, weight_exp, b int, unit m) with W·2**weight_exp·m ≈
+    w_scaled, b·m ≈ bias."""
     amax = float(np.max(np.abs(w_scaled))) if w_scaled.size else 0.0
     delta = amax / 127.0 if amax > 0 else 1.0
     Wq = np.clip(np.round(w_scaled / delta), -127, 127).astype(np.int64)
     bmax = float(np.max(np.abs(bias))) if np.size(bias) else 0.0
-    lim = 2.0 ** ops.STATE_BITS - 1
-    blim = 2.0 ** bias_bits - 1
-    exp = 0
-    for e in range(ops.MAX_WEIGHT_EXP, -1, -1):
+    blim = 2.0 ** ops.READOUT_BIAS_BITS - 1
+    for e in range(ops.READOUT_MAX_WEIGHT_EXP, -1, -1):
         m = delta / 2.0 ** e
-        if (theta is None or round(theta / m) <= lim) and round(bmax / m) <= blim:
-            exp = e
-            break
-    m = delta / 2.0 ** exp
-    bq = np.clip(np.round(np.asarray(bias, dtype=np.float64) / m), -blim, blim).astype(np.int64)
-    vth = None if theta is None else max(1, int(round(theta / m)))
-    return Wq, exp, bq, vth, m
+        if round(bmax / m) <= blim:
+            bq = np.round(np.asarray(bias, dtype=np.float64) / m).astype(np.int64)
+            return Wq, e, bq, m
+    raise MSTError(f"{name}: bias {bmax:.6g} is {bmax / delta:.4g} weight quanta, beyond the readout's "
+                   f"{ops.READOUT_BIAS_BITS}-bit bias")
 
 
-def _set_fixed_neuron(layer: Layer, vth: int) -> None:
-    layer.neuron["vThMant"] = np.int64(vth)
-    layer.neuron["vInit"] = np.int64(vth // 2)
+def _set_fixed_neuron(layer: Layer, vth_mant: int) -> None:
+    layer.neuron["vThMant"] = np.int64(vth_mant)
+    layer.neuron["vInit"] = np.int64((vth_mant << ops.VTH_SHIFT) // 2)
 
 
 def quantize_graph(graph: NetxGraph) -> None:
-    """Add the fixed-point parameters (``fix`` dicts, integer ``weight``/``bias``) to a float graph."""
+    """Add the fixed-point parameters (``fix`` dicts, integer ``weight``/``bias``) to a float graph.
+
+    Every neuron layer is fitted to Loihi's bit widths (:func:`quantize_synapse`); graded
+    payloads (input image, residual stream) are bounded and must stay within 24 bits.
+    """
     L = graph.layers
-    # one residual unit per stage: the largest spike gain maps to 2**15 - 1
+    # one residual unit per stage: the largest spike gain maps to 2**12 - 1
     stage_unit: dict[int, float] = {}
     for layer in L:
         if layer.type == "mst_residual":
@@ -260,41 +356,54 @@ def quantize_graph(graph: NetxGraph) -> None:
             for k, gain in zip(layer.inputs, np.asarray(layer.flt["gain"]).reshape(-1)):
                 if L[k].output == "spikes":
                     stage_unit[st] = max(stage_unit.get(st, 0.0), float(gain))
-    stage_unit = {s: v / (2 ** ops.RESIDUAL_GAIN_BITS - 1) for s, v in stage_unit.items()}
+    stage_unit = {s: v / (2 ** ops.RESIDUAL_EXPORT_GAIN_BITS - 1) for s, v in stage_unit.items()}
     unit: dict[int, float] = {}                      # value of one integer unit of each graded output
+    bound: dict[int, int] = {}                       # largest |payload| of each graded output
     for i, layer in enumerate(L):
         t = layer.type
         if t == "input":
             layer.fix = {"frac_bits": np.int64(ops.INPUT_FRAC_BITS)}
             unit[i] = 2.0 ** -ops.INPUT_FRAC_BITS
+            bound[i] = 32767
         elif t == "mst_residual":
             r = stage_unit[int(layer.mst["stage"])]
             gains = []
+            bnd = 0
             for k, gain in zip(layer.inputs, np.asarray(layer.flt["gain"]).reshape(-1)):
                 if L[k].output == "spikes":
                     gains.append(int(round(float(gain) / r)))
+                    bnd += abs(gains[-1])
                 else:
                     if not math.isclose(unit[k], r, rel_tol=1e-12):
                         raise MSTError(f"residual {layer.name}: graded input {L[k].name} has another unit")
                     gains.append(1)
+                    bnd += bound[k]
+            if bnd > ops.PAYLOAD_MAX:
+                raise MSTError(f"residual {layer.name}: its payload can reach {bnd}, beyond Loihi's 24-bit graded "
+                               f"spikes (|x| <= {ops.PAYLOAD_MAX})")
             layer.fix = {"gain": np.asarray(gains, dtype=np.int64), "unit": float(r)}
             unit[i] = r
+            bound[i] = bnd
         elif t in ("conv", "dense"):
             src = layer.inputs[0]
-            u = 1.0 if L[src].output == "spikes" else unit[src]
-            Wq, e, bq, vth, m = quantize_synapse(np.asarray(layer.flt["weight"]) * u,
-                                                 np.asarray(layer.flt["bias"]), float(layer.neuron["threshold"]))
-            layer.params["weight"] = Wq.astype(np.int16)
-            layer.params["bias"] = bq
-            layer.fix = {"weight_exp": np.int64(e), "input_unit": float(u), "membrane_unit": float(m)}
-            _set_fixed_neuron(layer, vth)
+            spikes = L[src].output == "spikes"
+            u = 1.0 if spikes else unit[src]
+            q = quantize_synapse(np.asarray(layer.flt["weight"]) * u, np.asarray(layer.flt["bias"]),
+                                 float(layer.neuron["threshold"]), 1.0 if spikes else float(bound[src]),
+                                 name=layer.name)
+            layer.params["weight"] = q.weight.astype(np.int16)
+            layer.params["bias"] = q.bias
+            layer.fix = {"weight_exp": np.int64(q.weight_exp), "bias_exp": np.int64(q.bias_exp),
+                         "input_unit": float(u), "membrane_unit": float(q.membrane_unit),
+                         "max_current": float(q.max_current)}
+            _set_fixed_neuron(layer, q.vth_mant)
         elif t == "mst_qk":
             theta_a = float(layer.neuron["threshold"])
             c = float(layer.flt["scale"]) * ops.DYN_VTH / theta_a
             mant, sh = ops.mant_shift(c, ops.SCALE_BITS)
             layer.fix = {"scale_mant": np.int64(mant), "scale_shift": np.int64(sh),
                          "membrane_unit": theta_a / ops.DYN_VTH}
-            _set_fixed_neuron(layer, ops.DYN_VTH)
+            _set_fixed_neuron(layer, ops.DYN_VTH >> ops.VTH_SHIFT)
         elif t == "mst_softmax_av":
             theta_av = float(layer.neuron["threshold"])
             lf = 2.0 ** ops.LOGIT_FRAC_BITS
@@ -306,11 +415,11 @@ def quantize_graph(graph: NetxGraph) -> None:
             if "mask" in layer.flt:
                 fx["mask"] = np.round(np.asarray(layer.flt["mask"]) * lf).astype(np.int64)
             layer.fix = fx
-            _set_fixed_neuron(layer, ops.DYN_VTH)
+            _set_fixed_neuron(layer, ops.DYN_VTH >> ops.VTH_SHIFT)
         elif t == "mst_readout":
             src = layer.inputs[0]
-            Wq, e, bq, _, m = quantize_synapse(np.asarray(layer.flt["weight"]) * unit[src],
-                                               np.asarray(layer.flt["bias"]), None, ops.READOUT_BIAS_BITS)
+            Wq, e, bq, m = quantize_readout(np.asarray(layer.flt["weight"]) * unit[src],
+                                            np.asarray(layer.flt["bias"]), layer.name)
             layer.params["weight"] = Wq.astype(np.int16)
             layer.params["bias"] = bq
             layer.fix = {"weight_exp": np.int64(e), "unit": float(m), "input_unit": float(unit[src])}

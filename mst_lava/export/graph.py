@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 FORMAT = "mst_lava.netx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: Loihi bit widths (vThMant is the 17-bit mantissa, threshold = vThMant << 6)
 MST_VERSION = 1
+VTH_SHIFT = 6               # Loihi: the threshold mantissa is left-shifted by 6 (netx_ops.VTH_SHIFT)
 
 STANDARD_TYPES = ("input", "conv", "dense", "flatten")
 MST_TYPES = ("mst_qk", "mst_softmax_av", "mst_residual", "mst_readout")
@@ -56,11 +57,11 @@ class Layer:
         return self.neuron is not None
 
     def threshold(self, precision: str):
-        """The neuron threshold in the precision's units (θ float, vth int)."""
+        """The neuron threshold in the precision's units (θ float; fixed: vth = vThMant << 6, membrane units)."""
         if self.neuron is None:
             raise ValueError(f"layer {self.name} has no neuron")
         if precision == "fixed":
-            return int(self.neuron["vThMant"])
+            return int(self.neuron["vThMant"]) << VTH_SHIFT
         return float(self.neuron["threshold"])
 
 

@@ -2,12 +2,16 @@
 
 ``write_network(path, graph)`` writes atomically (a temp file renamed into place).
 ``read_network(path)`` reads an mst_lava.netx file or a plain lava-dl netx file and checks
-it against docs/netx-mst-format.md; every problem raises :class:`MSTError` naming the file,
-the group and what is wrong.
+it against docs/netx-mst-format.md, by structure and by value (types, ranges, Loihi's bit
+widths, finite floats, dataset sizes before anything is read); every problem raises
+:class:`MSTError` naming the file, the layer and the field and what is wrong. It is the one
+place files are validated: the torch executor and the Lava builder both read through it.
 """
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ try:  # the torch executor and exporter work without h5py; only file I/O needs i
 except ImportError:  # pragma: no cover
     h5py = None
 
+from mst_lava import netx_ops as ops
 from mst_lava.checkpoint import atomic_write
 from mst_lava.errors import MSTError
 from mst_lava.export.graph import (FORMAT, FORMAT_VERSION, LAYOUTS, MST_TYPES, MST_VERSION, NEURON_TYPES,
@@ -27,6 +32,8 @@ _STD_KEYS = ("weight", "bias", "stride", "padding", "dilation", "groups", "inCha
              "kernelSize", "inFeatures", "outFeatures", "delay", "weight_rec")
 # netx layer types lava-dl knows; we read the ones our executor runs, refuse nothing netx knows
 _NETX_KNOWN = STANDARD_TYPES + ("dense_rec", "dense_comp", "pool", "convT", "unpool", "average", "concat")
+# layer types of an mst_lava.netx file (dense/flatten: plain netx files only, the MST executors do not run them)
+MST_FILE_TYPES = ("input", "conv") + MST_TYPES
 
 
 # ----------------------------------------------------------------------------------------
@@ -107,42 +114,97 @@ def write_network(path, graph: NetxGraph) -> None:
 # ----------------------------------------------------------------------------------------
 # reading
 
+# Sizes are checked on the declared shape before a dataset is read: no file can make the
+# reader (or an executor sized by the file) allocate more than the machine has.
+MAX_DATASET_ELEMENTS = 1 << 27          # 128 Mi elements in one dataset (1 GiB of int64)
+MAX_LAYER_ELEMENTS = 1 << 27            # neurons (or product elements) of one layer, per sample
+MAX_LAYERS = 100_000
+MAX_EXP_TABLE = 1 << 20
+
+
+def _memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return 8 << 30
+
+
 class _Ctx:
     def __init__(self, path):
         self.path = str(path)
+        self.budget = _memory_bytes() // 4       # everything read from one file together
+        self.read_bytes = 0
 
     def fail(self, where: str, what: str):
         raise MSTError(f"{self.path}: {where}: {what}")
 
+    # -- guarded dataset reads -------------------------------------------------------------
+    def dataset(self, ds, where: str):
+        """Read ``ds`` after checking its declared size and kind; strings come back as str."""
+        shape = ds.shape
+        if shape is None:
+            self.fail(where, "is an empty (null) dataset")
+        n = int(np.prod(shape, dtype=np.float64)) if shape else 1
+        kind = ds.dtype.kind
+        if kind == "O" and h5py.check_string_dtype(ds.dtype) is None:
+            self.fail(where, f"has HDF5 type {ds.dtype} (object references or variable-length arrays); "
+                             "numbers or strings belong here")
+        if kind not in "iufbSOU":
+            self.fail(where, f"has HDF5 type {ds.dtype}; numbers or strings belong here")
+        if n > MAX_DATASET_ELEMENTS:
+            self.fail(where, f"declares {n:,} elements (shape {tuple(shape)}), more than a network file may hold "
+                             f"({MAX_DATASET_ELEMENTS:,} per dataset); refusing to read it")
+        size = n * max(int(ds.dtype.itemsize), 1)
+        self.read_bytes += size
+        if self.read_bytes > self.budget:
+            self.fail(where, f"the file's datasets add up to more than {self.budget / 2 ** 30:.1f} GiB "
+                             "(a quarter of this machine's memory); refusing to read it")
+        v = ds[()]
+        if isinstance(v, bytes):
+            return _decode(v, self, where)
+        if isinstance(v, np.ndarray) and v.dtype.kind in "SO":
+            if v.size == 1 and v.dtype.kind == "S":
+                return _decode(v.reshape(-1)[0], self, where)
+            if v.size == 1 and isinstance(v.reshape(-1)[0], bytes):
+                return _decode(v.reshape(-1)[0], self, where)
+            return v
+        if isinstance(v, np.generic):
+            return v.item()
+        return v
 
-def _value(ds):
-    v = ds[()]
-    if isinstance(v, bytes):
-        return v.decode("utf-8")
-    if isinstance(v, np.ndarray) and v.dtype.kind == "S":
-        return v[0].decode("ascii") if v.shape else v[()].decode("ascii")
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
+    def group(self, g, where: str, depth: int = 0) -> dict:
+        if depth > 4:
+            self.fail(where, "groups are nested too deeply")
+        out = {}
+        for k in g.keys():
+            item = g[k]
+            w = f"{where}/{k}"
+            if isinstance(item, h5py.Group):
+                out[k] = self.group(item, w, depth + 1)
+            elif isinstance(item, h5py.Dataset):
+                out[k] = self.dataset(item, w)
+        return out
 
 
-def _read_group(g) -> dict:
-    out = {}
-    for k in g.keys():
-        item = g[k]
-        out[k] = _read_group(item) if isinstance(item, h5py.Group) else _value(item)
-    return out
+def _decode(b: bytes, ctx: _Ctx, where: str) -> str:
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        ctx.fail(where, "is not valid UTF-8 text")
 
 
 def _type_str(g, ctx: _Ctx, where: str) -> str:
-    if "type" not in g:
+    if "type" not in g or not isinstance(g["type"], h5py.Dataset):
         ctx.fail(where, "has no 'type' dataset (every netx layer needs one)")
-    v = g["type"][()]
+    v = ctx.dataset(g["type"], where + "/type")
     if isinstance(v, np.ndarray):
         if v.size == 0:
             ctx.fail(where, "'type' is empty")
         v = v.reshape(-1)[0]
-    return v.decode("ascii") if isinstance(v, bytes) else str(v)
+        v = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+    if not isinstance(v, str):
+        ctx.fail(where, f"'type' is {v!r}; a layer type name (string) belongs here")
+    return v
 
 
 def read_network(path) -> NetxGraph:
@@ -154,6 +216,8 @@ def read_network(path) -> NetxGraph:
         raise MSTError(f"network file {p} does not exist; create one with `mst-export model.pt -o {p}`")
     if p.is_dir():
         raise MSTError(f"network path {p} is a directory, not a .net file")
+    if not p.is_file():
+        raise MSTError(f"network path {p} is not a regular file")
     if not h5py.is_hdf5(p):
         size = p.stat().st_size
         raise MSTError(f"{p} is not an HDF5 file ({size} bytes; truncated, corrupt or another format); "
@@ -163,12 +227,25 @@ def read_network(path) -> NetxGraph:
             graph = _read_file(f, ctx)
     except MSTError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError, MemoryError) as e:
         raise MSTError(f"{p} could not be read (truncated or corrupt HDF5: {str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                        "re-create it with `mst-export`") from None
     graph.path = str(p)
-    _validate(graph, ctx)
+    try:
+        _validate(graph, ctx)
+    except MSTError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, ZeroDivisionError) as e:  # pragma: no cover
+        raise MSTError(f"{p}: invalid network ({type(e).__name__}: {e})") from None
     return graph
+
+
+def _value_attr(v):
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
 
 
 def _read_file(f, ctx: _Ctx) -> NetxGraph:
@@ -181,9 +258,10 @@ def _read_file(f, ctx: _Ctx) -> NetxGraph:
     else:
         kind = "mst"
         ver = attrs.get("format_version")
-        if ver != FORMAT_VERSION:
-            ctx.fail("/", f"format_version is {ver!r}; this mst_lava reads version {FORMAT_VERSION} "
-                          "(re-export with this version's `mst-export`)")
+        if ver != FORMAT_VERSION or isinstance(ver, bool):
+            hint = (" (version 1 files predate Loihi's bit widths: re-export with `mst-export`)"
+                    if ver == 1 else " (re-export with this version's `mst-export`)")
+            ctx.fail("/", f"format_version is {ver!r}; this mst_lava reads version {FORMAT_VERSION}{hint}")
         if attrs.get("precision") not in ("float", "fixed"):
             ctx.fail("/", f"attribute 'precision' is {attrs.get('precision')!r}, expected 'float' or 'fixed'")
         if "model_config" in attrs and isinstance(attrs["model_config"], str):
@@ -195,12 +273,14 @@ def _read_file(f, ctx: _Ctx) -> NetxGraph:
         ctx.fail("/", "has no 'layer' group: not a netx network")
     lg = f["layer"]
     keys = list(lg.keys())
-    try:
-        idx = sorted(int(k) for k in keys)
-    except ValueError:
-        ctx.fail("/layer", f"has non-numeric members {sorted(k for k in keys if not k.isdigit())}")
+    if len(keys) > MAX_LAYERS:
+        ctx.fail("/layer", f"has {len(keys)} members, more than {MAX_LAYERS}")
+    bad = sorted(k for k in keys if not (k.isdigit() and k.isascii()))
+    if bad:
+        ctx.fail("/layer", f"has non-numeric members {bad[:5]}")
+    idx = sorted(int(k) for k in keys)
     if idx != list(range(len(idx))):
-        ctx.fail("/layer", f"layer numbers must be 0..{len(idx) - 1} without gaps, found {idx}")
+        ctx.fail("/layer", f"layer numbers must be 0..{len(idx) - 1} without gaps, found {idx[:20]}")
     if not idx:
         ctx.fail("/layer", "is empty")
     layers = []
@@ -210,19 +290,42 @@ def _read_file(f, ctx: _Ctx) -> NetxGraph:
         if not isinstance(g, h5py.Group):
             ctx.fail(where, "is not a group")
         typ = _type_str(g, ctx, where)
-        shape = tuple(int(s) for s in np.asarray(g["shape"][()]).reshape(-1)) if "shape" in g else None
-        params = {k: _value(g[k]) for k in _STD_KEYS if k in g and isinstance(g[k], h5py.Dataset)}
-        neuron = _read_group(g["neuron"]) if "neuron" in g else None
+        label = where                   # "layer/i (name)" in messages once the name is known
+        if kind == "mst" and "mst" in g and isinstance(g["mst"], h5py.Group) and \
+                isinstance(g["mst"].get("name"), h5py.Dataset):
+            nm = ctx.dataset(g["mst"]["name"], where + "/mst/name")
+            if isinstance(nm, str) and nm:
+                label = f"{where} ({nm})"
+        shape = None
+        if "shape" in g:
+            if not isinstance(g["shape"], h5py.Dataset):
+                ctx.fail(label, "'shape' is not a dataset")
+            shape = _shape_of(ctx.dataset(g["shape"], where + "/shape"), ctx, label)
+        params = {k: ctx.dataset(g[k], f"{where}/{k}") for k in _STD_KEYS if k in g and isinstance(g[k], h5py.Dataset)}
+        neuron = None
+        if "neuron" in g:
+            if not isinstance(g["neuron"], h5py.Group):
+                ctx.fail(where, "'neuron' is not a group")
+            neuron = ctx.group(g["neuron"], where + "/neuron")
         layer = Layer(type=typ, shape=shape, params=params, neuron=neuron)
         if kind == "mst":
-            if "mst" not in g:
+            if "mst" not in g or not isinstance(g["mst"], h5py.Group):
                 ctx.fail(where, f"({typ}) has no 'mst' group, which every layer of an {FORMAT} file carries")
-            m = _read_group(g["mst"])
-            layer.name = str(m.pop("name", ""))
-            layer.inputs = [int(v) for v in np.asarray(m.pop("inputs", []), dtype=np.int64).reshape(-1)]
-            layer.output = str(m.pop("output", "spikes"))
-            layer.flt = m.pop("float", {}) or {}
-            layer.fix = m.pop("fixed", {}) or {}
+            m = ctx.group(g["mst"], where + "/mst")
+            name = m.pop("name", "")
+            if not isinstance(name, str):
+                ctx.fail(where + "/mst/name", f"is {name!r}; a layer name (string) belongs here")
+            layer.name = name
+            layer.inputs = _inputs_of(m.pop("inputs", np.zeros(0, dtype=np.int64)), ctx, label)
+            out = m.pop("output", "spikes")
+            if not isinstance(out, str):
+                ctx.fail(where + "/mst/output", f"is {out!r}; 'spikes' or 'graded' belongs here")
+            layer.output = out
+            for key, attr in (("float", "flt"), ("fixed", "fix")):
+                v = m.pop(key, {}) or {}
+                if not isinstance(v, dict):
+                    ctx.fail(f"{where}/mst/{key}", "is not a group")
+                setattr(layer, attr, v)
             layer.mst = m
         else:
             layer.name = f"layer{i}"
@@ -230,28 +333,168 @@ def _read_file(f, ctx: _Ctx) -> NetxGraph:
             layer.output = "spikes" if neuron is not None else "graded"
         layers.append(layer)
     graph = NetxGraph(layers=layers, attrs=attrs, kind=kind)
-    if kind == "mst" and "mst" in f and "exp_table" in f["mst"]:
-        ds = f["mst"]["exp_table"]
-        graph.exp_table = np.asarray(ds[()], dtype=np.int64)
-        for k in ("frac_bits", "out_bits", "prob_bits"):
-            if k not in ds.attrs:
-                ctx.fail("mst/exp_table", f"lacks attribute {k!r}")
-            graph.attrs[f"softmax_{k}"] = int(ds.attrs[k])
     if kind == "mst":
-        mv = f["mst"].attrs.get("version") if "mst" in f else None
+        if "mst" not in f or not isinstance(f["mst"], h5py.Group):
+            ctx.fail("/mst", "group is missing")
+        mv = f["mst"].attrs.get("version")
         if mv is None:
             ctx.fail("/mst", "group or its 'version' attribute is missing")
-        if int(mv) != MST_VERSION:
-            ctx.fail("/mst", f"extension version {int(mv)}; this mst_lava reads {MST_VERSION}")
+        mv = _value_attr(mv)
+        if not isinstance(mv, int) or isinstance(mv, bool) or mv != MST_VERSION:
+            ctx.fail("/mst", f"extension version {mv}; this mst_lava reads {MST_VERSION}")
+        if "exp_table" in f["mst"]:
+            _read_exp_table(f["mst"]["exp_table"], graph, ctx)
     return graph
 
 
-def _value_attr(v):
+def _shape_of(v, ctx: _Ctx, where: str) -> tuple:
+    a = np.asarray(v)
+    if a.dtype.kind not in "iu":
+        ctx.fail(where, f"shape is {_describe(v)}; integers belong here")
+    a = a.reshape(-1)
+    if a.size == 0 or a.size > 4:
+        ctx.fail(where, f"shape has {a.size} entries; a layer shape has 1 to 4")
+    if np.any(a <= 0):
+        ctx.fail(where, f"shape {tuple(int(s) for s in a)} has non-positive entries")
+    n = float(np.prod(a.astype(np.float64)))
+    if n > MAX_LAYER_ELEMENTS:
+        ctx.fail(where, f"shape {tuple(int(s) for s in a)} is {n:,.0f} elements per sample, more than "
+                        f"{MAX_LAYER_ELEMENTS:,}; refusing a layer that cannot fit in memory")
+    return tuple(int(s) for s in a)
+
+
+def _inputs_of(v, ctx: _Ctx, where: str) -> list:
+    a = np.asarray(v)
+    if a.dtype.kind not in "iu":
+        ctx.fail(where + "/mst", f"inputs is {_describe(v)}; layer indices (integers) belong here")
+    a = a.reshape(-1)
+    if a.size > 64:
+        ctx.fail(where + "/mst", f"inputs lists {a.size} layers; at most 64")
+    return [int(x) for x in a]
+
+
+def _read_exp_table(ds, graph: NetxGraph, ctx: _Ctx) -> None:
+    where = "mst/exp_table"
+    if not isinstance(ds, h5py.Dataset):
+        ctx.fail(where, "is not a dataset")
+    for k in ("frac_bits", "out_bits", "prob_bits"):
+        if k not in ds.attrs:
+            ctx.fail(where, f"lacks attribute {k!r}")
+        graph.attrs[f"softmax_{k}"] = _int(ctx, where, f"attribute {k}", _value_attr(ds.attrs[k]), 0, 24)
+    fb, ob = graph.attrs["softmax_frac_bits"], graph.attrs["softmax_out_bits"]
+    if graph.attrs["softmax_prob_bits"] < 1 or ob < 1:
+        ctx.fail(where, "out_bits and prob_bits must be at least 1")
+    if ds.dtype.kind not in "iu":
+        ctx.fail(where, f"has element type {ds.dtype}; the exp table holds integers")
+    if ds.ndim != 1 or ds.shape[0] < 2 or ds.shape[0] > MAX_EXP_TABLE:
+        ctx.fail(where, f"has shape {ds.shape}; a 1-D table of 2 to {MAX_EXP_TABLE:,} entries belongs here")
+    want = ops.make_exp_table(fb, ob)
+    if ds.shape[0] != want.shape[0]:
+        ctx.fail(where, f"has {ds.shape[0]} entries; frac_bits {fb}, out_bits {ob} define a table of "
+                        f"{want.shape[0]} (round(2**out_bits · exp(−k / 2**frac_bits)) up to the first 0)")
+    tab = np.asarray(ctx.dataset(ds, where), dtype=np.int64)
+    if not np.array_equal(tab, want):
+        k = int(np.argmax(tab != want))
+        ctx.fail(where, f"entry {k} is {int(tab[k])}, expected {int(want[k])} = round(2**{ob} · exp(−{k}/2**{fb}))")
+    graph.exp_table = tab
+
+
+# ----------------------------------------------------------------------------------------
+# typed values
+
+def _describe(v) -> str:
+    if isinstance(v, str):
+        return f"the string {v!r}"
     if isinstance(v, bytes):
-        return v.decode("utf-8")
-    if isinstance(v, np.generic):
-        return v.item()
+        return f"the bytes {v!r}"
+    if isinstance(v, bool):
+        return f"the boolean {v}"
+    if isinstance(v, float):
+        return f"the float {v!r}"
+    if isinstance(v, dict):
+        return "a group"
+    if isinstance(v, np.ndarray):
+        kind = {"f": "float", "S": "string", "O": "string", "U": "string", "b": "boolean"}.get(v.dtype.kind,
+                                                                                          str(v.dtype))
+        return f"a {kind} array of shape {v.shape}"
+    return repr(v)
+
+
+def _int(ctx: _Ctx, where: str, key: str, v, lo=None, hi=None, why: str = "") -> int:
+    """One integer (a scalar or a one-element integer array) in [lo, hi]."""
+    a = v
+    if isinstance(v, np.ndarray):
+        if v.size != 1 or v.dtype.kind not in "iu":
+            ctx.fail(where, f"{key} is {_describe(v)}; one integer belongs here")
+        a = v.reshape(-1)[0].item()
+    if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
+        ctx.fail(where, f"{key} is {_describe(a)}; an integer belongs here")
+    a = int(a)
+    if (lo is not None and a < lo) or (hi is not None and a > hi):
+        rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        ctx.fail(where, f"{key} {a} is outside {rng}{f' ({why})' if why else ''}")
+    return a
+
+
+def _float(ctx: _Ctx, where: str, key: str, v, *, positive: bool = False, lo=None, hi=None) -> float:
+    a = v
+    if isinstance(v, np.ndarray):
+        if v.size != 1 or v.dtype.kind not in "iuf":
+            ctx.fail(where, f"{key} is {_describe(v)}; one number belongs here")
+        a = v.reshape(-1)[0].item()
+    if isinstance(a, bool) or not isinstance(a, (int, float, np.integer, np.floating)):
+        ctx.fail(where, f"{key} is {_describe(a)}; a number belongs here")
+    a = float(a)
+    if not math.isfinite(a):
+        ctx.fail(where, f"{key} is {a}; a finite number belongs here")
+    if positive and not a > 0:
+        ctx.fail(where, f"{key} {a} must be > 0")
+    if (lo is not None and a < lo) or (hi is not None and a > hi):
+        ctx.fail(where, f"{key} {a} is outside [{lo}, {hi}]")
+    return a
+
+
+def _str(ctx: _Ctx, where: str, key: str, v, choices=None) -> str:
+    if not isinstance(v, str):
+        ctx.fail(where, f"{key} is {_describe(v)}; a string belongs here")
+    if choices is not None and v not in choices:
+        ctx.fail(where, f"{key} is {v!r}; one of {', '.join(repr(c) for c in choices)} belongs here")
     return v
+
+
+def _int_array(ctx: _Ctx, where: str, key: str, v, lo=None, hi=None, shape=None, why: str = "") -> np.ndarray:
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        v = np.asarray(v)
+    if not isinstance(v, np.ndarray) or v.dtype.kind not in "iu":
+        ctx.fail(where, f"{key} is {_describe(v)}; integers belong here")
+    if shape is not None and tuple(v.shape) != tuple(shape):
+        ctx.fail(where, f"{key} has shape {tuple(v.shape)}, expected {tuple(shape)}")
+    if v.size:
+        mn, mx = int(v.min()), int(v.max())
+        if (lo is not None and mn < lo) or (hi is not None and mx > hi):
+            bad = mn if lo is not None and mn < lo else mx
+            ctx.fail(where, f"{key} holds {bad}, outside [{lo}, {hi}]{f' ({why})' if why else ''}")
+    return v.astype(np.int64)
+
+
+def _float_array(ctx: _Ctx, where: str, key: str, v, shape=None) -> np.ndarray:
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        v = np.asarray(v, dtype=np.float64)
+    if not isinstance(v, np.ndarray) or v.dtype.kind not in "iuf":
+        ctx.fail(where, f"{key} is {_describe(v)}; numbers belong here")
+    if shape is not None and tuple(v.shape) != tuple(shape):
+        ctx.fail(where, f"{key} has shape {tuple(v.shape)}, expected {tuple(shape)}")
+    if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+        ctx.fail(where, f"{key} holds NaN or infinite values")
+    return v
+
+
+def _pair_of(ctx: _Ctx, where: str, key: str, v, lo: int, hi: int) -> tuple[int, int]:
+    a = _int_array(ctx, where, key, v, lo, hi)
+    a = a.reshape(-1)
+    if a.size not in (1, 2):
+        ctx.fail(where, f"{key} has {a.size} entries; one or two (y, x) integers belong here")
+    return (int(a[0]), int(a[0])) if a.size == 1 else (int(a[0]), int(a[1]))
 
 
 # ----------------------------------------------------------------------------------------
@@ -272,72 +515,134 @@ def _pair(v):
     return (int(a[0]), int(a[0])) if a.size == 1 else (int(a[0]), int(a[1]))
 
 
+# the types an MST file's layers may feed into (by the consumer's type)
+_GRID_TYPES = ("input", "conv", "mst_residual", "mst_softmax_av")
+_MST_OUTPUT = {"input": "graded", "conv": "spikes", "mst_residual": "graded", "mst_qk": "spikes",
+               "mst_softmax_av": "spikes", "mst_readout": "graded"}
+
+
 def _validate(graph: NetxGraph, ctx: _Ctx) -> None:
     mst = graph.kind == "mst"
     fixed = mst and graph.precision == "fixed"
     shapes = []
+    bounds: dict[int, int] = {}          # fixed MST files: the largest |payload| of each graded output
+    depth: list[int] = []
+    if mst:
+        _validate_attrs(graph, ctx)
+    names = set()
     for i, L in enumerate(graph.layers):
         where = f"layer/{i}" + (f" ({L.name})" if mst and L.name else "")
-        known = STANDARD_TYPES + MST_TYPES if mst else _NETX_KNOWN
+        known = MST_FILE_TYPES if mst else _NETX_KNOWN
         if L.type not in known:
-            ctx.fail(where, f"unknown layer type {L.type!r}; known: {', '.join(known)}")
+            extra = " (dense and flatten occur in plain netx files only: the MST executors run conv, residual " \
+                    "and attention graphs)" if mst and L.type in STANDARD_TYPES else ""
+            ctx.fail(where, f"unknown layer type {L.type!r}; known: {', '.join(known)}{extra}")
         if L.shape is None and L.type != "flatten":
             ctx.fail(where, f"({L.type}) has no 'shape'")
-        if L.shape is not None and any(s <= 0 for s in L.shape):
-            ctx.fail(where, f"shape {L.shape} has non-positive entries")
         if mst:
-            _validate_mst_layer(graph, i, L, ctx, where, fixed, shapes)
+            if not L.name:
+                ctx.fail(where, "mst/name is missing or empty")
+            if L.name in names:
+                ctx.fail(where, f"mst/name {L.name!r} is used by an earlier layer; names are unique")
+            names.add(L.name)
+            _validate_mst_layer(graph, i, L, ctx, where, fixed, shapes, bounds)
+            depth.append(0 if not L.inputs else 1 + max(depth[k] for k in L.inputs))
+            d = _int(ctx, where + "/mst", "depth", L.mst.get("depth", depth[-1]), 0)
+            if d != depth[-1]:
+                ctx.fail(where + "/mst", f"depth {d} is not the longest path from the input ({depth[-1]})")
         else:
             _validate_netx_layer(i, L, ctx, where, shapes)
         shapes.append(L.shape if L.shape is not None else (int(np.prod(shapes[-1])),) if shapes else None)
     if mst:
-        out = graph.attrs.get("output_layer", len(graph.layers) - 1)
-        if not (0 <= int(out) < len(graph.layers)):
-            ctx.fail("/", f"output_layer {out} is not a layer index")
+        ro = [i for i, L in enumerate(graph.layers) if L.type == "mst_readout"]
+        if len(ro) != 1:
+            ctx.fail("/", f"has {len(ro)} mst_readout layers; an MST network has exactly one")
+        out = _int(ctx, "/", "attribute output_layer", graph.attrs.get("output_layer", ro[0]), 0,
+                   len(graph.layers) - 1, "a layer index")
+        if out != ro[0]:
+            ctx.fail("/", f"output_layer {out} is a {graph.layers[out].type} layer; it must be the mst_readout "
+                          f"(layer {ro[0]})")
+        K = int(np.prod(graph.layers[ro[0]].shape))
+        if "num_classes" in graph.attrs:
+            nc = _int(ctx, "/", "attribute num_classes", graph.attrs["num_classes"], 1)
+            if nc != K:
+                ctx.fail("/", f"num_classes {nc} differs from the readout's {K} outputs")
+
+
+def _validate_attrs(graph: NetxGraph, ctx: _Ctx) -> None:
+    a = graph.attrs
+    _int(ctx, "/", "attribute rsm_seed", a.get("rsm_seed", 0), 0, 2 ** 63 - 1)
+    for k in ("tSample",):
+        if k in a:
+            _int(ctx, "/", f"attribute {k}", a[k], 1)
+    if "model_config" in a and not isinstance(a["model_config"], dict):
+        ctx.fail("/", f"attribute model_config is {_describe(a['model_config'])}; a JSON object belongs here")
+    if graph.precision == "fixed":
+        if graph.exp_table is None and any(L.type == "mst_softmax_av" for L in graph.layers):
+            ctx.fail("/mst", "fixed file with softmax layers lacks mst/exp_table")
+        for k in ("softmax_frac_bits", "softmax_out_bits", "softmax_prob_bits", "input_frac_bits"):
+            if k in a:
+                _int(ctx, "/", f"attribute {k}", a[k], 0, 24)
 
 
 def _validate_neuron(L: Layer, ctx: _Ctx, where: str, mst: bool, fixed: bool) -> None:
     n = L.neuron
+    w = where + "/neuron"
     if not isinstance(n, dict):
         ctx.fail(where, "'neuron' is not a group")
-    _need(n, ["type"], ctx, where + "/neuron", "neuron group")
+    _need(n, ["type"], ctx, w, "neuron group")
+    _str(ctx, w, "type", n["type"])
     if not mst:
+        for k in ("vThMant", "iDecay", "vDecay", "refDelay", "wgtExp", "theta"):
+            if k in n:
+                _float(ctx, w, k, n[k])
         return
     if n["type"] != "IF":
-        ctx.fail(where + "/neuron", f"type is {n['type']!r}; MST neurons must be 'IF' (reset by subtraction), "
-                                   "a CUBA/LOIHI neuron would silently change the network")
-    _need(n, ["reset", "compare", "v_init", "threshold"], ctx, where + "/neuron", "IF neuron")
+        ctx.fail(w, f"type is {n['type']!r}; MST neurons must be 'IF' (reset by subtraction), "
+                    "a CUBA/LOIHI neuron would silently change the network")
+    _need(n, ["reset", "compare", "v_init", "threshold"], ctx, w, "IF neuron")
+    for k in ("reset", "compare", "v_init"):
+        _str(ctx, w, k, n[k])
     if n["reset"] != "subtract" or n["compare"] != "ge" or n["v_init"] != "half_threshold":
-        ctx.fail(where + "/neuron", f"IF semantics must be reset=subtract, compare=ge, v_init=half_threshold; "
-                                   f"found {n['reset']}, {n['compare']}, {n['v_init']}")
-    if not (float(n["threshold"]) > 0):
-        ctx.fail(where + "/neuron", f"threshold {n['threshold']} must be > 0")
+        ctx.fail(w, f"IF semantics must be reset=subtract, compare=ge, v_init=half_threshold; "
+                    f"found {n['reset']}, {n['compare']}, {n['v_init']}")
+    _float(ctx, w, "threshold", n["threshold"], positive=True)
     if fixed:
-        _need(n, ["vThMant", "vInit"], ctx, where + "/neuron", "fixed-point IF neuron")
-        if int(n["vThMant"]) <= 0:
-            ctx.fail(where + "/neuron", f"vThMant {n['vThMant']} must be a positive integer")
-        if int(n["vInit"]) != int(n["vThMant"]) // 2:
-            ctx.fail(where + "/neuron", f"vInit {n['vInit']} must be vThMant // 2 = {int(n['vThMant']) // 2}")
+        _need(n, ["vThMant", "vInit"], ctx, w, "fixed-point IF neuron")
+        vm = _int(ctx, w, "vThMant", n["vThMant"], 1, ops.VTH_MANT_MAX,
+                  f"Loihi's threshold mantissa is unsigned {ops.VTH_MANT_BITS}-bit; threshold = vThMant << 6")
+        vi = _int(ctx, w, "vInit", n["vInit"])
+        if vi != (vm << ops.VTH_SHIFT) // 2:
+            ctx.fail(w, f"vInit {vi} must be (vThMant << 6) // 2 = {(vm << ops.VTH_SHIFT) // 2}")
 
 
-def _check_conv(L: Layer, in_shape, ctx: _Ctx, where: str, weight) -> None:
+def _check_conv(L: Layer, in_shape, ctx: _Ctx, where: str, weight, netx: bool = False) -> None:
     w = np.asarray(weight)
     if w.ndim == 5 and w.shape[-1] == 1:
         w = w[..., 0]
     if w.ndim != 4:
         ctx.fail(where, f"conv weight has shape {w.shape}; expected (out, in/groups, kH, kW)")
-    groups = int(np.asarray(L.params.get("groups", 1)).reshape(-1)[0])
+    groups = _int(ctx, where, "groups", L.params.get("groups", 1), 1)
     Co, Cg, kH, kW = w.shape
     if L.shape is None or len(L.shape) != 3:
         ctx.fail(where, f"conv shape {L.shape} is not (C, H, W)")
     if Co != L.shape[0]:
         ctx.fail(where, f"conv weight has {Co} output channels but shape says {L.shape[0]}")
+    if Co % groups:
+        ctx.fail(where, f"conv has {Co} output channels, not a multiple of groups {groups}")
+    sy, sx = _pair_of(ctx, where, "stride", L.params.get("stride", 1), 1, 1 << 16)
+    py, px = _pair_of(ctx, where, "padding", L.params.get("padding", 0), 0, 1 << 16)
+    dy, dx = _pair_of(ctx, where, "dilation", L.params.get("dilation", 1), 1, 1 << 16)
+    if not netx and (dy, dx) != (1, 1):
+        ctx.fail(where, f"dilation {dy},{dx}: the MST executors run undilated convolutions (dilation 1)")
+    for k, want in (("outChannels", Co), ("inChannels", Cg * groups)):
+        if k in L.params and _int(ctx, where, k, L.params[k], 1) != want:
+            ctx.fail(where, f"{k} {L.params[k]} does not match the weight ({want})")
+    if "kernelSize" in L.params and _pair_of(ctx, where, "kernelSize", L.params["kernelSize"], 1, 1 << 16) != (kH, kW):
+        ctx.fail(where, f"kernelSize {L.params['kernelSize']} does not match the weight ({kH}, {kW})")
     if in_shape is not None and len(in_shape) == 3:
         if Cg * groups != in_shape[0]:
             ctx.fail(where, f"conv weight takes {Cg}x{groups} input channels but its input has {in_shape[0]}")
-        sy, sx = _pair(L.params.get("stride", 1))
-        py, px = _pair(L.params.get("padding", 0))
-        dy, dx = _pair(L.params.get("dilation", 1))
         exp = (Co, _conv_out(in_shape[1], kH, sy, py, dy), _conv_out(in_shape[2], kW, sx, px, dx))
         if tuple(L.shape) != exp:
             ctx.fail(where, f"conv output shape {tuple(L.shape)} does not follow from input {tuple(in_shape)}, "
@@ -350,15 +655,22 @@ def _check_conv(L: Layer, in_shape, ctx: _Ctx, where: str, weight) -> None:
 def _validate_netx_layer(i: int, L: Layer, ctx: _Ctx, where: str, shapes) -> None:
     in_shape = shapes[-1] if shapes else None
     if L.type == "input":
+        if i:
+            ctx.fail(where, "an input layer can only be layer 0")
         return
+    for k in ("weight", "bias", "delay"):
+        if k in L.params:
+            _float_array(ctx, where, k, L.params[k])
+    if L.type in ("conv", "dense") and L.neuron is not None:
+        _validate_neuron(L, ctx, where, False, False)
     if i == 0 and L.type in ("conv", "dense"):
         return  # netx allows input_shape from the caller
     if L.type in ("conv", "dense") and "weight" not in L.params:
         ctx.fail(where, f"({L.type}) has no 'weight'")
-    if L.type in ("conv", "dense") and L.neuron is not None:
-        _validate_neuron(L, ctx, where, False, False)
+    if L.type in ("conv", "flatten") and in_shape is not None and len(in_shape) != 3:
+        ctx.fail(where, f"({L.type}) follows a layer of shape {tuple(in_shape)}; a {L.type} takes a (C, H, W) grid")
     if L.type == "conv":
-        _check_conv(L, in_shape, ctx, where, L.params["weight"])
+        _check_conv(L, in_shape, ctx, where, L.params["weight"], netx=True)
     elif L.type == "dense":
         w = np.asarray(L.params["weight"])
         n_out = int(np.prod(L.shape))
@@ -367,102 +679,234 @@ def _validate_netx_layer(i: int, L: Layer, ctx: _Ctx, where: str, shapes) -> Non
             ctx.fail(where, f"dense weight {w.shape} does not map {n_in} inputs to {n_out} outputs")
 
 
-def _validate_mst_layer(graph: NetxGraph, i: int, L: Layer, ctx: _Ctx, where: str, fixed: bool, shapes) -> None:
+def _validate_mst_layer(graph: NetxGraph, i: int, L: Layer, ctx: _Ctx, where: str, fixed: bool, shapes,
+                        bounds: dict) -> None:
+    layers = graph.layers
+    wm = where + "/mst"
+    if (L.type == "input") != (i == 0):
+        ctx.fail(where, "layer 0 must be the input layer" if i == 0 else
+                 "an input layer can only be layer 0")
     for k in L.inputs:
         if not (0 <= k < i):
             ctx.fail(where, f"input {k} is not an earlier layer (inputs must precede, in topological order)")
-    if L.output not in ("spikes", "graded"):
-        ctx.fail(where, f"mst/output is {L.output!r}, expected 'spikes' or 'graded'")
-    lay = L.mst.get("layout", "none")
-    if lay not in LAYOUTS:
-        ctx.fail(where, f"mst/layout {lay!r} unknown; known: {', '.join(LAYOUTS)}")
-    r = float(L.mst.get("rsm_ratio", 0.0))
+    _str(ctx, wm, "output", L.output, ("spikes", "graded"))
+    if L.output != _MST_OUTPUT[L.type]:
+        ctx.fail(wm, f"output is {L.output!r}; a {L.type} layer outputs {_MST_OUTPUT[L.type]!r}")
+    lay = _str(ctx, wm, "layout", L.mst.get("layout", "none"), LAYOUTS)
+    r = _float(ctx, wm, "rsm_ratio", L.mst.get("rsm_ratio", 0.0))
     if not (0.0 <= r < 1.0):
         ctx.fail(where, f"mst/rsm_ratio {r} is outside [0, 1)")
-    if L.site:
-        _need(L.mst, ["block", "site_id", "rsm_ratio", "rsm_threshold", "layout"], ctx, where + "/mst", "RSM site")
-        from mst_lava.model.rsm import SITES, drop_threshold
-        if L.site not in SITES or SITES.index(L.site) != int(L.mst["site_id"]):
-            ctx.fail(where + "/mst", f"site {L.site!r} / site_id {L.mst['site_id']} do not match rsm.SITES")
-        if int(L.mst["rsm_threshold"]) != drop_threshold(r):
-            ctx.fail(where + "/mst", f"rsm_threshold {L.mst['rsm_threshold']} != drop_threshold({r})")
+    site = _str(ctx, wm, "site", L.mst.get("site", ""))
+    _int(ctx, wm, "block", L.mst.get("block", -1), -1, 1 << 20)
+    from mst_lava.model.rsm import SITES, drop_threshold
+    if site:
+        _need(L.mst, ["block", "site_id", "rsm_ratio", "rsm_threshold", "layout"], ctx, wm, "RSM site")
+        sid = _int(ctx, wm, "site_id", L.mst["site_id"], -1, len(SITES) - 1)
+        if site not in SITES or SITES.index(site) != sid:
+            ctx.fail(wm, f"site {site!r} / site_id {sid} do not match rsm.SITES")
+        thr = _int(ctx, wm, "rsm_threshold", L.mst["rsm_threshold"], 0, 1 << 32)
+        if thr != drop_threshold(r):
+            ctx.fail(wm, f"rsm_threshold {thr} != drop_threshold({r})")
         if L.neuron is None:
-            ctx.fail(where, f"is RSM site {L.site} but has no neuron")
+            ctx.fail(where, f"is RSM site {site} but has no neuron")
+        if lay == "none":
+            ctx.fail(wm, f"RSM site {site} has layout 'none'")
+    elif r > 0:
+        ctx.fail(wm, f"rsm_ratio {r} on a layer that is no RSM site")
     in_shapes = [shapes[k] for k in L.inputs]
-    want_neuron = L.type in ("conv", "dense") + NEURON_TYPES
+    want_neuron = L.type in ("conv",) + NEURON_TYPES
     if want_neuron:
         if L.neuron is None:
             ctx.fail(where, f"({L.type}) has no 'neuron' group")
         _validate_neuron(L, ctx, where, True, fixed)
-        if L.output != "spikes":
-            ctx.fail(where, "a neuron layer must output spikes")
-    flt_need = {"conv": ["weight", "bias"], "dense": ["weight", "bias"], "mst_residual": ["gain"],
+    elif L.neuron is not None:
+        ctx.fail(where, f"({L.type}) has a 'neuron' group; only conv, mst_qk and mst_softmax_av layers have neurons")
+    flt_need = {"conv": ["weight", "bias"], "mst_residual": ["gain"],
                 "mst_qk": ["scale"], "mst_softmax_av": ["theta_a", "theta_v", "bias"],
                 "mst_readout": ["weight", "bias"]}.get(L.type, [])
-    fix_need = {"conv": ["weight_exp"], "dense": ["weight_exp"], "mst_residual": ["gain", "unit"],
+    fix_need = {"conv": ["weight_exp", "bias_exp"], "mst_residual": ["gain", "unit"],
                 "mst_qk": ["scale_mant", "scale_shift"],
                 "mst_softmax_av": ["a_mult", "bias", "v_mant", "v_shift"],
                 "mst_readout": ["weight_exp", "unit"], "input": ["frac_bits"]}.get(L.type, [])
     _need(L.flt, flt_need, ctx, where + "/mst/float", f"{L.type} float parameters")
     if fixed:
         _need(L.fix, fix_need, ctx, where + "/mst/fixed", f"{L.type} fixed-point parameters")
+    wf, wx = where + "/mst/float", where + "/mst/fixed"
     if L.type == "input":
         if L.inputs:
             ctx.fail(where, "an input layer cannot have inputs")
+        if len(L.shape) != 3:
+            ctx.fail(where, f"input shape {L.shape} is not (C, H, W)")
+        if fixed:
+            fb = _int(ctx, wx, "frac_bits", L.fix["frac_bits"], 0, 15)
+            del fb
+            bounds[i] = 32767                       # netx_ops.quantize_input clips to 16 bits
         return
-    if not L.inputs and L.type != "input":
+    if not L.inputs:
         ctx.fail(where, f"({L.type}) has no inputs")
-    if L.type in ("conv", "dense", "mst_readout"):
-        if "weight" not in L.params:
-            ctx.fail(where, f"({L.type}) has no 'weight'")
+    # what may feed what
+    src_types = [layers[k].type for k in L.inputs]
+    if L.type in ("conv", "mst_readout"):
         if len(L.inputs) != 1:
             ctx.fail(where, f"({L.type}) takes one input, has {len(L.inputs)}")
-        if fixed:
-            w = np.asarray(L.params["weight"])
-            if not np.all(np.abs(w) <= 127) or not np.all(w == np.round(w)):
-                ctx.fail(where, "fixed weights must be integer mantissas in [-127, 127]")
-        if np.asarray(L.flt["weight"]).shape != np.asarray(L.params["weight"]).shape:
-            ctx.fail(where, "mst/float/weight and weight differ in shape")
-    if L.type == "conv":
-        _check_conv(L, in_shapes[0], ctx, where, L.params["weight"])
+        ok = ("mst_residual",) if L.type == "mst_readout" else _GRID_TYPES
+        if src_types[0] not in ok:
+            ctx.fail(where, f"({L.type}) takes its input from a {' or '.join(ok)} layer, not from layer "
+                            f"{L.inputs[0]} ({src_types[0]})")
     elif L.type == "mst_residual":
-        g = np.asarray(L.flt["gain"]).reshape(-1)
-        if g.size != len(L.inputs):
-            ctx.fail(where, f"mst/float/gain has {g.size} entries for {len(L.inputs)} inputs")
-        for k, s in zip(L.inputs, in_shapes):
-            if tuple(s) != tuple(L.shape):
-                ctx.fail(where, f"input layer {k} has shape {tuple(s)}, residual shape is {tuple(L.shape)}")
-        if fixed and np.asarray(L.fix["gain"]).reshape(-1).size != len(L.inputs):
-            ctx.fail(where, "mst/fixed/gain does not have one entry per input")
-    elif L.type in ("mst_qk", "mst_softmax_av"):
-        _need(L.mst, ["window", "shift", "heads", "grid"], ctx, where + "/mst", f"{L.type}")
+        for k, t in zip(L.inputs, src_types):
+            if t not in _GRID_TYPES:
+                ctx.fail(where, f"(mst_residual) input layer {k} is a {t}; residual inputs are grid layers")
+    elif L.type == "mst_qk":
         if len(L.inputs) != 2:
             ctx.fail(where, f"({L.type}) takes two inputs, has {len(L.inputs)}")
-        w, h = int(L.mst["window"]), int(L.mst["heads"])
-        H, W = (int(v) for v in np.asarray(L.mst["grid"]).reshape(-1))
-        if w <= 0 or H % w or W % w:
-            ctx.fail(where, f"grid {H}x{W} is not a multiple of window {w}")
-        nW, N = (H // w) * (W // w), w * w
-        grid_in = in_shapes[0] if L.type == "mst_qk" else in_shapes[1]
-        if len(grid_in) != 3 or tuple(grid_in[1:]) != (H, W) or grid_in[0] % h:
-            ctx.fail(where, f"input grid {tuple(grid_in)} does not fit grid {H}x{W} with {h} heads")
-        if L.type == "mst_qk":
-            if tuple(in_shapes[0]) != tuple(in_shapes[1]):
-                ctx.fail(where, f"Q {tuple(in_shapes[0])} and K {tuple(in_shapes[1])} differ in shape")
-            if tuple(L.shape) != (nW, h, N, N):
-                ctx.fail(where, f"shape {tuple(L.shape)} should be (nW, h, N, N) = {(nW, h, N, N)}")
+        for k, t in zip(L.inputs, src_types):
+            if t != "conv":
+                ctx.fail(where, f"(mst_qk) input layer {k} is a {t}; Q and K are spiking conv layers")
+    elif L.type == "mst_softmax_av":
+        if len(L.inputs) != 2:
+            ctx.fail(where, f"({L.type}) takes two inputs, has {len(L.inputs)}")
+        if src_types[0] != "mst_qk" or src_types[1] != "conv":
+            ctx.fail(where, f"(mst_softmax_av) takes [mst_qk, conv] inputs, not {src_types}")
+    for k in L.inputs:
+        if layers[k].type == "mst_readout":
+            ctx.fail(where, f"takes the readout (layer {k}) as input; the readout is the network's output")
+        if layers[k].type == "mst_qk" and L.type != "mst_softmax_av":
+            ctx.fail(where, f"takes the attention scores of layer {k} (mst_qk), which only mst_softmax_av reads")
+    if L.type in ("conv", "mst_readout"):
+        _validate_synapse(L, ctx, where, fixed, in_shapes[0], layers[L.inputs[0]], bounds.get(L.inputs[0], 1))
+    elif L.type == "mst_residual":
+        _validate_residual(L, ctx, where, fixed, in_shapes, layers, bounds, i)
+    elif L.type in ("mst_qk", "mst_softmax_av"):
+        _validate_attention(graph, L, ctx, where, fixed, in_shapes)
+
+
+def _validate_synapse(L: Layer, ctx: _Ctx, where: str, fixed: bool, in_shape, src: Layer, x_bound: int) -> None:
+    wf, wx = where + "/mst/float", where + "/mst/fixed"
+    if "weight" not in L.params:
+        ctx.fail(where, f"({L.type}) has no 'weight'")
+    if "bias" not in L.params:
+        ctx.fail(where, f"({L.type}) has no 'bias'")
+    w = L.params["weight"]
+    fw = _float_array(ctx, wf, "weight", L.flt["weight"])
+    fb = _float_array(ctx, wf, "bias", L.flt["bias"])
+    if fixed:
+        wi = _int_array(ctx, where, "weight", w, -ops.WEIGHT_MANT_MAX, ops.WEIGHT_MANT_MAX,
+                        why="fixed weights are 8-bit signed mantissas in [-127, 127]")
+    else:
+        wi = _float_array(ctx, where, "weight", w)
+    if fw.shape != np.asarray(w).shape:
+        ctx.fail(where, "mst/float/weight and weight differ in shape")
+    Co = int(np.asarray(w).shape[0]) if np.asarray(w).ndim else 0
+    if L.type == "conv":
+        _check_conv(L, in_shape, ctx, where, w)
+        if len(in_shape) != 3:
+            ctx.fail(where, f"(conv) input has shape {tuple(in_shape)}; a conv takes a (C, H, W) grid")
+    else:
+        if wi.ndim != 2 or wi.shape[0] != int(np.prod(L.shape)) or wi.shape[1] != in_shape[0]:
+            ctx.fail(where, f"readout weight {wi.shape} does not map {in_shape[0]} channels to {L.shape}")
+    if fb.shape != (Co,):
+        ctx.fail(wf, f"bias has shape {fb.shape}, expected ({Co},)")
+    if fixed:
+        if L.type == "conv":
+            e = _int(ctx, wx, "weight_exp", L.fix["weight_exp"], ops.WEIGHT_EXP_MIN, ops.WEIGHT_EXP_MAX,
+                     "Loihi's weight exponent")
+            be = _int(ctx, wx, "bias_exp", L.fix["bias_exp"], ops.BIAS_EXP_MIN, ops.BIAS_EXP_MAX,
+                      "Loihi's bias exponent is unsigned 3-bit")
+            lim = ops.BIAS_MANT_MAX << be
+            b = _int_array(ctx, where, "bias", L.params["bias"], -lim, lim, shape=(Co,),
+                           why=f"a 13-bit bias mantissa << bias_exp {be}")
+            if be and np.any(b % (1 << be)):
+                j = int(np.argmax(b % (1 << be) != 0))
+                ctx.fail(where, f"bias[{j}] = {int(b[j])} is not a multiple of 2**bias_exp = {1 << be}")
+            del e
         else:
-            if tuple(in_shapes[0]) != (nW, h, N, N):
-                ctx.fail(where, f"A input has shape {tuple(in_shapes[0])}, expected {(nW, h, N, N)}")
-            if tuple(L.shape) != tuple(in_shapes[1]):
-                ctx.fail(where, f"shape {tuple(L.shape)} should equal V's {tuple(in_shapes[1])}")
-            if np.asarray(L.flt["bias"]).shape != (h, N, N):
-                ctx.fail(where, f"mst/float/bias has shape {np.asarray(L.flt['bias']).shape}, expected {(h, N, N)}")
-            if "mask" in L.flt and np.asarray(L.flt["mask"]).shape != (nW, N, N):
-                ctx.fail(where, f"mst/float/mask has shape {np.asarray(L.flt['mask']).shape}, expected {(nW, N, N)}")
-            if fixed and graph.exp_table is None:
-                ctx.fail("/mst", "fixed file with softmax layers lacks mst/exp_table")
-    elif L.type == "mst_readout":
-        w = np.asarray(L.params["weight"])
-        if w.ndim != 2 or w.shape[0] != int(np.prod(L.shape)) or w.shape[1] != in_shapes[0][0]:
-            ctx.fail(where, f"readout weight {w.shape} does not map {in_shapes[0][0]} channels to {L.shape}")
+            _int(ctx, wx, "weight_exp", L.fix["weight_exp"], 0, ops.READOUT_MAX_WEIGHT_EXP)
+            lim = (1 << ops.READOUT_BIAS_BITS) - 1
+            _int_array(ctx, where, "bias", L.params["bias"], -lim, lim, shape=(Co,),
+                       why=f"the readout bias is below 2**{ops.READOUT_BIAS_BITS}")
+            _float(ctx, wx, "unit", L.fix["unit"], positive=True)
+            # W · Σ_tokens x exact in float64 (torch), then · 2**weight_exp + b in int64
+            n_tok = int(np.prod(in_shape[1:]))
+            acc = float(x_bound) * n_tok * float(np.abs(wi).sum(axis=1).max(initial=0))
+            if acc >= 2.0 ** 53:
+                ctx.fail(where, f"the readout product can reach {acc:.3g}, beyond exact integer arithmetic (2**53)")
+            y = acc * 2.0 ** int(L.fix["weight_exp"]) + float(lim)
+            if y >= 2.0 ** 62:
+                ctx.fail(where, f"the readout can reach {y:.3g} per step, beyond int64 accumulation")
+    else:
+        _float_array(ctx, where, "bias", L.params["bias"], shape=(Co,))
+
+
+def _validate_residual(L: Layer, ctx: _Ctx, where: str, fixed: bool, in_shapes, layers, bounds, i) -> None:
+    wf, wx = where + "/mst/float", where + "/mst/fixed"
+    g = _float_array(ctx, wf, "gain", L.flt["gain"]).reshape(-1)
+    if g.size != len(L.inputs):
+        ctx.fail(where, f"mst/float/gain has {g.size} entries for {len(L.inputs)} inputs")
+    _int(ctx, where + "/mst", "stage", L.mst.get("stage", 0), 0, 1 << 20)
+    for k, s in zip(L.inputs, in_shapes):
+        if tuple(s) != tuple(L.shape):
+            ctx.fail(where, f"input layer {k} has shape {tuple(s)}, residual shape is {tuple(L.shape)}")
+    if fixed:
+        lim = (1 << ops.RESIDUAL_GAIN_BITS) - 1
+        gi = _int_array(ctx, wx, "gain", L.fix["gain"], -lim, lim,
+                        why=f"residual gains are below 2**{ops.RESIDUAL_GAIN_BITS}").reshape(-1)
+        if gi.size != len(L.inputs):
+            ctx.fail(wx, f"gain has {gi.size} entries for {len(L.inputs)} inputs")
+        _float(ctx, wx, "unit", L.fix["unit"], positive=True)
+        bnd = sum(abs(int(gk)) * (1 if layers[k].output == "spikes" else bounds.get(k, 1))
+                  for k, gk in zip(L.inputs, gi))
+        if bnd > ops.PAYLOAD_MAX:
+            ctx.fail(wx, f"gains let the residual payload reach {bnd}, beyond Loihi's 24-bit graded spikes "
+                         f"(|x| <= {ops.PAYLOAD_MAX})")
+        bounds[i] = bnd
+
+
+def _validate_attention(graph: NetxGraph, L: Layer, ctx: _Ctx, where: str, fixed: bool, in_shapes) -> None:
+    wm, wf, wx = where + "/mst", where + "/mst/float", where + "/mst/fixed"
+    _need(L.mst, ["window", "shift", "heads", "grid"], ctx, wm, f"{L.type}")
+    w = _int(ctx, wm, "window", L.mst["window"], 1, 1 << 12)
+    h = _int(ctx, wm, "heads", L.mst["heads"], 1, 1 << 12)
+    sh = _int(ctx, wm, "shift", L.mst["shift"], 0, w - 1, "a cyclic shift is smaller than the window")
+    del sh
+    grid = _int_array(ctx, wm, "grid", L.mst["grid"], 1, 1 << 16)
+    if grid.size != 2:
+        ctx.fail(wm, f"grid has {grid.size} entries; (H, W) belongs here")
+    H, W = (int(v) for v in grid.reshape(-1))
+    if H % w or W % w:
+        ctx.fail(where, f"grid {H}x{W} is not a multiple of window {w}")
+    nW, N = (H // w) * (W // w), w * w
+    grid_in = in_shapes[0] if L.type == "mst_qk" else in_shapes[1]
+    if len(grid_in) != 3 or tuple(grid_in[1:]) != (H, W) or grid_in[0] % h:
+        ctx.fail(where, f"input grid {tuple(grid_in)} does not fit grid {H}x{W} with {h} heads")
+    if L.type == "mst_qk":
+        if tuple(in_shapes[0]) != tuple(in_shapes[1]):
+            ctx.fail(where, f"Q {tuple(in_shapes[0])} and K {tuple(in_shapes[1])} differ in shape")
+        if tuple(L.shape) != (nW, h, N, N):
+            ctx.fail(where, f"shape {tuple(L.shape)} should be (nW, h, N, N) = {(nW, h, N, N)}")
+        _float(ctx, wf, "scale", L.flt["scale"], positive=True)
+        if fixed:
+            _int(ctx, wx, "scale_mant", L.fix["scale_mant"], 1, (1 << ops.SCALE_BITS) - 1)
+            _int(ctx, wx, "scale_shift", L.fix["scale_shift"], -16, 48)
+        return
+    if tuple(in_shapes[0]) != (nW, h, N, N):
+        ctx.fail(where, f"A input has shape {tuple(in_shapes[0])}, expected {(nW, h, N, N)}")
+    if tuple(L.shape) != tuple(in_shapes[1]):
+        ctx.fail(where, f"shape {tuple(L.shape)} should equal V's {tuple(in_shapes[1])}")
+    _float(ctx, wf, "theta_a", L.flt["theta_a"], positive=True)
+    _float(ctx, wf, "theta_v", L.flt["theta_v"], positive=True)
+    _float_array(ctx, wf, "bias", L.flt["bias"], shape=(h, N, N))
+    if "mask" in L.flt:
+        _float_array(ctx, wf, "mask", L.flt["mask"], shape=(nW, N, N))
+    if fixed:
+        lim = 1 << 24
+        _int(ctx, wx, "a_mult", L.fix["a_mult"], 0, lim)
+        _int_array(ctx, wx, "bias", L.fix["bias"], -lim, lim, shape=(h, N, N))
+        if "mask" in L.fix:
+            _int_array(ctx, wx, "mask", L.fix["mask"], -lim, lim, shape=(nW, N, N))
+        if ("mask" in L.fix) != ("mask" in L.flt):
+            ctx.fail(wx, "mst/fixed/mask and mst/float/mask must both be present or both absent")
+        _int(ctx, wx, "v_mant", L.fix["v_mant"], 1, (1 << ops.V_BITS) - 1)
+        _int(ctx, wx, "v_shift", L.fix["v_shift"], -16, 48)
+        if graph.exp_table is None:
+            ctx.fail("/mst", "fixed file with softmax layers lacks mst/exp_table")

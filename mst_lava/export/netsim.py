@@ -83,7 +83,7 @@ class NetSim:
                     P["w"] = self._t(L.flt["weight"])
                     P["b"] = self._t(L.flt["bias"])
             if L.neuron is not None:
-                P["vth"] = int(L.neuron["vThMant"]) if self.fixed else float(L.neuron["threshold"])
+                P["vth"] = L.threshold(self.precision)
             if L.type == "mst_residual":
                 P["gain"] = [int(v) for v in np.asarray(L.fix["gain"]).reshape(-1)] if self.fixed else \
                     [float(v) for v in np.asarray(L.flt["gain"]).reshape(-1)]
@@ -161,13 +161,16 @@ class NetSim:
                                  int(np.asarray(L.params.get("groups", 1))))
                 acc = acc.reshape((Tin, B) + tuple(acc.shape[1:]))
                 bias = P["b"].view(1, 1, -1, 1, 1)
-                cur = ops.synapse_fixed(acc, P["exp"], bias) if self.fixed else acc + bias
+                if self.fixed:                 # raw current; the neuron wraps it to 24 bits and adds the bias
+                    cur, nbias = ops.loihi_current(acc, P["exp"]), P["b"].view(1, -1, 1, 1)
+                else:
+                    cur, nbias = acc + bias, None
                 events = (src != 0).sum(dim=(0, 1)).to(torch.float64)          # per input element
                 c["synops"] = int(round(float((events * P["fanout"]).sum()) * (T if Tin == 1 else 1)))
                 # a graded input also costs dense multiply-accumulates, every step (as the Lava Synapse)
                 c["analog_macs"] = 0 if g.layers[L.inputs[0]].output == "spikes" else \
                     int(np.prod(L.shape)) * int(np.prod(P["w"].shape[1:])) * T * B
-                out = self._neuron(L, P, cur, T, seed, c)
+                out = self._neuron(L, P, cur, T, seed, c, nbias)
             elif L.type == "mst_residual":
                 out = None
                 c["residual_adds"] = 0
@@ -297,9 +300,10 @@ class NetSim:
             vals[i] = out
         return vals[int(g.attrs.get("output_layer", len(g.layers) - 1))]
 
-    def _neuron(self, L, P, cur, T, seed, c):
+    def _neuron(self, L, P, cur, T, seed, c, bias=None):
         vth = P["vth"]
-        spikes, _ = ops.if_scan(cur, vth, self.fixed, T=T)
+        spikes, _, ovf = ops.if_scan(cur, vth, self.fixed, T=T, bias=bias)
+        c.update(ovf)                      # 24-bit current wraps and voltage saturations (fixed; 0 in float)
         c["spikes"] = int(spikes.sum())
         c["neuron_updates"] = int(np.prod(spikes.shape))
         spikes = self._mask(L, P, spikes, T, seed)

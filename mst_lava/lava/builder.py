@@ -155,6 +155,7 @@ def kernel_graph(graph, precision: str, T: int, seed: int) -> tuple[list[KNode],
         ins = [out_of[k] for k in L.inputs]
         spike_in = [layers[k].output == "spikes" for k in L.inputs]
         where = f"layer {i} ({L.name or L.type})"
+        nrn_bias = None
         if L.type == "input":
             out_of[i] = -1                               # the encoder
             continue
@@ -170,6 +171,9 @@ def kernel_graph(graph, precision: str, T: int, seed: int) -> tuple[list[KNode],
                 b = np.asarray(_p(L, precision, "bias")) if ("bias" in L.params or "bias" in L.flt) else None
                 if L.type == "conv":
                     w = w.reshape(w.shape[:4])
+                if fixed and b is not None:     # Loihi: the bias is the neuron's, added after the 24-bit wrap
+                    nrn_bias = b.reshape(-1, 1, 1) if L.type == "conv" else b.reshape(-1)
+                    b = None
                 kern = K.SynapseKernel(L.type, w, b, in_shape=in_shape, out_shape=shape,
                                        stride=_pair(L.params.get("stride", 1)),
                                        padding=_pair(L.params.get("padding", 0)),
@@ -222,7 +226,7 @@ def kernel_graph(graph, precision: str, T: int, seed: int) -> tuple[list[KNode],
             raise MSTError(f"{where}: neuron type {L.neuron.get('type')!r} is not the MST's IF neuron with "
                            "reset by subtraction; plain netx (CUBA) networks run in lava-dl's netx.hdf5.Network")
         vth = L.threshold(precision)
-        nrn = add(K.IFKernel(shape, vth, fixed=fixed), [cur], shape, i, "neuron")
+        nrn = add(K.IFKernel(shape, vth, fixed=fixed, bias=nrn_bias), [cur], shape, i, "neuron")
         out_of[i] = nrn
         thr = int(L.mst.get("rsm_threshold", 0) or 0)
         if L.site and thr > 0:
@@ -320,9 +324,11 @@ def build_network(net, inputs, T: int, *, precision: str | None = None, granular
                 continue
             if k.role == "neuron" and k.inputs[0] in via_lava:
                 syn = via_lava[k.inputs[0]].kernel
-                b = None if syn.bias is None else syn.bias.reshape(-1, 1, 1)
-                k.kernel = K.IFKernel(k.shape, k.kernel.vth, fixed=k.kernel.fixed, bias=b,
-                                      weight_exp=syn.weight_exp if syn.fixed else 0)
+                if syn.fixed:                   # the raw accumulation: the neuron applies exponent, wrap, bias
+                    b, wexp = k.kernel.bias, syn.weight_exp
+                else:
+                    b, wexp = (None if syn.bias is None else syn.bias.reshape(-1, 1, 1)), None
+                k.kernel = K.IFKernel(k.shape, k.kernel.vth, fixed=k.kernel.fixed, bias=b, weight_exp=wexp)
             proc = _single_process(k, knodes, common, graph, pipeline)
             net.procs.append(proc)
             net.kernel_slots[k.id] = (proc, 0, len(k.kernel.count_names))

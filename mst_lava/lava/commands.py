@@ -196,9 +196,17 @@ def _per_inference_summary(res) -> dict:
     sites, layers = [], []
     tot = {"spikes_emitted": 0.0, "spikes_delivered": 0.0, "neuron_updates": 0.0, "neurons": 0.0, "synops": 0.0,
            "analog_macs": 0.0, "qk_products": 0.0, "softmax_v_accumulations": 0.0, "softmax_elements": 0.0,
-           "residual_accumulations": 0.0, "analog_matmul_macs": 0.0}
+           "residual_accumulations": 0.0, "analog_matmul_macs": 0.0,
+           "current_overflows": 0.0, "voltage_overflows": 0.0}
+    overflows = []
     for name, c in res.counts.items():
         typ = c["type"]
+        oc, ov = c.get("current_overflows", 0), c.get("voltage_overflows", 0)
+        if oc or ov:                         # 24-bit wraps / saturations of the fixed-point neurons
+            tot["current_overflows"] += oc / n
+            tot["voltage_overflows"] += ov / n
+            overflows.append({"name": name, "current_overflows": oc / n, "voltage_overflows": ov / n,
+                              "per_neuron_step": (oc + ov) / max(c.get("neuron_updates", 0), 1)})
         if typ == "mst_residual":
             tot["residual_accumulations"] += c.get("residual_adds", 0) / n
         elif typ == "mst_qk":
@@ -226,7 +234,20 @@ def _per_inference_summary(res) -> dict:
                           "dropped": c.get("dropped", 0) / n, "neuron_updates": up / n,
                           "firing_rate": c["spikes"] / up if up else 0.0})
     tot["firing_rate"] = tot["spikes_emitted"] / tot["neuron_updates"] if tot["neuron_updates"] else 0.0
-    return {"T": res.T, "samples": res.n_samples, "sites": sites, "layers": layers, "totals": tot}
+    return {"T": res.T, "samples": res.n_samples, "sites": sites, "layers": layers, "totals": tot,
+            "overflows": overflows}
+
+
+def _overflow_line(summary: dict) -> str | None:
+    """One line on Loihi's 24-bit limits when a fixed-point run hit them (None otherwise)."""
+    t, ov = summary["totals"], summary.get("overflows") or []
+    if not ov:
+        return None
+    worst = sorted(ov, key=lambda o: -(o["current_overflows"] + o["voltage_overflows"]))[:3]
+    where = ", ".join(f"{o['name']} ({_num(o['current_overflows'])} wraps, {_num(o['voltage_overflows'])} "
+                      f"saturations)" for o in worst)
+    return (f"24-bit overflow events per inference: {_num(t['current_overflows'])} current wrap-arounds, "
+            f"{_num(t['voltage_overflows'])} voltage saturations in {len(ov)} layer(s); most in {where}")
 
 
 def _energy(summary: dict, precision: str):
@@ -288,6 +309,11 @@ def cmd_run(args) -> int:
     print(f"per inference: spikes {_num(t['spikes_emitted'])} emitted, {_num(t['spikes_delivered'])} delivered "
           f"(firing rate {t['firing_rate']:.4f}); synaptic ops {_num(t['synops'])}; neuron updates "
           f"{_num(t['neuron_updates'])}; analog MACs {_num(t['analog_macs'])}")
+    ovl = _overflow_line(summary)
+    if ovl:
+        print(ovl)
+    elif run["precision"] == "fixed":
+        print("24-bit overflow events: none (no current wrapped, no voltage saturated)")
     if energy is not None:
         for h in energy["hardware"]:
             if h.get("available"):
@@ -536,6 +562,16 @@ def _markdown(r: dict) -> str:
     for k in ("spikes_emitted", "spikes_delivered", "firing_rate", "synops", "neuron_updates", "analog_macs",
               "residual_accumulations", "qk_products", "softmax_v_accumulations", "softmax_elements"):
         L.append(f"| {k} | {_num(t[k]) if k != 'firing_rate' else f'{t[k]:.4f}'} |")
+    if r["precision"] == "fixed":
+        L += ["", "## 24-bit overflow events (Loihi: the current wraps around, the voltage saturates)", ""]
+        ov = s.get("overflows") or []
+        if not ov:
+            L.append("None: no neuron's current wrapped and no voltage saturated.")
+        else:
+            L += ["| layer | current wrap-arounds | voltage saturations | per neuron-step |", "|---|---|---|---|"]
+            for o in ov:
+                L.append(f"| {o['name']} | {_num(o['current_overflows'])} | {_num(o['voltage_overflows'])} | "
+                         f"{o['per_neuron_step']:.2e} |")
     e = r.get("energy")
     L += ["", "## Energy per inference", ""]
     if e:

@@ -51,7 +51,9 @@ class Kernel:
 class SynapseKernel(Kernel):
     """conv / dense / flatten layer: the input current of the layer's neurons (or the flattened input).
 
-    conv:  float ``I = W_f ⋆ x + b_f``; fixed ``I = (W ⋆ x)·2**weight_exp + b`` (int64)
+    conv:  float ``I = W_f ⋆ x + b_f``; fixed the raw current ``netx_ops.loihi_current(W ⋆ x,
+    weight_exp)`` (int64; the IF neuron wraps it to 24 bits and adds the bias, as Loihi's
+    compartment does, so a fixed SynapseKernel takes no bias)
     dense: the same with a matrix product; flatten: C-order reshape.
 
     ``spike_input``: the input is a 0/1 spike tensor (synaptic ops = delivered spikes ×
@@ -72,6 +74,8 @@ class SynapseKernel(Kernel):
         self.weight_exp = int(weight_exp)
         self.spike_input = bool(spike_input)
         dt = np.int64 if self.fixed else np.float64
+        if self.fixed and bias is not None:
+            raise ValueError("a fixed-point SynapseKernel takes no bias: the IF neuron adds it after the 24-bit wrap")
         self.weight = None if weight is None else np.asarray(weight).astype(dt)
         self.bias = None if bias is None else np.asarray(bias).astype(dt)
         self._mode = None
@@ -143,7 +147,7 @@ class SynapseKernel(Kernel):
             acc = self._matmul(self.weight, x.reshape(-1))
             bias = self.bias
         if self.fixed:
-            return ops.synapse_fixed(acc, self.weight_exp, bias)
+            return ops.loihi_current(acc, self.weight_exp)
         return acc if bias is None else acc + bias
 
 
@@ -154,21 +158,25 @@ class IFKernel(Kernel):
     """Integrate-and-fire, reset by subtraction, ``v0 = vth/2`` (``vth//2`` fixed), spike on ``v >= vth``.
 
     Input: the current of the step; output: the 0/1 spikes (``graded=True``: spike · vth).
-    With ``bias``/``weight_exp`` the input is a raw synaptic accumulation (e.g. from Lava's
-    own ``Conv`` process) and the current is ``acc·2**weight_exp + bias`` (fixed) or
-    ``acc + bias`` (float), as ``netx_ops.synapse_fixed``.
+    Fixed point (Loihi's 24-bit compartment, ``netx_ops.if_step_fixed``): the input is the raw
+    synaptic current; it wraps to 24 bits, ``bias`` is added and the voltage saturates at
+    ±(2**23 − 1). With ``weight_exp`` (an int) the input is a raw synaptic accumulation (e.g.
+    from Lava's own ``Conv`` process) and the current is ``netx_ops.loihi_current(acc,
+    weight_exp)``. Float: ``v += I (+ bias)``.
+    Counts: spikes, neuron updates, current wraps, voltage saturations (0 in float).
     """
 
-    count_names = ("spikes", "neuron_updates")
+    count_names = ("spikes", "neuron_updates", "current_overflows", "voltage_overflows")
 
-    def __init__(self, shape, vth, *, fixed: bool = False, graded: bool = False, bias=None, weight_exp: int = 0):
+    def __init__(self, shape, vth, *, fixed: bool = False, graded: bool = False, bias=None,
+                 weight_exp: int | None = None):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
         self.fixed = bool(fixed)
         self.vth = int(vth) if self.fixed else float(vth)
         self.graded = bool(graded)
         self.bias = None if bias is None else np.asarray(bias).astype(self.dtype)
-        self.weight_exp = int(weight_exp)
+        self.weight_exp = None if weight_exp is None else int(weight_exp)
         self.size = float(np.prod(self.shape))
         self.v = None
         self.reset()
@@ -177,12 +185,18 @@ class IFKernel(Kernel):
         self.v = ops.if_init(self.vth, self.shape, np.zeros(0), self.fixed)
 
     def step(self, t, current):
-        if self.bias is not None or self.weight_exp:
-            if self.fixed:
-                current = ops.synapse_fixed(current.astype(np.int64), self.weight_exp, self.bias)
-            elif self.bias is not None:
+        if self.fixed:
+            raw = np.asarray(current).astype(np.int64)
+            if self.weight_exp is not None:
+                raw = ops.loihi_current(raw, self.weight_exp)
+            u = ops.wrap24(raw)
+            self.counts[2] += np.count_nonzero(u != raw)
+            self.v, s, sat = ops.if_step_fixed(self.v, u, self.vth, self.bias)
+            self.counts[3] += np.count_nonzero(sat)
+        else:
+            if self.bias is not None:
                 current = current + self.bias
-        self.v, s = ops.if_step(self.v, current, self.vth)
+            self.v, s = ops.if_step(self.v, current, self.vth)
         self.counts[0] += np.count_nonzero(s)
         self.counts[1] += self.size
         out = s.astype(self.dtype)
