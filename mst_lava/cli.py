@@ -15,7 +15,7 @@ from mst_lava import argtypes as at
 from mst_lava.errors import MSTError
 
 # modules that add subcommands: (module, what it provides); absent modules are skipped
-COMMAND_MODULES = ("mst_lava.snn.evaluate", "mst_lava.lava.commands", "mst_lava.search", "mst_lava.official")
+COMMAND_MODULES = ("mst_lava.snn.evaluate", "mst_lava.lava.commands", "mst_lava.search", "mst_lava.official", "mst_lava.inspect_net")
 
 
 def _add_train(sub) -> None:
