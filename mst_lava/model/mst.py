@@ -16,6 +16,10 @@ QCFS site. The ten sites of a block, named as in the paper:
 plus ``embed`` (patch embedding: conv + BN + QCFS) and ``merge`` (patch merging:
 2×2 gather + BN + linear + QCFS) outside the blocks. Blocks are numbered globally
 (0 .. sum(depths)-1); a merge site carries the index of the stage it feeds.
+
+The config fields ``mlp_norm``, ``mlp_skip_norm`` and ``final_layernorm`` (all off by default)
+build the topology of the paper's own code instead, for its released checkpoints
+(``mst import-official``, docs/official-mst.md).
 """
 from __future__ import annotations
 
@@ -46,6 +50,10 @@ class MSTConfig:
     qkv_bias: bool = True
     L: int = 16
     lam_init: float = 3.0
+    # the topology of the paper's own code (docs/official-mst.md); all off = this project's MST
+    mlp_norm: bool = False          # BatchNorm after fc1 and after fc2 (the official ImageNet MLP)
+    mlp_skip_norm: bool = False     # the MLP output is added to BN2(x), not to x (the official block)
+    final_layernorm: bool = False   # LayerNorm, not BatchNorm, before the pooling and the head
     preset: str = field(default="custom")
 
     def __post_init__(self):
@@ -99,11 +107,23 @@ class MSTConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["depths"], d["heads"] = list(self.depths), list(self.heads)
+        for k in OFFICIAL_TOPOLOGY:   # written only when on: files of this project's MST stay as they were
+            if not d[k]:
+                del d[k]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "MSTConfig":
         return config_from_dict(cls, d, "model config")
+
+
+# Config fields that switch on the official code's topology (docs/official-mst.md)
+OFFICIAL_TOPOLOGY = ("mlp_norm", "mlp_skip_norm", "final_layernorm")
+
+
+def official_topology(cfg: MSTConfig) -> list[str]:
+    """The official-topology fields a config switches on (empty for this project's own MST)."""
+    return [k for k in OFFICIAL_TOPOLOGY if getattr(cfg, k, False)]
 
 
 # Plausibility limits of a model config: far beyond any real model, small enough that shapes cannot overflow.
@@ -302,9 +322,12 @@ class Block(nn.Module):
         self.sc2 = QCFS("SC2", block, cfg.L, cfg.lam_init)
         hidden = int(dim * cfg.mlp_ratio)
         self.fc1 = nn.Linear(dim, hidden)
+        self.fc1_norm = TokenBN(hidden) if cfg.mlp_norm else None
         self.mlp1 = QCFS("MLP1", block, cfg.L, cfg.lam_init)
         self.fc2 = nn.Linear(hidden, dim)
+        self.fc2_norm = TokenBN(dim) if cfg.mlp_norm else None
         self.mlp2 = QCFS("MLP2", block, cfg.L, cfg.lam_init)
+        self.mlp_skip_norm = cfg.mlp_skip_norm
         if shift:
             self.register_buffer("attn_mask", shift_attention_mask(res, res, w, shift), persistent=False)
         else:
@@ -321,11 +344,19 @@ class Block(nn.Module):
             y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
         return y
 
-    def mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp2(self.fc2(self.mlp1(self.fc1(self.sc2(self.norm2(x))))))
+    def mlp_branch(self, x: torch.Tensor, normed: torch.Tensor | None = None) -> torch.Tensor:
+        """MLP2(fc2(MLP1(fc1(SC2(BN2(x)))))), with BatchNorm after fc1 and fc2 if ``mlp_norm``;
+        ``normed``: BN2(x) when the caller has it already."""
+        if self.fc1_norm is None:
+            return self.mlp2(self.fc2(self.mlp1(self.fc1(self.sc2(self.norm2(x) if normed is None else normed)))))
+        h = self.fc1_norm(self.fc1(self.sc2(self.norm2(x) if normed is None else normed)))
+        return self.mlp2(self.fc2_norm(self.fc2(self.mlp1(h))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attention_branch(x)
+        if self.mlp_skip_norm:      # the official block: the MLP's skip starts at BN2(x)
+            x = self.norm2(x)
+            return x + self.mlp_branch(x, normed=x)
         return x + self.mlp_branch(x)
 
 
@@ -371,7 +402,7 @@ class MST(nn.Module):
                 self.merges.append(PatchMerging(dim, s + 1, cfg))
                 res //= 2
         self.num_features = C * 2 ** (len(cfg.depths) - 1)
-        self.norm = TokenBN(self.num_features)
+        self.norm = nn.LayerNorm(self.num_features) if cfg.final_layernorm else TokenBN(self.num_features)
         self.head = nn.Linear(self.num_features, cfg.num_classes)
         self.apply(self._init)
 
