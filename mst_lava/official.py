@@ -170,8 +170,9 @@ def read_official(path) -> dict:
         obj = torch.load(path, map_location="cpu", pickle_module=_restricted_pickle_module(), weights_only=False,
                          mmap=True)
     except RefusedGlobal as e:
-        raise MSTError(f"{path} was refused: it asks to import {e.name}, which is not a tensor, a container or the "
-                       "yacs config, so it is not a checkpoint of the official MST code; nothing in it was run") from None
+        raise MSTError(f"{path} was refused: it asks to import {e.name}, which is not a tensor, a container or "
+                       "the yacs config, so it is not a checkpoint of the official MST code; nothing in it was "
+                       "run") from None
     except MSTError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the zip/pickle reader raises, the file is damaged
@@ -414,7 +415,8 @@ def split_checkpoint(obj, path="checkpoint") -> tuple[dict, dict | None, dict]:
     dict of main.py (``model`` + ``config`` + ...) or a bare state dict."""
     if not isinstance(obj, dict):
         raise MSTError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
-    if "model" in obj:
+    bare = "model" not in obj
+    if not bare:
         sd = obj["model"]
     elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         sd = obj
@@ -423,17 +425,22 @@ def split_checkpoint(obj, path="checkpoint") -> tuple[dict, dict | None, dict]:
                        f"{', '.join(map(str, list(obj)[:8]))}")
     if not isinstance(sd, dict) or not sd:
         raise MSTError(f"{path}: 'model' must be a non-empty state dict, not {type(sd).__name__}")
+    if all(isinstance(k, str) and k.startswith("module.") for k in sd):     # saved from the DDP wrapper
+        sd = {k[len("module."):]: v for k, v in sd.items()}
     for k, v in sd.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
             raise MSTError(f"{path}: state dict entry {k!r} is a {type(v).__name__}, not a tensor")
     config = None
-    if sd is not obj and obj.get("config") is not None:
-        config = plain(obj["config"], "the config")
+    if not bare and obj.get("config") is not None:
+        try:
+            config = plain(obj["config"], "the config")
+        except RecursionError:
+            raise MSTError(f"{path}: its config is nested too deeply to be a config") from None
         if not isinstance(config, dict):
             raise MSTError(f"{path}: 'config' is a {type(config).__name__}, not a config node")
     metrics = {}
     for k in ("max_accuracy", "epoch"):
-        v = obj.get(k) if sd is not obj else None
+        v = None if bare else obj.get(k)
         if isinstance(v, torch.Tensor) and v.numel() == 1:
             v = v.item()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
@@ -464,8 +471,9 @@ def convert_state_dict(sd: dict, cfg: MSTConfig) -> dict:
             dim, res, w, shift = geo[s]
             ref = shift_attention_mask(res, res, w, shift) if k.endswith("attn_mask") else relative_position_index(w)
             if not torch.equal(v.to(ref.dtype), ref):
-                raise MSTError(f"{k} differs from the {'shift mask' if k.endswith('attn_mask') else 'relative-position index'}"
-                               f" of a {res}x{res} grid with window {w}: a different window scheme, not supported")
+                what = "shift mask" if k.endswith("attn_mask") else "relative-position index"
+                raise MSTError(f"{k} differs from the {what} of a {res}x{res} grid with window {w}: a different "
+                               "window scheme, not supported")
             continue
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise MSTError(f"{k} holds NaN or infinite values")
@@ -526,7 +534,8 @@ def run_import(args) -> int:
     save_checkpoint(args.out, model, arch="mst", mask=info["mask"], metrics=info["metrics"], dataset=info["dataset"])
     c = model.cfg
     mask = " ".join(f"{k}={v:g}" for k, v in info["mask"].items()) or "none"
-    print(f"imported {args.checkpoint}: {info['dataset']}, {c.img_size}x{c.img_size}x{c.in_chans}, patch {c.patch_size}, "
-          f"embed {c.embed_dim}, depths {list(c.depths)}, heads {list(c.heads)}, window {c.window}, MLP x{c.mlp_ratio:g}"
+    print(f"imported {args.checkpoint}: {info['dataset']}, {c.img_size}x{c.img_size}x{c.in_chans}, "
+          f"patch {c.patch_size}, embed {c.embed_dim}, depths {list(c.depths)}, heads {list(c.heads)}, "
+          f"window {c.window}, MLP x{c.mlp_ratio:g}"
           f"{' with BN' if c.mlp_norm else ''}, {c.num_classes} classes, masking {mask}; wrote {args.out}")
     return 0

@@ -274,7 +274,7 @@ def test_imported_ann_equals_the_official_formulas(a, save_official):
 
 
 def test_bare_state_dict_infers_the_image_size_from_the_shift_masks(save_official):
-    sd = official_state_dict(IMAGENET)
+    sd = {"module." + k: v for k, v in official_state_dict(IMAGENET).items()}    # as saved from DDP
     model, info = import_official(save_official(IMAGENET, obj=sd))
     assert model.cfg.img_size == 32 and model.cfg.window == 4 and model.cfg.mlp_norm
     assert info["dataset"] == "imagenet" and info["mask"] == {}
@@ -303,6 +303,8 @@ def test_imported_snn_equals_official_if_conversion(save_official):
 
 def test_cli_writes_a_valid_checkpoint(save_official, tmp_path, capsys):
     out = tmp_path / "ours.pt"
+    assert main(["import-official", "--help"]) == 0
+    assert "import-official" in capsys.readouterr().out
     assert main(["import-official", str(save_official(CIFAR)), "-o", str(out)]) == 0
     assert "masking Q=0.75 K=0.75 A=0.75" in capsys.readouterr().out
     ck = read_checkpoint(out)
