@@ -113,7 +113,10 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="also time the torch.compile path")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     mcfg = build_model(args.preset).cfg
     ds = get_dataset(args.dataset, None, "train", img_size=mcfg.img_size, in_chans=mcfg.in_chans, augment=True)
     paths = ["old", "new"] + (["compile"] if args.compile else [])

@@ -111,9 +111,11 @@ def _add_demo(sub) -> None:
     p.add_argument("--dataset", default="digits", choices=tuple(SHIPPED),
                    help="digits (default, the quick one: 8x8 images) or fmnist (Fashion-MNIST 28x28; needs "
                         "`make data`)")
-    p.add_argument("--n", type=int, default=None, help="number of test images (default 100 digits, 20 fmnist)")
-    p.add_argument("--T", type=int, default=64, help="time steps per image (default 64)")
-    p.add_argument("--report", default=None, help="report folder (default runs/demo or runs/demo-fmnist)")
+    p.add_argument("--n", type=at.positive_int, default=None,
+                   help="number of test images (default 100 digits, 20 fmnist)")
+    p.add_argument("--T", type=at.positive_int, default=64, help="time steps per image (default 64)")
+    p.add_argument("--report", type=at.path_text, default=None,
+                   help="report folder (default runs/demo or runs/demo-fmnist)")
     p.set_defaults(func=_run_demo)
 
 
