@@ -1,0 +1,136 @@
+"""Collect the Fashion-MNIST end-to-end results into benchmarks/results/fmnist.md.
+
+    python benchmarks/fmnist_summary.py
+
+Reads what the runs left (nothing is re-run here, nothing is typed in by hand):
+  * export/fmnist.pt, export/fmnist_rsm50.pt, export/fmnist_rsm75.pt: training histories;
+  * benchmarks/results/fmnist_snn_{paper,compensated,rsm50,rsm75}/report.json: `mst snn-eval` reports;
+  * benchmarks/results/fmnist_run_{lava,torch}/report.json: `mst run` on export/fmnist.net;
+  * benchmarks/results/fmnist_verify.txt: the output of `mst verify`.
+The commands that made each file are in benchmarks/results/fmnist.md's "Commands" section.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RES = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+
+
+def _hist(path: Path) -> tuple[list[dict], dict]:
+    from mst_lava.checkpoint import read_checkpoint
+    ck = read_checkpoint(path)
+    return list(ck["metrics"].get("history", [])), ck
+
+
+def _report(name: str) -> dict | None:
+    p = RES / name / "report.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}"
+
+
+def training_section() -> list[str]:
+    L = ["## Training (ANN, full 10,000-image test set after every epoch)", ""]
+    hist, ck = _hist(ROOT / "export" / "fmnist.pt")
+    cfg = ck["config"]
+    L += [f"Model: `fmnist` preset, {cfg['embed_dim']}-wide, depths {cfg['depths']}, heads {cfg['heads']}, "
+          f"patch {cfg['patch_size']}, window {cfg['window']}, mlp ratio {cfg['mlp_ratio']}, L = {cfg['L']}.", "",
+          "| epoch | train loss | test accuracy % | wall time since start (s) |", "|---|---|---|---|"]
+    for h in hist:
+        L.append(f"| {h['epoch'] + 1} | {h['loss']:.4f} | {_pct(h['ann_acc'])} | {h['time_s']:.0f} |")
+    hit = next((h for h in hist if h["ann_acc"] >= 0.915), None)
+    L += ["", f"Final: **{_pct(hist[-1]['ann_acc'])} %** after {len(hist)} epochs. "
+              + (f"First ≥ 91.5 %: epoch {hit['epoch'] + 1}, {hit['time_s'] / 60:.1f} min of wall time."
+                 if hit else "91.5 % was not reached.")]
+    for r in (50, 75):
+        p = ROOT / "export" / f"fmnist_rsm{r}.pt"
+        if p.exists():
+            h, c = _hist(p)
+            L.append(f"- `fmnist_rsm{r}.pt` (Q, K, A at {r} %, fine-tuned from fmnist.pt): ANN with its RSM masks on "
+                     f"**{_pct(h[-1]['ann_acc'])} %** after {len(h)} epochs ({h[-1]['time_s']:.0f} s).")
+    return L
+
+
+def snn_section() -> list[str]:
+    L = ["## Conversion (`mst snn-eval`)", ""]
+    for mode in ("paper", "compensated"):
+        r = _report(f"fmnist_snn_{mode}")
+        if r is None:
+            L.append(f"- unmasked, {mode} attention: not run")
+            continue
+        c = r["configs"][0]
+        Ts = [str(t) for t in r["T"]]
+        ann = r["ann"]["accuracy"]
+        L += [f"### Unmasked `fmnist.pt`, {mode} attention products, first {r['n_samples']} test images", "",
+              f"ANN on the same images: **{_pct(ann)} %**. Wall time {r.get('wall_s', 0):.0f} s, "
+              f"{r.get('machine', {}).get('threads')} thread(s).", "",
+              "| T | " + " | ".join(Ts) + " |", "|---|" + "---|" * len(Ts),
+              "| SNN accuracy % | " + " | ".join(_pct(c["accuracy"][t]["mean"]) for t in Ts) + " |",
+              "| SNN − ANN (points) | " + " | ".join(f"{100 * (c['accuracy'][t]['mean'] - ann):+.2f}"
+                                                   for t in Ts) + " |",
+              "| SNN/ANN energy (45 nm) | " + " | ".join(f"{c['energy'][t]['theoretical'].get('ratio_to_ann', 0):.2f}"
+                                                       for t in Ts) + " |", ""]
+    for r_ in (50, 75):
+        r = _report(f"fmnist_snn_rsm{r_}")
+        if r is None:
+            L.append(f"- `fmnist_rsm{r_}.pt`: not run")
+            continue
+        Ts = [str(t) for t in r["T"]]
+        L += [f"### `fmnist_rsm{r_}.pt` (Q, K, A at {r_} %), {r['attention']} attention, first {r['n_samples']} test "
+              f"images", "", f"ANN (unmasked weights, no masks): {_pct(r['ann']['accuracy'])} %; "
+              f"wall time {r.get('wall_s', 0):.0f} s.", "",
+              "| mask | seeds | " + " | ".join(f"T={t}" for t in Ts) + " | synops vs unmasked model |",
+              "|---|---|" + "---|" * (len(Ts) + 1)]
+        for c in r["configs"]:
+            acc = " | ".join(f"{_pct(c['accuracy'][t]['mean'])} ± {_pct(c['accuracy'][t]['std'])}" for t in Ts)
+            L.append(f"| {c['label']} | {len(c['seeds'])} | {acc} | — |")
+        L.append("")
+    return L
+
+
+def lava_section() -> list[str]:
+    L = ["## Lava vs the torch fixed-point executor on `export/fmnist.net`", ""]
+    lv, tc = _report("fmnist_run_lava"), _report("fmnist_run_torch")
+    if lv is None or tc is None:
+        return L + ["not run"]
+    same_pred = lv["predictions"] == tc["predictions"]
+    diff = [(k, f) for k, c in tc["counts_per_layer_total"].items() for f, v in c.items()
+            if isinstance(v, (int, float)) and lv["counts_per_layer_total"].get(k, {}).get(f) != v]
+    th = lv["throughput"]
+    L += [f"- {lv['n_samples']} test images, T = {lv['T']}, RSM seed {lv['rsm_seed']}, {lv['precision']} point.",
+          f"- predictions identical: **{'yes' if same_pred else 'no'}**; per-layer counts that differ: "
+          f"**{len(diff)}**" + (f" (first: {diff[:3]})" if diff else "") + ".",
+          f"- accuracy: Lava {_pct(lv['accuracy'])} %, torch {_pct(tc['accuracy'])} %.",
+          f"- Lava: {th['steps_per_s']:.1f} steps/s with {th['processes']} Lava processes ({th['process_kinds']}); "
+          f"{th['steps']} steps in {th['run_s']:.0f} s (+ {th['compile_s']:.0f} s compile, {th['build_s']:.0f} s "
+          "build).",
+          f"- torch executor: {tc['throughput']}"]
+    v = RES / "fmnist_verify.txt"
+    if v.exists():
+        L += ["", "`mst verify` output:", "", "```", v.read_text().strip()[-1500:], "```"]
+    return L
+
+
+def main() -> int:
+    L = ["# Fashion-MNIST end to end", "",
+         "Made by `python benchmarks/fmnist_summary.py` from the files the runs left; commands below. "
+         "Machine: 2 CPU cores (x86_64, AVX-512 with AVX512-BF16), 23 GiB RAM, no GPU, shared with other "
+         "jobs while these ran (wall times are those of a busy machine).", ""]
+    L += training_section() + [""] + snn_section() + [""] + lava_section()
+    cmds = RES / "fmnist_commands.md"
+    if cmds.exists():
+        L += ["", cmds.read_text().strip()]
+    out = RES / "fmnist.md"
+    out.write_text("\n".join(L) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
