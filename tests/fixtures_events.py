@@ -2,11 +2,11 @@
 dataset folders in the layouts ``mst_lava.data.events`` expects.
 
 Byte layouts follow each format's own documentation (iniVation's AEDAT 1.0/2.0/3.1/4.0 pages
-and the FlatBuffers schemas of DV's IOHeader/EventPacket; the LZ4 frame/block format
-descriptions; Orchard's N-MNIST/N-Caltech101 .bin description; Prophesee's DAT format page;
-MathWorks' MAT-File Format (Level 5); the DvsGesture README). Nothing here calls the readers
-under test, so a reader and a writer that disagree with the documentation cannot agree by
-construction.
+and the FlatBuffers schemas of DV's IOHeader/EventPacket; Orchard's N-MNIST/N-Caltech101 .bin
+description; Prophesee's DAT format page; the DvsGesture README). Nothing here calls the
+readers under test, so a reader and a writer that disagree with the documentation cannot agree
+by construction. Compression and MATLAB files come from the libraries themselves: LZ4 frames
+from python-lz4 (``lz4.frame.compress``), MAT v5 files from ``scipy.io.savemat``.
 
 Import from a test (pytest puts ``tests/`` on ``sys.path``) or from anywhere with
 ``sys.path.insert(0, "<repo>/tests")``::
@@ -20,9 +20,9 @@ events (a blob whose position depends on the label), so a model can learn them.
 from __future__ import annotations
 
 import struct
-import zlib
 from pathlib import Path
 
+import lz4.frame
 import numpy as np
 
 # --------------------------------------------------------------------------- synthetic events
@@ -139,71 +139,6 @@ def write_aedat31(path, ev: dict, packet_events: int = 64, invalid: bool = True,
     return path
 
 
-# ------------------------------------------------------------------------------ LZ4 frames
-
-def _xxh32(data: bytes) -> int:
-    from mst_lava.data.lz4frame import xxh32
-    return xxh32(data)
-
-
-def _lz4_emit(out: bytearray, lit: bytes, offset: int = 0, ml: int = 0) -> None:
-    L, M = len(lit), (ml - 4 if offset else 0)
-    out.append((min(L, 15) << 4) | (min(M, 15) if offset else 0))
-    if L >= 15:
-        rest = L - 15
-        while rest >= 255:
-            out.append(255)
-            rest -= 255
-        out.append(rest)
-    out += lit
-    if offset:
-        out += struct.pack("<H", offset)
-        if M >= 15:
-            rest = M - 15
-            while rest >= 255:
-                out.append(255)
-                rest -= 255
-            out.append(rest)
-
-
-def lz4_block_compress(src: bytes) -> bytes:
-    """Greedy LZ4 block compression (LZ4 Block Format: last 5 bytes literals, last match
-    starting at least 12 bytes before the end, offsets < 65536)."""
-    n, out, table = len(src), bytearray(), {}
-    anchor = i = 0
-    while i < n - 12:
-        key = src[i:i + 4]
-        cand = table.get(key)
-        table[key] = i
-        if cand is not None and i - cand < 65536:
-            ml = 4
-            while i + ml < n - 5 and src[cand + ml] == src[i + ml]:
-                ml += 1
-            _lz4_emit(out, src[anchor:i], i - cand, ml)
-            i += ml
-            anchor = i
-        else:
-            i += 1
-    _lz4_emit(out, src[anchor:])
-    return bytes(out)
-
-
-def lz4_frame_compress(data: bytes, block_size: int = 65536) -> bytes:
-    """One LZ4 frame: magic, FLG (version 01, independent blocks), BD (64 KB), HC, blocks, end mark."""
-    flg, bd = 0x60, 0x40
-    out = bytearray(struct.pack("<I", 0x184D2204) + bytes([flg, bd]))
-    out.append((_xxh32(bytes([flg, bd])) >> 8) & 0xFF)
-    for s in range(0, len(data), block_size):
-        chunk = data[s:s + block_size]
-        comp = lz4_block_compress(chunk)
-        if len(comp) < len(chunk):
-            out += struct.pack("<I", len(comp)) + comp
-        else:
-            out += struct.pack("<I", len(chunk) | 0x80000000) + chunk
-    out += struct.pack("<I", 0)
-    return bytes(out)
-
-
 # ------------------------------------------------------------------------------ AEDAT 4.0
 
 def _fb_ioheader(compression: int, data_table: int, info: str) -> bytes:
@@ -252,11 +187,11 @@ def _aedat4_info(width: int, height: int) -> str:
 def write_aedat4(path, ev: dict, width: int = 128, height: int = 128, compression: str = "none",
                  packet_events: int = 100, data_table: bool = True, frame_packet: bool = True) -> Path:
     """DV AEDAT 4.0: magic line, u32 IOHeader length, IOHeader, packets (int32 stream id,
-    int32 size, packet bytes, LZ4-framed when ``compression='lz4'``), then a stand-in data
-    table at ``dataTablePosition`` that a reader must not parse as packets."""
+    int32 size, packet bytes, one LZ4 frame (python-lz4) when ``compression='lz4'``), then a
+    stand-in data table at ``dataTablePosition`` that a reader must not parse as packets."""
     path = _mkparent(path)
     code = {"none": 0, "lz4": 1}[compression]
-    pack = (lambda b: lz4_frame_compress(b)) if code else (lambda b: b)
+    pack = lz4.frame.compress if code else (lambda b: b)
     packets = bytearray()
     n = len(ev["t"])
     for k, s in enumerate(range(0, max(n, 1), packet_events)):
@@ -317,45 +252,12 @@ def write_prophesee_dat(path, ev: dict, width: int = 120, height: int = 100,
 
 # --------------------------------------------------------------------------- MATLAB .mat
 
-_MI = {np.dtype("int8"): (1, 8), np.dtype("uint8"): (2, 9), np.dtype("int16"): (3, 10),
-       np.dtype("uint16"): (4, 11), np.dtype("int32"): (5, 12), np.dtype("uint32"): (6, 13),
-       np.dtype("float32"): (7, 7), np.dtype("float64"): (9, 6), np.dtype("int64"): (12, 14),
-       np.dtype("uint64"): (13, 15)}   # numpy dtype → (miTYPE, mxCLASS)
-
-
-def _mat_element(mi_type: int, payload: bytes, small_ok: bool = True) -> bytes:
-    if small_ok and len(payload) <= 4:           # small data element: n, type in one 32-bit word
-        return struct.pack("<HH", mi_type, len(payload)) + payload.ljust(4, b"\0")
-    return struct.pack("<II", mi_type, len(payload)) + payload + b"\0" * (-len(payload) % 8)
-
-
-def _mat_matrix(name: str, a: np.ndarray) -> bytes:
-    a = np.asarray(a)
-    if a.ndim == 1:
-        a = a.reshape(-1, 1)                      # MATLAB column vector
-    mi, mx = _MI[a.dtype]
-    body = _mat_element(6, struct.pack("<II", mx, 0), small_ok=False)        # array flags
-    body += _mat_element(5, struct.pack("<" + "i" * a.ndim, *a.shape), small_ok=False)
-    body += _mat_element(1, name.encode())                                   # array name
-    body += _mat_element(mi, np.asfortranarray(a).tobytes(order="F"))        # real part
-    return struct.pack("<II", 14, len(body)) + body
-
-
-def write_mat_v5(path, variables: dict, compress=("x", "ts")) -> Path:
-    """MATLAB Level 5 MAT-file: 128-byte header (116 text, 8 subsystem offset, version 0x0100,
-    endian 'IM'), then one miMATRIX per variable; names in ``compress`` are wrapped in
-    miCOMPRESSED (zlib)."""
+def write_mat_v5(path, variables: dict, compress: bool = True) -> Path:
+    """MATLAB Level 5 MAT-file written by ``scipy.io.savemat``; 1-D arrays as column vectors,
+    zlib-compressed (miCOMPRESSED) elements unless ``compress`` is false."""
+    import scipy.io
     path = _mkparent(path)
-    text = b"MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2018"
-    out = bytearray(text.ljust(116, b" ") + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM")
-    for name, a in variables.items():
-        m = _mat_matrix(name, a)
-        if name in compress:
-            z = zlib.compress(m)
-            out += struct.pack("<II", 15, len(z)) + z
-        else:
-            out += m
-    path.write_bytes(bytes(out))
+    scipy.io.savemat(path, variables, do_compression=compress, oned_as="column")
     return path
 
 
@@ -372,7 +274,7 @@ def write_mat_v73(path, variables: dict) -> Path:
     return path
 
 
-def write_asl_mat(path, ev: dict, height: int = 180, v73: bool = False) -> Path:
+def write_asl_mat(path, ev: dict, height: int = 180, v73: bool = False, compress: bool = True) -> Path:
     """An ASL-DVS sample: x, y (counted from the bottom), ts, pol as MATLAB column vectors."""
     variables = {
         "ts": np.asarray(ev["t"], np.float64),
@@ -380,7 +282,7 @@ def write_asl_mat(path, ev: dict, height: int = 180, v73: bool = False) -> Path:
         "y": (height - 1 - np.asarray(ev["y"], np.int64)).astype(np.uint8),
         "pol": np.asarray(ev["p"], np.uint8),
     }
-    return write_mat_v73(path, variables) if v73 else write_mat_v5(path, variables)
+    return write_mat_v73(path, variables) if v73 else write_mat_v5(path, variables, compress)
 
 
 # ----------------------------------------------------------------------- dataset folders

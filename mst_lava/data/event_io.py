@@ -291,11 +291,7 @@ def _decompress(path, body: bytes, compression: int) -> bytes:
     if kind == "none":
         return body
     if kind.startswith("lz4"):
-        from mst_lava.data.lz4frame import lz4_decompress
-        try:
-            return lz4_decompress(body)
-        except (ValueError, RuntimeError) as e:
-            raise _fail(path, f"corrupt LZ4 packet ({e})") from None
+        return _lz4_frames(path, body)
     try:
         import zstandard
     except ImportError:
@@ -305,6 +301,26 @@ def _decompress(path, body: bytes, compression: int) -> bytes:
         return zstandard.ZstdDecompressor().decompressobj().decompress(body)
     except zstandard.ZstdError as e:
         raise _fail(path, f"corrupt Zstd packet ({e})") from None
+
+
+def _lz4_frames(path, body: bytes) -> bytes:
+    """Every LZ4 frame of one packet (DV writes one; python-lz4 decodes one at a time)."""
+    try:
+        import lz4.frame
+    except ImportError:
+        raise _fail(path, "is LZ4-compressed; install the 'lz4' package (pip install lz4) "
+                          "to read it") from None
+    out, pos = [], 0
+    try:
+        while pos < len(body):
+            data, used = lz4.frame.decompress(body[pos:], return_bytes_read=True)
+            if used <= 0:
+                raise RuntimeError("no progress")
+            out.append(data)
+            pos += used
+    except RuntimeError as e:       # python-lz4 reports every malformed frame as RuntimeError
+        raise _fail(path, f"corrupt LZ4 packet ({e})") from None
+    return b"".join(out)
 
 
 _EV4 = np.dtype({"names": ["t", "x", "y", "on"], "formats": ["<i8", "<i2", "<i2", "u1"],
