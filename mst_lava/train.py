@@ -59,10 +59,14 @@ class TrainConfig:
     limit_train: int | None = None   # use only the first N training images (smoke tests)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with timm's parameter groups: no decay on biases, norm weights (1-D) and the
+    relative-position bias tables. The decayed group comes first, as in the optimizer states of
+    checkpoints written before (``--resume`` maps groups by index)."""
+    from timm.optim import param_groups_weight_decay
+    groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=("*bias_table",))
+    groups.sort(key=lambda g: g["weight_decay"] == 0.0)
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def pick_device(name: str) -> torch.device:
@@ -153,7 +157,9 @@ def train(cfg: TrainConfig) -> dict:
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed + rank)
+    from timm.scheduler import CosineLRScheduler
+    from timm.utils import random_seed
+    random_seed(cfg.seed, rank)                 # python, numpy and torch from seed + rank
     mask = parse_mask_spec(cfg.mask)
 
     start_epoch, train_state, history = 0, None, []
@@ -215,12 +221,7 @@ def train(cfg: TrainConfig) -> dict:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or n.endswith("bias_table") else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    from timm.scheduler import CosineLRScheduler
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     steps_per_epoch = max(len(train_dl), 1)
     sched = CosineLRScheduler(opt, t_initial=cfg.epochs * steps_per_epoch, lr_min=cfg.lr * 0.01,
                               warmup_t=cfg.warmup_epochs * steps_per_epoch, warmup_lr_init=cfg.lr * 0.01,

@@ -5,7 +5,7 @@ import torch
 
 from mst_lava.errors import MSTError
 from mst_lava.model import PRESETS, build_model, iter_sites
-from mst_lava.model.mst import shift_attention_mask, window_partition, window_reverse
+from mst_lava.model.mst import relative_position_index, shift_attention_mask, window_partition, window_reverse
 from mst_lava.model.rsm import BLOCK_SITES
 
 
@@ -34,6 +34,21 @@ def test_window_partition_roundtrip():
     assert p.shape == (8, 16, 5)
     assert torch.equal(p[0, 5], x[0, 1, 1])  # window 0, token (1,1)
     assert torch.equal(window_reverse(p, 4, 8, 8), x)
+
+
+@pytest.mark.parametrize("H,W,w,s", [(8, 8, 4, 2), (12, 8, 4, 2), (6, 9, 3, 1), (14, 14, 7, 3), (56, 56, 7, 3)])
+def test_window_helpers_equal_timm_swin(H, W, w, s):
+    """Our window partition/reverse, relative-position index and shift mask are timm's Swin ones."""
+    swin = pytest.importorskip("timm.models.swin_transformer")
+    x = torch.randn(2, H, W, 5)
+    ours = window_partition(x, w)
+    theirs = swin.window_partition(x, (w, w))                      # (B·nW, w, w, C)
+    assert torch.equal(ours, theirs.reshape(-1, w * w, 5))
+    assert torch.equal(window_reverse(ours, w, H, W), swin.window_reverse(theirs, (w, w), H, W))
+    assert torch.equal(relative_position_index(w), swin.get_relative_position_index(w, w))
+    block = swin.SwinTransformerBlock(dim=4, input_resolution=(H, W), num_heads=1, window_size=w, shift_size=s)
+    assert block.shift_size == (s, s) and block.attn_mask is not None
+    assert torch.equal(shift_attention_mask(H, W, w, s), block.attn_mask)
 
 
 def test_presets_shapes_and_sites():

@@ -3,7 +3,7 @@ import sys
 
 from mst_lava.checkpoint import read_checkpoint
 from mst_lava.cli import main
-from mst_lava.train import TrainConfig, train
+from mst_lava.train import TrainConfig, make_optimizer, train
 
 
 def test_train_resume_and_finetune(tmp_path):
@@ -21,6 +21,39 @@ def test_train_resume_and_finetune(tmp_path):
     train(TrainConfig(epochs=1, batch_size=32, limit_train=64, out=str(ft), init=str(out),
                       mask=["Q=0.75", "K=0.75", "A=0.75"], progress=False))
     assert read_checkpoint(ft)["mask"] == {"Q": 0.75, "K": 0.75, "A": 0.75}
+
+
+def test_optimizer_groups_and_seeding_unchanged_by_timm():
+    import random
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from timm.utils import random_seed
+
+    from mst_lava.checkpoint import model_from_checkpoint
+    from mst_lava.model import build_model
+    # the rule before timm's groups: decay on every parameter but 1-D ones and bias tables
+    for model in (build_model("digits"), build_model("cifar")):
+        opt = make_optimizer(model, 1e-3, 0.05)
+        named = list(model.named_parameters())
+        no = [p for n, p in named if p.ndim <= 1 or n.endswith("bias_table")]
+        decay = [p for n, p in named if not (p.ndim <= 1 or n.endswith("bias_table"))]
+        assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+        assert [list(map(id, g["params"])) for g in opt.param_groups] == [list(map(id, decay)), list(map(id, no))]
+    # an optimizer state written before (the shipped checkpoint) lands on the same parameters
+    ck = read_checkpoint(Path(__file__).resolve().parents[1] / "export" / "digits.pt")
+    model = model_from_checkpoint(ck)
+    opt = make_optimizer(model, 1e-3, 0.05)
+    opt.load_state_dict(ck["train_state"]["optimizer"])
+    for g in opt.param_groups:
+        for p in g["params"]:
+            assert opt.state[p]["exp_avg"].shape == p.shape
+    # timm's random_seed(seed, rank) seeds python, numpy and torch with seed + rank as before
+    random_seed(3, 2)
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    assert a == (random.random(), np.random.rand(), torch.rand(1).item())
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
