@@ -9,10 +9,10 @@ import argparse
 import importlib
 import sys
 import time
-from pathlib import Path
 
 from mst_lava import argtypes as at
 from mst_lava.errors import MSTError
+from mst_lava.shipped import PACKAGED, shipped_dir
 
 # modules that add subcommands: (module, what it provides); absent modules are skipped
 COMMAND_MODULES = ("mst_lava.snn.evaluate", "mst_lava.lava.commands", "mst_lava.search", "mst_lava.official", "mst_lava.inspect_net")
@@ -96,7 +96,7 @@ def _check_train_args(args) -> None:
     check_output_file(args.out, "--out", inputs=[args.init] if args.init else [])
 
 
-EXPORT_DIR = Path(__file__).resolve().parents[1] / "export"
+EXPORT_DIR = shipped_dir("export")     # the checkout's export/, or the wheel's copy (digits.net)
 # the shipped networks `mst demo` runs: dataset → (file, how it was made)
 SHIPPED = {"digits": ("digits.net", "mst-export export/digits.pt -o export/digits.net --precision fixed"),
            "fmnist": ("fmnist.net", "mst-export export/fmnist.pt -o export/fmnist.net --precision fixed")}
@@ -123,6 +123,9 @@ def _run_demo(args) -> int:
     name, how = SHIPPED[args.dataset]
     net = EXPORT_DIR / name
     if not net.exists():
+        if EXPORT_DIR.is_relative_to(PACKAGED):
+            raise MSTError(f"this installed mst_lava ships export/digits.net only, not {name}: in a checkout, "
+                           f"export it with `{how}` and run it with `mst run FILE --data {args.dataset}`")
         raise MSTError(f"the shipped network {net} is missing; re-create it with `{how}`")
     n = args.n if args.n is not None else (100 if args.dataset == "digits" else 20)
     report = args.report or ("runs/demo" if args.dataset == "digits" else f"runs/demo-{args.dataset}")

@@ -23,8 +23,9 @@ import json
 from pathlib import Path
 
 from mst_lava.errors import MSTError
+from mst_lava.shipped import shipped_dir
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "hw_profiles"
+PROFILE_DIR = shipped_dir("hw_profiles")    # the checkout's hw_profiles/, or the wheel's copy
 KINDS = ("measured", "simulated", "derived")
 
 
