@@ -116,6 +116,11 @@ def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
         raise MSTError(f"precision must be 'float' or 'fixed', not {precision!r}")
     if not isinstance(model, MST):
         raise MSTError(f"mst-export exports Masked Spiking Transformers; got {type(model).__name__}")
+    from mst_lava.model.mst import official_topology
+    extra = official_topology(model.cfg)
+    if extra:
+        raise MSTError(f"this model uses the official MST topology ({', '.join(extra)}), which the .net format "
+                       "cannot express yet (docs/official-mst.md, 'What the export needs'); snn-eval runs it")
     mask = parse_mask_spec(mask) if mask else {}
     cfg = model.cfg
     b = _Builder(mask, int(seed))
