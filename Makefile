@@ -14,6 +14,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VPY) -m pip install -q -r requirements.txt
 	$(VPY) -m pip install -q --no-deps --ignore-requires-python lava-nc==0.10.0 lava-dl==0.6.0
 	$(VPY) -m pip install -q --no-deps -e .
+	$(VPY) -c "from mst_lava.lava.compat import install_pth; print('Lava start-up hook:', install_pth())"
 	touch $(STAMP)
 
 # Fashion-MNIST from Debian's package (nothing is fetched by the toolkit itself at run time).

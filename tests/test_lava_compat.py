@@ -102,3 +102,68 @@ def test_lava_imports_after_the_multiprocessing_context_was_fixed():
             "from lava.magma.runtime.runtime import Runtime; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------------------
+# the start-up hook: any `import lava` works in this environment, not only after mst_lava's
+
+def _run_py(args, **kw):
+    import subprocess
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_plain_lava_import_works_in_this_environment():
+    """`from lava.lib.dl import netx` in a fresh interpreter of this environment, without importing
+    mst_lava first: the .pth start-up hook (make setup) has registered the import hook already."""
+    code = ("import sys\n"
+            "from lava.lib.dl import netx\n"
+            "from lava.magma.compiler import var_model\n"
+            "from mst_lava.lava import compat\n"
+            "assert compat.PATCHED_FIELDS == 8, compat.PATCHED_FIELDS\n"
+            "assert var_model.CoreEncoder().x is not var_model.CoreEncoder().x\n"
+            "assert not any(m.startswith('mst_lava.') and m not in ('mst_lava.lava', 'mst_lava.lava.compat') "
+            "for m in sys.modules), sorted(m for m in sys.modules if m.startswith('mst_lava'))\n"
+            "print('ok')\n")
+    r = _run_py(["-c", code])
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (
+        f"`from lava.lib.dl import netx` fails in {sys.prefix} without importing mst_lava first; is the start-up "
+        f"hook {compat.PTH_NAME} installed (make setup)?\n{r.stderr[-3000:]}")
+
+
+def test_start_up_hook_only_registers_the_finder():
+    """At interpreter start the hook imports mst_lava.lava.compat and nothing else: no Lava, numpy, torch or
+    multiprocessing, and no multiprocessing patch before Lava is imported."""
+    code = ("import sys\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mst_lava', 'lava', 'numpy', 'torch', "
+            "'multiprocessing')))\n"
+            "print(sum(type(f).__name__ == '_VarModelFinder' for f in sys.meta_path))\n")
+    r = _run_py(["-c", code])
+    assert r.returncode == 0, r.stderr[-2000:]
+    mods, finders = r.stdout.strip().splitlines()
+    assert mods == "['mst_lava', 'mst_lava.lava', 'mst_lava.lava.compat']"
+    assert finders == "1"
+
+
+def test_install_pth_writes_a_hook_that_site_processes(tmp_path):
+    """install_pth() writes the one line; `site` runs it for a site directory and the finder is registered
+    (checked with -S, so this environment's own hook is not what registered it)."""
+    path = compat.install_pth(str(tmp_path))
+    assert Path(path).read_text() == compat.PTH_LINE
+    root = Path(compat.__file__).resolve().parents[2]
+    code = ("import sys, site\n"
+            f"sys.path.insert(0, {str(root)!r})\n"
+            "print(any(type(f).__name__ == '_VarModelFinder' for f in sys.meta_path))\n"
+            f"site.addsitedir({str(tmp_path)!r})\n"
+            "print(any(type(f).__name__ == '_VarModelFinder' for f in sys.meta_path))\n")
+    r = _run_py(["-S", "-c", code])
+    assert r.returncode == 0 and r.stderr == "", r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "True"]
+    assert compat.remove_pth(str(tmp_path)) and not Path(path).exists()
+
+
+def test_start_up_line_is_silent_without_mst_lava(tmp_path):
+    """A hook left behind after mst_lava is gone must not disturb the interpreter."""
+    compat.install_pth(str(tmp_path))
+    r = _run_py(["-S", "-c", f"import site; site.addsitedir({str(tmp_path)!r}); print('fine')"],
+                cwd=str(tmp_path))
+    assert r.returncode == 0 and r.stdout.strip() == "fine" and r.stderr == "", r.stderr[-2000:]

@@ -11,6 +11,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+from mst_lava.lava.compat import PTH_LINE, PTH_NAME
 from mst_lava.shipped import FILES, files_to_ship
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +51,7 @@ def test_wheel_ships_profiles_and_demo(tmp_path):
     _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
          cwd=tmp_path)
     shipped = site / "mst_lava" / "_shipped"
+    assert (site / PTH_NAME).read_text() == PTH_LINE      # the Lava start-up hook lands in site-packages
     for folder in FILES:
         assert sorted(p.name for p in (shipped / folder).iterdir()) == \
             sorted(p.name for p, rel in files_to_ship(ROOT) if rel.startswith(folder + "/"))
