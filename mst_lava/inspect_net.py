@@ -141,8 +141,8 @@ def _conv_synapses(w, g) -> tuple[int, int, int, int]:
     nz = int((per_offset_nz * valid).sum())
     fan_in = g["Cg"] * g["kH"] * g["kW"]
     from mst_lava import netx_ops as ops
-    fan_out = int(ops.conv_fanout((g["C"], g["H"], g["W"]), w.shape, (g["sy"], g["sx"]), (g["py"], g["px"]),
-                                  g["groups"]).max(initial=0))
+    fan_out = int(ops.conv_fanout((g["C"], g["H"], g["W"]), np.ones(w.shape[:4], dtype=bool), (g["sy"], g["sx"]),
+                                  (g["py"], g["px"]), g["groups"]).max(initial=0))      # every connection
     return total, nz, fan_in, fan_out
 
 

@@ -15,15 +15,23 @@ Conventions
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
-try:  # torch is optional for the Lava side
-    import torch
-except ImportError:  # pragma: no cover
-    torch = None
-
 from mst_lava.model import rsm as _rsm
+
+
+class _Torch:
+    """``torch``, imported on first use. This module never imports torch itself: a caller that passes
+    tensors has imported it already, and the Lava runtime (numpy only) runs without it."""
+
+    def __getattr__(self, name):
+        import torch
+        return getattr(torch, name)
+
+
+torch = _Torch()
 
 # fixed-point constants of format version 2 (docs/netx-mst-format.md, "Loihi limits")
 #
@@ -73,7 +81,8 @@ RESIDUAL_EXPORT_GAIN_BITS = 12   # the exporter maps a stage's largest spike gai
 # numpy / torch dispatch (tiny on purpose)
 
 def is_torch(x) -> bool:
-    return torch is not None and isinstance(x, torch.Tensor)
+    t = sys.modules.get("torch")          # no torch imported: x cannot be a tensor
+    return t is not None and isinstance(x, t.Tensor)
 
 
 def like(a, ref, dtype: str | None = None):
@@ -346,27 +355,47 @@ def conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), groups: int = 1)
     return y
 
 
-def conv_fanout(in_shape, weight_shape, stride=(1, 1), padding=(0, 0), groups: int = 1) -> np.ndarray:
-    """Synapses leaving each input element (C, H, W) of a conv: out positions covering it × out channels per group."""
-    C, H, W = in_shape
-    Co, Cg, kH, kW = weight_shape
-    sy, sx = stride
-    py, px = padding
-    Ho = (H + 2 * py - kH) // sy + 1
-    Wo = (W + 2 * px - kW) // sx + 1
+def _taps_cover(n: int, k: int, s: int, p: int, d: int, n_out: int) -> np.ndarray:
+    """(k, n) 0/1: tap j of a kernel reaches input position i from one of the ``n_out`` output
+    positions (stride s, zero padding p, dilation d). Each (output, tap) pair reaches one position."""
+    cov = np.zeros((k, n), dtype=np.int64)
+    for j in range(k):
+        i = np.arange(n_out) * s - p + j * d
+        cov[j, i[(i >= 0) & (i < n)]] = 1
+    return cov
 
-    def cover(n, k, s, p, no):
-        cnt = np.zeros(n, dtype=np.int64)
-        for o in range(no):
-            lo = o * s - p
-            for j in range(k):
-                if 0 <= lo + j < n:
-                    cnt[lo + j] += 1
-        return cnt
 
-    cy, cx = cover(H, kH, sy, py, Ho), cover(W, kW, sx, px, Wo)
-    per_pos = cy[:, None] * cx[None, :]
-    return np.broadcast_to(per_pos[None] * (Co // groups), (C, H, W)).copy()
+def conv_fanout(in_shape, weight, stride=(1, 1), padding=(0, 0), groups: int = 1, dilation=(1, 1)) -> np.ndarray:
+    """Synaptic ops of one event of each input element (C, H, W) of a conv: the **non-zero**
+    synapses leaving it (format §7), i.e. over the output positions whose window covers it, the
+    non-zero weights ``weight[o, c mod C/g, ky, kx]`` to the output channels o of its group.
+
+    ``weight`` (out, in/groups, kH, kW): numpy or torch, the weights the run uses (fixed point: the
+    integer mantissas); pass ``np.ones(shape)`` to count every synapse (connectivity). Exact at
+    borders for any stride, padding, dilation and groups; int64 (C, H, W)."""
+    if is_torch(weight):
+        weight = weight.detach().cpu().numpy()
+    nz = np.asarray(weight) != 0
+    nz = nz.reshape(nz.shape[:4])
+    C, H, W = (int(v) for v in in_shape)
+    Co, Cg, kH, kW = nz.shape
+    (sy, sx), (py, px), (dy, dx) = stride, padding, dilation
+    Ho = (H + 2 * py - dy * (kH - 1) - 1) // sy + 1
+    Wo = (W + 2 * px - dx * (kW - 1) - 1) // sx + 1
+    # non-zero synapses of input channel c at tap (ky, kx): over the output channels of its group
+    per_tap = nz.reshape(groups, Co // groups, Cg, kH, kW).sum(axis=1).reshape(groups * Cg, kH, kW)
+    cy, cx = _taps_cover(H, kH, sy, py, dy, Ho), _taps_cover(W, kW, sx, px, dx, Wo)
+    fan = np.einsum("cab,ay,bx->cyx", per_tap.astype(np.int64), cy, cx)
+    return np.broadcast_to(fan, (C, H, W)).astype(np.int64)          # a writable copy
+
+
+def dense_fanout(weight) -> np.ndarray:
+    """Synaptic ops of one event of each input of a dense map ``weight`` (out, in): its non-zero
+    outgoing synapses, ``Σ_o (weight[o, i] ≠ 0)`` (format §7); int64 (in,). Also the readout's rule
+    per input channel."""
+    if is_torch(weight):
+        weight = weight.detach().cpu().numpy()
+    return (np.asarray(weight) != 0).sum(axis=0).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------

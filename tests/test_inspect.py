@@ -34,7 +34,7 @@ def test_synapse_counts_bit_widths_and_partition(nets):
         src = g.layers[L.inputs[0]].shape
         stride = tuple(np.broadcast_to(np.asarray(L.params["stride"]).reshape(-1), (2,)))
         pad = tuple(np.broadcast_to(np.asarray(L.params["padding"]).reshape(-1), (2,)))
-        fan = ops.conv_fanout(src, w.shape, stride, pad, int(L.params["groups"]))
+        fan = ops.conv_fanout(src, np.ones(w.shape, dtype=bool), stride, pad, int(L.params["groups"]))
         r = rows[name]
         assert r["synapses"] == int(fan.sum()) and r["fan_out"] == int(fan.max())   # every connection once
         assert r["fan_in"] == w.shape[1] * w.shape[2] * w.shape[3]

@@ -6,7 +6,6 @@ weights so spikes are unary. Layouts and formulas: docs/netx-mst-format.md, sect
 """
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -166,11 +165,11 @@ def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
         out = b.add(ro)
 
     attrs = {"precision": precision, "producer": f"mst_lava {__version__}", "rsm_seed": int(seed),
-             "num_classes": int(cfg.num_classes), "model_config": json.dumps(cfg.to_dict()),
-             "output_layer": int(out), "mask": json.dumps(mask), "tSample": 32}
+             "num_classes": int(cfg.num_classes), "model_config": cfg.to_dict(),
+             "output_layer": int(out), "mask": dict(mask), "tSample": 32}       # dicts: JSON in the file
     if ckpt is not None:
         attrs["dataset"] = str(ckpt.get("dataset") or "")
-        attrs["checkpoint_metrics"] = json.dumps(ckpt.get("metrics") or {})
+        attrs["checkpoint_metrics"] = dict(ckpt.get("metrics") or {})
     graph = NetxGraph(layers=b.layers, attrs=attrs, kind="mst")
     if precision == "fixed":
         quantize_graph(graph)

@@ -99,13 +99,16 @@ class NetSim:
                                     window=int(L.mst.get("window", 0)), shift=int(L.mst.get("shift", 0)),
                                     heads=int(L.mst.get("heads", 1)))
                 P["rsm_index"] = torch.as_tensor(idx, device=self.device)
+            # synaptic ops per input event: its non-zero synapses in the weights this precision runs (§7)
             if L.type == "conv":
                 in_shape = g.layers[L.inputs[0]].shape
-                P["fanout"] = torch.as_tensor(ops.conv_fanout(in_shape, np.asarray(L.params["weight"]).shape,
-                                                              _pair(L.params.get("stride", 1)),
+                P["fanout"] = torch.as_tensor(ops.conv_fanout(in_shape, P["w"], _pair(L.params.get("stride", 1)),
                                                               _pair(L.params.get("padding", 0)),
                                                               int(np.asarray(L.params.get("groups", 1)))),
                                               device=self.device, dtype=torch.float64)
+            if L.type == "mst_readout":
+                P["fanout"] = torch.as_tensor(ops.dense_fanout(P["w"]), device=self.device,
+                                              dtype=torch.float64).view(-1, 1, 1)
             self.p.append(P)
         self.n_users = n_users
         self.exp_table = torch.as_tensor(g.exp_table, device=self.device) if g.exp_table is not None else None
@@ -177,6 +180,8 @@ class NetSim:
                 for k, gain, v in zip(L.inputs, P["gain"], ins):
                     term = v * gain if gain != 1 else v
                     out = term if out is None else out + term
+                    if gain == 0:
+                        continue                              # no synapse: no op (§7)
                     nz = int((v != 0).sum()) * (T if v.shape[0] == 1 else 1)
                     c["synops"] += nz
                     if g.layers[k].output == "spikes":
@@ -229,7 +234,7 @@ class NetSim:
                     readout = y
                     logits = y.sum(0) / T
                     pred = logits.argmax(-1)
-                c["synops"] = int((src != 0).sum()) * int(np.prod(L.shape))
+                c["synops"] = int(round(float(((src != 0).sum(dim=(0, 1)).to(torch.float64) * P["fanout"]).sum())))
                 c["analog_macs"] = int(np.prod(P["w"].shape)) * T * B
                 out = y
             else:
@@ -256,10 +261,7 @@ class NetSim:
         """
         g = self.graph
         if L_levels is None:
-            cfg = g.attrs.get("model_config") or {}
-            if isinstance(cfg, str):
-                import json
-                cfg = json.loads(cfg)
+            cfg = g.attrs.get("model_config") or {}          # a dict (read_network decodes it)
             L_levels = int(cfg.get("L", 16))
         dt = torch.float64
         x = torch.as_tensor(x, device=self.device, dtype=dt)
@@ -318,30 +320,32 @@ def _pair(v):
 
 
 def count_synops(graph: NetxGraph, spikes: dict) -> dict:
-    """Synaptic ops of plain conv/dense layers given presynaptic spike trains.
+    """Synaptic ops of plain conv/dense layers given presynaptic spike trains (format §7).
 
     ``spikes`` maps a layer index to that layer's output spikes as (T, C, H, W) or (T, n)
     (any array; nonzero = an event). Returns {consumer layer index: ops}, where one event
-    of a presynaptic neuron costs one op per synapse leaving it (conv: covered output
-    positions × output channels per group; dense: output features).
+    of a presynaptic neuron costs one op per non-zero synapse leaving it (conv:
+    :func:`netx_ops.conv_fanout`; dense: :func:`netx_ops.dense_fanout`). A ``flatten``
+    between the spiking layer and a dense layer only reorders the events (C-order), so a
+    dense layer after a flatten is counted from the spikes of the flatten's input.
     """
     out = {}
-    shapes = []
     for i, L in enumerate(graph.layers):
-        in_shape = shapes[-1] if shapes else None
-        shapes.append(tuple(L.shape) if L.shape is not None else (int(np.prod(in_shape)),))
-        src = L.inputs[0] if L.inputs else None
-        if src is None or src not in spikes or L.type not in ("conv", "dense"):
+        if L.type not in ("conv", "dense") or not L.inputs:
             continue
-        s = np.asarray(spikes[src])
-        ev = (s != 0).astype(np.int64)
+        src = L.inputs[0]
+        while src not in spikes and graph.layers[src].type == "flatten" and graph.layers[src].inputs:
+            src = graph.layers[src].inputs[0]
+        if src not in spikes:
+            continue
+        ev = np.asarray(spikes[src]) != 0
+        T = ev.shape[0]
         if L.type == "conv":
             w = np.asarray(L.params["weight"])
-            w = w.reshape(w.shape[:4])
-            fan = ops.conv_fanout(tuple(graph.layers[src].shape), w.shape, _pair(L.params.get("stride", 1)),
-                                  _pair(L.params.get("padding", 0)), int(np.asarray(L.params.get("groups", 1))))
-            out[i] = int((ev.reshape((-1,) + fan.shape) * fan).sum())
+            fan = ops.conv_fanout(tuple(graph.layers[src].shape), w.reshape(w.shape[:4]),
+                                  _pair(L.params.get("stride", 1)), _pair(L.params.get("padding", 0)),
+                                  int(np.asarray(L.params.get("groups", 1))))
         else:
-            n_out = int(np.prod(L.shape))
-            out[i] = int(ev.sum()) * n_out
+            fan = ops.dense_fanout(L.params["weight"])
+        out[i] = int((ev.reshape(T, -1).astype(np.int64) @ fan.reshape(-1)).sum())
     return out

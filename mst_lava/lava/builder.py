@@ -89,7 +89,7 @@ class LavaNetwork:
     edges: list = field(default_factory=list)          # (src process, port, dst process, port)
     latency: int = 0                                   # Lava steps between input and readout
     delay1: set = field(default_factory=set)           # ids of foreign processes with one step of latency
-    derived_synops: dict = field(default_factory=dict)  # layer → (source layer, fan-out): Lava Conv layers
+    derived_synops: dict = field(default_factory=dict)  # layer → (source KNode id, its counter): Lava Conv layers
 
     def connect(self, src, src_port: str, dst, dst_port: str, transpose=None) -> None:
         out = getattr(src, src_port)
@@ -253,7 +253,8 @@ def build_network(net, inputs, T: int, *, precision: str | None = None, granular
     on consecutive steps in parallel; inputs are re-aligned by :func:`align_latencies`.
     ``lava_synapses`` (granularity "layer"): pointwise convolutions fed by spikes run in
     Lava's own ``lava.proc.conv`` Conv process (one step of latency, aligned the same way;
-    their IF neurons add bias and exponent; synaptic ops = delivered spikes × fan-out).
+    their IF neurons add bias and exponent; their synaptic ops are counted by the kernel that
+    feeds them: its delivered spikes × their non-zero synapses).
     """
     graph = load_graph(net)
     if getattr(graph, "kind", "mst") != "mst":
@@ -309,19 +310,9 @@ def build_network(net, inputs, T: int, *, precision: str | None = None, granular
     # where each KNode's output can be taken from: (process, out port name)
     source: dict[int, tuple] = {-1: (encoder, "out")}
     if granularity == "layer":
-        via_lava: dict[int, KNode] = {}             # synapse KNodes realized by lava.proc.conv
+        # synapse KNodes realized by lava.proc.conv (their neurons apply bias, exponent and wrap)
+        via_lava = {k.id: k for k in body if lava_synapses and _lava_conv_fits(k)}
         for k in body:
-            if lava_synapses and _lava_conv_fits(k):
-                conv = _lava_conv(k, graph)
-                net.procs.append(conv)
-                net.delay1.add(conv.id)
-                sp, sname = source[k.inputs[0]][:2]
-                net.connect(sp, sname, conv, "s_in", transpose=(2, 1, 0))     # (C, H, W) → Lava's (W, H, C)
-                source[k.id] = (conv, "a_out", (2, 1, 0))
-                via_lava[k.id] = k
-                fan = int(k.kernel.weight.shape[0])
-                net.derived_synops[k.layer] = (knodes[k.inputs[0]].layer, fan)
-                continue
             if k.role == "neuron" and k.inputs[0] in via_lava:
                 syn = via_lava[k.inputs[0]].kernel
                 if syn.fixed:                   # the raw accumulation: the neuron applies exponent, wrap, bias
@@ -329,6 +320,20 @@ def build_network(net, inputs, T: int, *, precision: str | None = None, granular
                 else:
                     b, wexp = (None if syn.bias is None else syn.bias.reshape(-1, 1, 1)), None
                 k.kernel = K.IFKernel(k.shape, k.kernel.vth, fixed=k.kernel.fixed, bias=b, weight_exp=wexp)
+        for k in via_lava.values():
+            # Lava's Conv has no counters of ours: the kernel feeding it counts the synaptic ops its
+            # output events cause there (its non-zero synapses, format §7); set before processes exist
+            src = knodes[k.inputs[0]]
+            net.derived_synops[k.layer] = (src.id, src.kernel.count_output_synops(k.kernel.fanout))
+        for k in body:
+            if k.id in via_lava:
+                conv = _lava_conv(k, graph)
+                net.procs.append(conv)
+                net.delay1.add(conv.id)
+                sp, sname = source[k.inputs[0]][:2]
+                net.connect(sp, sname, conv, "s_in", transpose=(2, 1, 0))     # (C, H, W) → Lava's (W, H, C)
+                source[k.id] = (conv, "a_out", (2, 1, 0))
+                continue
             proc = _single_process(k, knodes, common, graph, pipeline)
             net.procs.append(proc)
             net.kernel_slots[k.id] = (proc, 0, len(k.kernel.count_names))

@@ -33,6 +33,25 @@ class Kernel:
 
     def __init__(self):
         self.counts = np.zeros(len(self.count_names), dtype=np.float64)
+        self._out_fanouts: list = []
+
+    def count_output_synops(self, fanout) -> str:
+        """Also count, every step, the synaptic ops this kernel's output events cause in a consumer
+        that has no counters of ours (Lava's own ``Conv``): ``fanout @ (out ≠ 0)``, the format's rule
+        (§7) with ``fanout`` the consumer's per-input non-zero synapses. Adds a counter (returns its
+        name); call before the kernel's process is created."""
+        name = f"synops_out{len(self._out_fanouts)}"
+        self._out_fanouts.append(np.asarray(fanout, dtype=np.float64).reshape(-1))
+        self.count_names = tuple(self.count_names) + (name,)
+        self.counts = np.zeros(len(self.count_names), dtype=np.float64)
+        return name
+
+    def _count_out(self, out) -> None:
+        if self._out_fanouts:
+            events = np.asarray(out).reshape(-1) != 0
+            first = len(self.count_names) - len(self._out_fanouts)
+            for j, fan in enumerate(self._out_fanouts):
+                self.counts[first + j] += float(fan @ events)
 
     def reset(self) -> None:
         """Start a new sample (state back to its initial value)."""
@@ -56,8 +75,10 @@ class SynapseKernel(Kernel):
     compartment does, so a fixed SynapseKernel takes no bias)
     dense: the same with a matrix product; flatten: C-order reshape.
 
-    ``spike_input``: the input is a 0/1 spike tensor (synaptic ops = delivered spikes ×
-    fan-out) rather than a graded value (dense multiply-accumulates).
+    ``spike_input``: the input is a 0/1 spike tensor rather than a graded value (which also
+    costs dense multiply-accumulates). Synaptic ops (format §7): every nonzero input element ×
+    its non-zero outgoing synapses (``netx_ops.conv_fanout`` / ``dense_fanout`` of the weights
+    the kernel runs).
     """
 
     count_names = ("synops", "analog_macs")
@@ -83,7 +104,7 @@ class SynapseKernel(Kernel):
         if kind == "conv":
             Co, Cg, kH, kW = self.weight.shape
             C, H, W = self.in_shape
-            self.fanout = ops.conv_fanout(self.in_shape, self.weight.shape, self.stride, self.padding,
+            self.fanout = ops.conv_fanout(self.in_shape, self.weight, self.stride, self.padding,
                                           self.groups).astype(np.float64).reshape(-1)
             self.dense_macs = float(np.prod(self.out_shape)) * Cg * kH * kW
             if (kH, kW) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0):
@@ -99,7 +120,7 @@ class SynapseKernel(Kernel):
             if self.bias is not None:
                 self._bias3 = self.bias.reshape(-1, 1, 1)
         elif kind == "dense":
-            self.fanout = (self.weight != 0).sum(axis=0).astype(np.float64).reshape(-1)
+            self.fanout = ops.dense_fanout(self.weight).astype(np.float64)
             self.dense_macs = float(self.weight.size)
             self._wabs = float(np.abs(self.weight).sum(axis=1).max(initial=0))
         elif kind != "flatten":
@@ -135,7 +156,7 @@ class SynapseKernel(Kernel):
     def step(self, t, x):
         if self.kind == "flatten":
             return x.reshape(self.out_shape)
-        # synaptic events: every nonzero input element × its fan-out (as the torch executor counts);
+        # synaptic ops: every nonzero input element × its non-zero synapses (as the torch executor counts);
         # a graded input also costs dense multiply-accumulates
         self.counts[0] += float(self.fanout @ (x.reshape(-1) != 0))
         if not self.spike_input:
@@ -200,6 +221,7 @@ class IFKernel(Kernel):
         self.counts[0] += np.count_nonzero(s)
         self.counts[1] += self.size
         out = s.astype(self.dtype)
+        self._count_out(out)
         return out * self.vth if self.graded else out
 
 
@@ -237,11 +259,13 @@ class RSMKernel(Kernel):
             n = np.count_nonzero(s)
             self.counts[0] += n
             self.counts[1] += n
+            self._count_out(s)
             return s
         keep = self.keep(t)
         out = s * keep
         n_in, n_out = np.count_nonzero(s), np.count_nonzero(out)
-        self.counts += (n_in, n_out, n_in - n_out)
+        self.counts[:3] += (n_in, n_out, n_in - n_out)
+        self._count_out(out)
         return out
 
 
@@ -249,7 +273,8 @@ class RSMKernel(Kernel):
 # residual stream, attention, readout
 
 class ResidualKernel(Kernel):
-    """Residual accumulation ``x(t) = Σ_k gain[k] · in_k(t)`` (float or int64); counts spike additions."""
+    """Residual accumulation ``x(t) = Σ_k gain[k] · in_k(t)`` (float or int64); counts synaptic ops (nonzero
+    inputs of non-zero gains) and spike additions."""
 
     count_names = ("synops", "residual_adds")
 
@@ -262,10 +287,11 @@ class ResidualKernel(Kernel):
     def step(self, t, *xs):
         acc = None
         for g, x, sp in zip(self.gains, xs, self.spike_inputs):
-            nz = np.count_nonzero(x)
-            self.counts[0] += nz
-            if sp:
-                self.counts[1] += nz
+            if g != 0:                     # an input with gain 0 has no synapse: no op (format §7)
+                nz = np.count_nonzero(x)
+                self.counts[0] += nz
+                if sp:
+                    self.counts[1] += nz
             term = x * g if g != 1 else x
             acc = term.astype(self.dtype) if acc is None else acc + term
         return acc
@@ -382,7 +408,10 @@ class SoftmaxAVKernel(Kernel):
 
 
 class ReadoutKernel(Kernel):
-    """Readout ``y(t) = W · Σ_tokens x(t) + b`` of the last residual node (final BN, mean and head folded)."""
+    """Readout ``y(t) = W · Σ_tokens x(t) + b`` of the last residual node (final BN, mean and head folded).
+
+    Synaptic ops: every nonzero input element × the non-zero weights of its channel
+    (``netx_ops.dense_fanout``, format §7); analog MACs: ``W.size`` every step."""
 
     count_names = ("synops", "analog_macs")
 
@@ -393,10 +422,12 @@ class ReadoutKernel(Kernel):
         self.weight = np.asarray(weight).astype(dt)
         self.bias = np.asarray(bias).astype(dt).reshape(-1)
         self.macs = float(self.weight.size)
+        self.fanout = ops.dense_fanout(self.weight).astype(np.float64)
 
     def step(self, t, x):
         pooled = x.reshape(x.shape[0], -1).sum(axis=1) if x.ndim > 1 else x
-        self.counts[0] += np.count_nonzero(x) * self.weight.shape[0]
+        events = (x != 0).reshape(x.shape[0], -1).sum(axis=1) if x.ndim > 1 else (x != 0)
+        self.counts[0] += float(self.fanout @ events)
         self.counts[1] += self.macs
         if self.fixed:
             return ops.exact_matmul(self.weight, pooled.astype(np.int64)) + self.bias

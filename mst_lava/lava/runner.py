@@ -93,17 +93,19 @@ def collect(net: LavaNetwork, scores: np.ndarray, proc_counts: dict) -> tuple[di
         for j, cname in enumerate(k.kernel.count_names):
             if k.role == "rsm" and cname == "events":
                 continue                               # = the neurons' spikes
+            if cname.startswith("synops_out"):
+                continue                               # a Lava Conv consumer's synops, filed below
             col = arr[:, j]
             ps[cname] = ps.get(cname, 0) + col
             c[cname] = c.get(cname, 0) + int(round(float(col.sum())))
-    for lay, (src, fan) in net.derived_synops.items():
-        # synapses run by Lava's own Conv process (no counters of ours inside): every delivered
-        # spike of the source layer reaches ``fan`` synapses (pointwise conv: uniform fan-out)
+    for lay, (src, cname) in net.derived_synops.items():
+        # synapses run by Lava's own Conv process (no counters of ours inside): the kernel feeding it
+        # counted its delivered events × their non-zero synapses in the Conv (format §7)
+        proc, a, _ = net.kernel_slots[src]
+        col = proc_counts[proc.id][:, a + net.knodes[src].kernel.count_names.index(cname)]
         name = graph.layers[lay].name or f"layer{lay}"
-        sname = graph.layers[src].name or f"layer{src}"
-        sps = per_sample[sname].get("delivered", per_sample[sname].get("spikes"))
-        per_sample[name]["synops"] = sps * fan
-        counts[name]["synops"] = int(round(float(np.sum(sps)))) * fan
+        per_sample[name]["synops"] = col
+        counts[name]["synops"] = int(round(float(col.sum())))
     for name, c in counts.items():
         if c["site"] or c["type"] in ("conv", "dense", "mst_qk", "mst_softmax_av"):
             if "delivered" not in per_sample[name] and "spikes" in per_sample[name]:

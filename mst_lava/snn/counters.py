@@ -9,10 +9,11 @@ How it works, generically (any model built from QCFS sites, the MST and the base
   average pooling (tag marked "pooled", with the pooling factor);
 * forward hooks on every ``nn.Linear`` / ``nn.Conv2d`` look at the input's tag:
     - spike input → synaptic ops = Σ over delivered spikes of their nonzero outgoing
-      synapses, i.e. ``sum(conv((x≠0), (W≠0)))`` with the layer's own stride, padding,
-      dilation and groups; computed as ``(x≠0)·fanout`` where ``fanout`` is the exact
-      per-input fan-out map (a transposed convolution of ones), exact at borders;
-      attributed to the producing site;
+      synapses (the project's one rule, docs/netx-mst-format.md §7), i.e.
+      ``sum(conv((x≠0), (W≠0)))`` with the layer's own stride, padding, dilation and groups;
+      computed as ``(x≠0)·fanout`` with ``fanout`` the exact per-input fan-out map of
+      :func:`mst_lava.netx_ops.conv_fanout` (``dense_fanout`` for linear layers), exact at
+      borders; attributed to the producing site;
     - pooled spikes → the same with spike counts ``round(x·factor/λ)`` per pooled input;
     - analog input (image, BN of the residual stream, head) → dense MACs;
 * matrix products with a spike operand are *dynamic products* (no fixed synapses):
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from mst_lava import netx_ops as ops
 from mst_lava.model.qcfs import QCFS, iter_sites
 from mst_lava.model.rsm import BLOCK_SITES
 
@@ -78,22 +80,13 @@ def group_of(site: str, block: int) -> str:
 def conv_fanout(conv: nn.Conv2d, in_hw: tuple[int, int], device=None) -> torch.Tensor:
     """(C_in, H, W) float32: number of nonzero synapses from each input element to the output map.
 
-    Exact at borders (zero padding), for any stride, dilation and groups: it is the transposed
-    convolution of an all-ones output map with the weights' nonzero pattern.
+    The one counting rule of the project (docs/netx-mst-format.md §7), computed by
+    :func:`mst_lava.netx_ops.conv_fanout` for the layer's geometry: exact at borders (zero
+    padding), for any stride, dilation and groups.
     """
-    H, W = in_hw
-    w = (conv.weight.detach() != 0).to(torch.float32)
-    if device is not None:
-        w = w.to(device)
-    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
-    ph, pw = conv.padding
-    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    oph = H + 2 * ph - dh * (kh - 1) - 1 - (Ho - 1) * sh
-    opw = W + 2 * pw - dw * (kw - 1) - 1 - (Wo - 1) * sw
-    ones = torch.ones(1, conv.out_channels, Ho, Wo, dtype=torch.float32, device=w.device)
-    f = F.conv_transpose2d(ones, w, None, conv.stride, conv.padding, (oph, opw), conv.groups, conv.dilation)
-    return f[0]
+    fan = ops.conv_fanout((conv.in_channels, *in_hw), conv.weight, conv.stride, conv.padding, conv.groups,
+                          conv.dilation)
+    return torch.as_tensor(fan, dtype=torch.float32, device=conv.weight.device if device is None else device)
 
 
 def conv_synops_direct(conv: nn.Conv2d, x: torch.Tensor) -> int:
@@ -104,8 +97,8 @@ def conv_synops_direct(conv: nn.Conv2d, x: torch.Tensor) -> int:
 
 
 def linear_fanout(lin: nn.Linear) -> torch.Tensor:
-    """(in_features,) float32: nonzero outgoing synapses of each input feature."""
-    return (lin.weight.detach() != 0).sum(0).to(torch.float32)
+    """(in_features,) float32: nonzero outgoing synapses of each input feature (:func:`mst_lava.netx_ops.dense_fanout`)."""
+    return torch.as_tensor(ops.dense_fanout(lin.weight), dtype=torch.float32, device=lin.weight.device)
 
 
 class _Mode(TorchFunctionMode):
