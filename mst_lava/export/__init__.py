@@ -5,13 +5,36 @@
     graph = read_network("export/digits.net")
     res = NetSim(graph).run(images, T=32)
 
-The file format is specified in docs/netx-mst-format.md.
+The file format is specified in docs/netx-mst-format.md. The format core (``graph``, the reader
+and writer in ``hdf5io``) needs numpy and h5py only; the exporter and ``NetSim`` (torch) are
+imported on first use of their names, so ``from mst_lava.export import read_network`` loads no
+torch (the Lava runtime runs without it).
 """
+from __future__ import annotations
+
+import importlib
+
 from mst_lava.export.graph import FORMAT, FORMAT_VERSION, Layer, NetxGraph
-from mst_lava.export.exporter import bn_fold, export_checkpoint, export_model, merge_conv_weight, quantize_graph
-from mst_lava.export.hdf5io import read_network, write_network
-from mst_lava.export.netsim import NetSim, SimResult, count_synops
+
+# name → module that defines it (imported when the name is first used)
+_LAZY = {"read_network": "mst_lava.export.hdf5io", "write_network": "mst_lava.export.hdf5io",
+         **{name: "mst_lava.export.exporter" for name in ("bn_fold", "export_checkpoint", "export_model",
+                                                          "merge_conv_weight", "quantize_graph")},
+         **{name: "mst_lava.export.netsim" for name in ("NetSim", "SimResult", "count_synops")}}
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Layer", "NetxGraph", "bn_fold", "export_checkpoint", "export_model",
            "merge_conv_weight", "quantize_graph", "read_network", "write_network", "NetSim", "SimResult",
            "count_synops"]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -25,6 +25,9 @@ STANDARD_TYPES = ("input", "conv", "dense", "flatten")
 MST_TYPES = ("mst_qk", "mst_softmax_av", "mst_residual", "mst_readout")
 NEURON_TYPES = ("mst_qk", "mst_softmax_av")  # extension types that own a neuron population
 LAYOUTS = ("grid", "window_heads", "window_tokens", "attn", "flat", "none")
+# File attributes stored as JSON text (an HDF5 attribute holds no dict). In memory (a NetxGraph's
+# ``attrs``) they are dicts: ``write_network`` encodes exactly these, ``read_network`` decodes them all.
+JSON_ATTRS = ("model_config", "mask", "checkpoint_metrics")
 
 
 @dataclass

@@ -1,14 +1,44 @@
-"""Models whose activations are QCFS sites: the Masked Spiking Transformer (and baselines)."""
+"""Models whose activations are QCFS sites: the Masked Spiking Transformer (and baselines).
 
-from mst_lava.model.qcfs import QCFS, qcfs, iter_sites
+Importing the package is cheap and torch-free: it loads :mod:`mst_lava.model.rsm` (site names and
+the RSM mask generator, numpy only; the format core and the Lava runtime use it), while the torch
+models (``QCFS``, ``MST``, ``build_model``, ...) are imported on first use of their names.
+"""
+from __future__ import annotations
+
+import importlib
+
 from mst_lava.model.rsm import SITES, parse_mask_spec, set_ann_masks
-from mst_lava.model.mst import MST, MSTConfig, PRESETS, build_model
+
+# name → module that defines it (imported, with torch, when the name is first used)
+_LAZY = {"QCFS": "mst_lava.model.qcfs", "qcfs": "mst_lava.model.qcfs", "iter_sites": "mst_lava.model.qcfs",
+         "MST": "mst_lava.model.mst", "MSTConfig": "mst_lava.model.mst", "PRESETS": "mst_lava.model.mst",
+         "build_model": "mst_lava.model.mst"}
 
 __all__ = ["QCFS", "qcfs", "iter_sites", "SITES", "parse_mask_spec", "set_ann_masks",
            "MST", "MSTConfig", "PRESETS", "build_model"]
 
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def _build_mst(cfg: dict):
+    from mst_lava.model.mst import MST, MSTConfig
+    return MST(MSTConfig.from_dict(cfg))
+
+
 # Architectures a checkpoint may name; baselines register themselves here.
-ARCHS = {"mst": lambda cfg: MST(MSTConfig.from_dict(cfg))}
+ARCHS = {"mst": _build_mst}
 
 
 def build_model_from_config(arch: str, cfg: dict):

@@ -5,15 +5,21 @@ The SNN masks come from a counter-based generator: a pure function of
 operators that behave identically on numpy arrays and torch tensors (CPU or GPU).
 The Lava runtime calls the very same function, which is what makes spike-exact
 parity between torch and Lava possible with masking on.
+
+numpy only: torch is imported by the functions that take or make tensors (``keep_mask_torch``;
+``set_ann_masks`` and ``check_mask_sites`` receive a model), so the format core and the Lava
+runtime use this module without torch.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import numpy as np
-import torch
 
 from mst_lava.errors import MSTError
+
+if TYPE_CHECKING:
+    import torch
 
 # The ten sites of a transformer block, named as in the paper (Table 2), then the
 # sites outside blocks. Their position in this tuple is the site id in mask keys.
@@ -79,6 +85,11 @@ def parse_mask_spec(spec: Iterable[str] | Mapping[str, float] | None) -> dict[st
             name += f"@{int(block)}"
         out[name] = check_ratio(v, f"mask ratio for {name}:")
     return out
+
+
+def format_mask(mask: Mapping[str, float] | None) -> str:
+    """``{"Q": 0.75, "K@1": 0.5}`` → ``"Q=0.75 K@1=0.5"`` (the ``--mask`` syntax); ``"none"`` for no mask."""
+    return " ".join(f"{k}={float(v):g}" for k, v in (mask or {}).items()) or "none"
 
 
 def _spans(values) -> str:
@@ -175,5 +186,6 @@ def keep_mask_numpy(seed: int, site: str | int, block: int, step: int, n: int, r
 def keep_mask_torch(seed: int, site: str | int, block: int, step: int, n: int, ratio: float,
                     device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean keep-mask for elements 0..n-1 of one sample at one step (torch, any device)."""
+    import torch
     bits = mask_bits(mask_key(seed, site, block, step), torch.arange(n, dtype=torch.int64, device=device))
     return bits >= drop_threshold(ratio)
