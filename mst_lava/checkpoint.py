@@ -215,8 +215,10 @@ def atomic_write(path: str | os.PathLike, write, what: str = "output") -> None:
     except OSError as e:
         raise MSTError(f"cannot write {what} {path}: {_reason(e)}") from None
     os.close(fd)
+    from mst_lava.interrupts import check as _interrupt_pending
     try:
         write(tmp)
+        _interrupt_pending()        # a Ctrl-C/SIGTERM swallowed inside write() (a callback) commits nothing
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as e:

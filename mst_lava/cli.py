@@ -11,6 +11,7 @@ import sys
 import time
 
 from mst_lava import argtypes as at
+from mst_lava import interrupts
 from mst_lava.errors import MSTError
 from mst_lava.shipped import PACKAGED, shipped_dir
 
@@ -152,13 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dispatch(func, args) -> int:
     try:
-        return int(func(args) or 0)
+        with interrupts.handled():
+            return int(func(args) or 0)
     except MSTError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:      # Ctrl-C: 130, SIGTERM: 143; cleanup (temp files, Lava) already ran
+        print(interrupts.message(e), file=sys.stderr)
+        return interrupts.exit_status(e)
 
 
 def _exit_code(e: SystemExit) -> int:
@@ -178,12 +180,16 @@ def export_main(argv=None) -> int:
     """``mst-export model.pt -o export/model.net ...``"""
     from mst_lava.export.cli import export_main as run
     try:
-        return int(run(argv) or 0)
+        with interrupts.handled():
+            return int(run(argv) or 0)
     except SystemExit as e:
         return _exit_code(e)
     except MSTError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:      # Ctrl-C: 130, SIGTERM: 143; the temp file is already removed
+        print(f"mst-export: {interrupts.message(e)}", file=sys.stderr)
+        return interrupts.exit_status(e)
 
 
 if __name__ == "__main__":

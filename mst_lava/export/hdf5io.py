@@ -64,11 +64,46 @@ def _need_h5py() -> None:
         raise MSTError("reading and writing .net files needs h5py: pip install h5py")
 
 
+class _HDF5Image:
+    """``with _HDF5Image(tmp) as f:`` builds the HDF5 file in memory (h5py's core driver, no
+    backing store) and, when the block ends without error, writes the file image to ``tmp`` with
+    plain file I/O. HDF5 itself never writes to the disk, so a full disk cannot leave it closing
+    a half-written file (that printed thousands of h5py tracebacks and crashed with SIGSEGV): the
+    write fails with one OSError, which ``atomic_write`` turns into one line. An interrupt that
+    h5py's callbacks swallowed is raised before anything is written."""
+
+    CHUNK = 1 << 24
+
+    def __init__(self, path) -> None:
+        self.path, self.file = str(path), None
+
+    def __enter__(self):
+        self.file = h5py.File(self.path, "w", driver="core", backing_store=False)
+        return self.file
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        from mst_lava import interrupts
+        f, self.file, image = self.file, None, None
+        try:
+            if exc_type is None:
+                f.flush()
+                image = f.id.get_file_image()
+        finally:
+            f.close()
+        if image is not None:
+            interrupts.check()
+            view = memoryview(image)
+            with open(self.path, "wb") as out:
+                for i in range(0, len(view), self.CHUNK):
+                    out.write(view[i:i + self.CHUNK])
+        return False
+
+
 def write_network(path, graph: NetxGraph) -> None:
     """Write ``graph`` to ``path`` (atomic). MST graphs get the format tag and ``mst/`` groups."""
     _need_h5py()
     def _write(tmp: str) -> None:
-        with h5py.File(tmp, "w") as f:
+        with _HDF5Image(tmp) as f:
             if graph.kind == "mst":
                 f.attrs["format"] = FORMAT
                 f.attrs["format_version"] = FORMAT_VERSION

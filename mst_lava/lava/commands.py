@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import platform
-import signal
 import sys
 import threading
 import time
@@ -123,18 +122,11 @@ def _build(graph, x, T, precision, args, seed):
 
 @contextmanager
 def _sigterm_as_interrupt():
-    """SIGTERM raises KeyboardInterrupt while Lava runs, so ``finally`` stops Lava's children."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:                     # not in the main thread
+    """SIGINT and SIGTERM raise KeyboardInterrupt (SIGTERM: ``interrupts.Terminated``, exit 143)
+    while Lava runs, so ``finally`` stops Lava's children (also when called without the CLI)."""
+    from mst_lava.interrupts import handled
+    with handled():
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _config(graph) -> dict:
