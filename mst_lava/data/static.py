@@ -104,10 +104,15 @@ class BatchLoader:
 
     def _indices(self) -> torch.Tensor:
         idx = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
-        return idx[self.rank::self.world]
+        # every rank gets the same number of samples (the last n % world are left out), so every
+        # rank takes the same number of DDP steps: one step more on one rank hangs or kills the others
+        return idx[:self._per_rank() * self.world][self.rank::self.world]
+
+    def _per_rank(self) -> int:
+        return self.n // self.world
 
     def __len__(self) -> int:
-        n = len(range(self.rank, self.n, self.world))
+        n = self._per_rank()
         return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
 
     def __iter__(self):
