@@ -27,7 +27,8 @@ def _add_train(sub) -> None:
                                    "random crop/flip, bf16 autocast where the hardware has it, DDP under torchrun. Writes a checkpoint after "
                                    "every epoch (atomically).")
     p.add_argument("--dataset", default=None, help=f"dataset name: {', '.join(dataset_names())} "
-                   "(default: the preset's own: digits→digits, fmnist→fmnist, cifar→cifar10, swin-t→imagenet)")
+                   "(default: the --init or --resume checkpoint's, else the preset's own: digits→digits, "
+                   "fmnist→fmnist, cifar→cifar10, swin-t→imagenet)")
     p.add_argument("--preset", default=None, choices=list(PRESETS), help="model preset (default: from the dataset)")
     p.add_argument("--data", default=None, help="dataset folder (default: the dataset's standard location)")
     p.add_argument("--epochs", type=at.positive_int, default=30)
@@ -59,16 +60,11 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from mst_lava.data import DEFAULT_PRESET
     from mst_lava.train import TrainConfig, train
     if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0:
         raise MSTError("--epochs and --batch-size must be ≥ 1 and --lr > 0")
     _check_train_args(args)
-    dataset = args.dataset
-    if dataset is None:
-        by_preset = {v: k for k, v in reversed(list(DEFAULT_PRESET.items()))}
-        dataset = by_preset.get(args.preset or "digits", "digits")
-    cfg = TrainConfig(dataset=dataset, data=args.data, preset=args.preset, epochs=args.epochs,
+    cfg = TrainConfig(dataset=args.dataset, data=args.data, preset=args.preset, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
                       label_smoothing=args.label_smoothing, mask=args.mask, seed=args.seed, out=args.out,
                       resume=args.resume, init=args.init, device=args.device, workers=args.workers,

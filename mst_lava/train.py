@@ -35,7 +35,7 @@ from mst_lava.model.rsm import parse_mask_spec
 
 @dataclass
 class TrainConfig:
-    dataset: str = "digits"
+    dataset: str | None = None       # None: the checkpoint's (--resume, --init), else the preset's
     data: str | None = None
     preset: str | None = None
     epochs: int = 30
@@ -177,8 +177,12 @@ def train(cfg: TrainConfig) -> dict:
         model, ckpt = load_checkpoint(cfg.init)
         if cfg.preset and cfg.preset != model.cfg.preset:
             raise MSTError(f"--init checkpoint is preset {model.cfg.preset!r}, not {cfg.preset!r}")
+        cfg.dataset = cfg.dataset or ckpt.get("dataset")      # fine-tune on what it was trained on
     else:
         model = None
+    if cfg.dataset is None:
+        by_preset = {v: k for k, v in reversed(list(DEFAULT_PRESET.items()))}
+        cfg.dataset = by_preset.get(cfg.preset or (model.cfg.preset if model is not None else "digits"), "digits")
     if model is None:   # a fresh model: the preset, with the head sized for the dataset
         preset = cfg.preset or DEFAULT_PRESET.get(cfg.dataset, "digits")
         if preset not in PRESETS:

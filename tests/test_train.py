@@ -72,3 +72,20 @@ def test_help_lists_commands():
     r = subprocess.run([sys.executable, "-m", "mst_lava.cli", "train", "--help"], capture_output=True, text=True)
     for opt in ("--mask", "--resume", "--init", "--epochs", "--lr", "--batch-size", "--data"):
         assert opt in r.stdout
+
+
+def test_init_fine_tunes_on_the_checkpoints_own_dataset(tmp_path):
+    """`--init ckpt` without --dataset trains on the dataset the checkpoint was trained on, not digits."""
+    import torch
+    from mst_lava.checkpoint import save_checkpoint
+    from mst_lava.model import build_model
+    src = tmp_path / "src.pt"
+    save_checkpoint(src, build_model("digits", embed_dim=8, heads=(2, 2), mlp_ratio=1.0), dataset="nosuch")
+    torch.manual_seed(0)
+    from mst_lava.errors import MSTError
+    import pytest
+    with pytest.raises(MSTError, match="nosuch"):          # it reached for the checkpoint's dataset
+        train(TrainConfig(epochs=1, limit_train=32, out=str(tmp_path / "ft.pt"), init=str(src), progress=False))
+    m = train(TrainConfig(epochs=1, limit_train=32, out=str(tmp_path / "ft.pt"), init=str(src), dataset="digits",
+                          progress=False))
+    assert read_checkpoint(tmp_path / "ft.pt")["dataset"] == "digits" and 0 <= m["ann_acc"] <= 1
