@@ -15,8 +15,11 @@ from mst_lava import interrupts
 from mst_lava.errors import MSTError
 from mst_lava.shipped import PACKAGED, shipped_dir
 
-# modules that add subcommands: (module, what it provides); absent modules are skipped
-COMMAND_MODULES = ("mst_lava.snn.evaluate", "mst_lava.lava.commands", "mst_lava.search", "mst_lava.official", "mst_lava.inspect_net")
+# modules that add subcommands (each has ``register(subparsers)``) and the commands they add; absent
+# modules are skipped. ``mst COMMAND`` imports only its own module (``mst run`` on Lava: no torch).
+COMMAND_MODULES = {"mst_lava.snn.evaluate": ("snn-eval",), "mst_lava.lava.commands": ("run", "verify"),
+                   "mst_lava.search": ("rsm-search",), "mst_lava.official": ("import-official",),
+                   "mst_lava.inspect_net": ("inspect",)}
 
 
 def _add_train(sub) -> None:
@@ -130,12 +133,17 @@ def _run_demo(args) -> int:
                  "--backend", "lava-cpu", "--precision", "fixed", "--report", report])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``mst`` parser with every command, or, given ``command``, with that one only (its module alone is
+    imported)."""
     parser = at.OneLineParser(prog="mst", description="Masked Spiking Transformer: train, convert to "
                                      "spikes with Random Spike Masking, export to Lava/Loihi, report energy.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_train(sub)
-    for mod in COMMAND_MODULES:
+    if command in (None, "train"):
+        _add_train(sub)
+    for mod, names in COMMAND_MODULES.items():
+        if command is not None and command not in names:
+            continue
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:
@@ -143,8 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
-    _add_demo(sub)
+    if command in (None, "demo"):
+        _add_demo(sub)
     return parser
+
+
+def _command_of(argv) -> str | None:
+    """The command ``argv`` names, if it is one of ours (then only its parser is built), else None."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    known = {"train", "demo"}.union(*COMMAND_MODULES.values())
+    return argv[0] if argv and argv[0] in known else None
 
 
 def _dispatch(func, args) -> int:
@@ -166,7 +182,7 @@ def _exit_code(e: SystemExit) -> int:
 def main(argv=None) -> int:
     """``mst COMMAND ...``; returns the exit status (2 for a bad argument: one line on stderr)."""
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(_command_of(argv)).parse_args(argv)
     except SystemExit as e:   # argparse: --help (0) or a bad argument (2, its one-line message printed)
         return _exit_code(e)
     return _dispatch(args.func, args)

@@ -50,7 +50,7 @@ def cmd_inspect(args) -> int:
     rep = inspect_graph(graph, args.target)
     rep["file"] = str(args.net)
     if args.json:
-        from mst_lava.checkpoint import atomic_write
+        from mst_lava.fileio import atomic_write
         text = json.dumps(rep, indent=1, default=_json_default)
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(text), "--json output")
     sys.stdout.write(markdown(rep))
@@ -117,7 +117,7 @@ def _cover(n, k, s, p, no):
 
 
 def _conv_geometry(L, in_shape):
-    from mst_lava.export.netsim import _pair
+    from mst_lava.export.hdf5io import _pair
     w = np.asarray(L.params["weight"])
     w = w.reshape(w.shape[:4])
     Co, Cg, kH, kW = w.shape

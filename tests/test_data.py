@@ -97,3 +97,39 @@ def test_batchwise_crop_and_flip_are_shifts_and_mirrors_of_each_image():
         assert hits, f"image {i} is not a crop (or mirrored crop) of its padded original"
         kinds.add(hits[0][2])
     assert kinds == {False, True}                                           # both flipped and not
+
+
+def _torch_images(ds, n):
+    import torch
+    return torch.stack([ds[i][0] for i in range(n)]).numpy(), [ds[i][1] for i in range(n)]
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_eval_arrays_equal_the_torch_dataset_bit_for_bit(tmp_path, in_chans):
+    """The Lava runtime's torch-free test inputs (data.eval_arrays) are the torch dataset's images exactly."""
+    from mst_lava.data import eval_arrays
+    a = eval_arrays("digits", None)
+    x = a.eval_images(0, 40, 8, in_chans)
+    want, labels = _torch_images(get_dataset("digits", None, "test", 8, in_chans=in_chans), 40)
+    assert x.dtype == np.float32 and x.shape == (40, in_chans, 8, 8)
+    np.testing.assert_array_equal(x, want)
+    assert a.labels[:40].tolist() == labels
+    assert a.eval_images(0, 1, 16, 1) is None             # a resize: the torch dataset's job
+    # CIFAR (uint8, three channels): equal at its size, refused for one channel (a colour average)
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(d / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}, f)
+    c = eval_arrays("cifar10", tmp_path)
+    want = _torch_images(get_dataset("cifar10", tmp_path, "test"), 4)[0]
+    np.testing.assert_array_equal(c.eval_images(0, 4, 32, 3), want)
+    assert c.eval_images(0, 1, 32, 1) is None
+    assert eval_arrays("imagenet", None) is None and eval_arrays("cifar10-dvs", None) is None
+
+
+def test_every_static_dataset_has_a_torch_dataset():
+    from mst_lava.data.files import STATIC_NAMES
+    from mst_lava.data.static import STATIC_DATASETS
+    assert set(STATIC_NAMES) == set(STATIC_DATASETS)

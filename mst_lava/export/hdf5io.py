@@ -22,10 +22,10 @@ except ImportError:  # pragma: no cover
     h5py = None
 
 from mst_lava import netx_ops as ops
-from mst_lava.checkpoint import atomic_write
+from mst_lava.fileio import atomic_write
 from mst_lava.errors import MSTError
-from mst_lava.export.graph import (FORMAT, FORMAT_VERSION, LAYOUTS, MST_TYPES, MST_VERSION, NEURON_TYPES,
-                                   STANDARD_TYPES, Layer, NetxGraph)
+from mst_lava.export.graph import (FORMAT, FORMAT_VERSION, JSON_ATTRS, LAYOUTS, MST_TYPES, MST_VERSION,
+                                   NEURON_TYPES, STANDARD_TYPES, Layer, NetxGraph)
 
 # keys of standard layer groups that we read as arrays (netx reads the same names)
 _STD_KEYS = ("weight", "bias", "stride", "padding", "dilation", "groups", "inChannels", "outChannels",
@@ -99,6 +99,16 @@ class _HDF5Image:
         return False
 
 
+def _attr_value(key: str, v):
+    """A file attribute as stored: the JSON attributes (``graph.JSON_ATTRS``) as JSON text, read back as
+    dicts by ``read_network``; no other attribute may be a dict (it would not read back as one)."""
+    if key in JSON_ATTRS:
+        return json.dumps(json.loads(v) if isinstance(v, str) else v)
+    if isinstance(v, dict):
+        raise ValueError(f"attribute {key!r} is a dict; only {', '.join(JSON_ATTRS)} are stored as JSON")
+    return v
+
+
 def write_network(path, graph: NetxGraph) -> None:
     """Write ``graph`` to ``path`` (atomic). MST graphs get the format tag and ``mst/`` groups."""
     _need_h5py()
@@ -110,7 +120,7 @@ def write_network(path, graph: NetxGraph) -> None:
             for k, v in graph.attrs.items():
                 if k in ("format", "format_version"):
                     continue
-                f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
+                f.attrs[k] = _attr_value(k, v)
             sim = f.create_group("simulation")
             sim.create_dataset("Ts", data=np.int64(1))
             sim.create_dataset("tSample", data=np.int64(graph.attrs.get("tSample", 32)))
@@ -283,8 +293,29 @@ def _value_attr(v):
     return v
 
 
+def _json_attrs(attrs: dict, ctx: _Ctx) -> None:
+    """Decode every attribute the writer stores as JSON (``JSON_ATTRS``) into the dict it was."""
+    for k in JSON_ATTRS:
+        if k not in attrs:
+            continue
+        v = attrs[k]
+        if not isinstance(v, str):
+            ctx.fail("/", f"attribute {k} is {_describe(v)}; JSON text of an object belongs here")
+        try:
+            v = json.loads(v)
+        except (json.JSONDecodeError, RecursionError):
+            ctx.fail("/", f"attribute {k!r} is not valid JSON")
+        if not isinstance(v, dict):
+            ctx.fail("/", f"attribute {k} is {_describe(v)}; a JSON object belongs here")
+        attrs[k] = v
+    for site, ratio in attrs.get("mask", {}).items():
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+            ctx.fail("/", f"attribute mask: {site!r} has ratio {ratio!r}; a ratio is a number in [0, 1)")
+
+
 def _read_file(f, ctx: _Ctx) -> NetxGraph:
     attrs = {k: _value_attr(v) for k, v in f.attrs.items()}
+    _json_attrs(attrs, ctx)
     fmt = attrs.get("format")
     if fmt is None:
         kind = "netx"
@@ -299,11 +330,6 @@ def _read_file(f, ctx: _Ctx) -> NetxGraph:
             ctx.fail("/", f"format_version is {ver!r}; this mst_lava reads version {FORMAT_VERSION}{hint}")
         if attrs.get("precision") not in ("float", "fixed"):
             ctx.fail("/", f"attribute 'precision' is {attrs.get('precision')!r}, expected 'float' or 'fixed'")
-        if "model_config" in attrs and isinstance(attrs["model_config"], str):
-            try:
-                attrs["model_config"] = json.loads(attrs["model_config"])
-            except json.JSONDecodeError:
-                ctx.fail("/", "attribute 'model_config' is not valid JSON")
     if "layer" not in f or not isinstance(f["layer"], h5py.Group):
         ctx.fail("/", "has no 'layer' group: not a netx network")
     lg = f["layer"]

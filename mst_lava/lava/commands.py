@@ -30,6 +30,7 @@ import numpy as np
 
 from mst_lava import argtypes as at
 from mst_lava.errors import MSTError
+from mst_lava.model.rsm import format_mask
 
 FLOAT_TOL = 0.005
 RUN_BACKENDS = ("lava-cpu", "loihi", "torch")
@@ -130,33 +131,33 @@ def _sigterm_as_interrupt():
 
 
 def _config(graph) -> dict:
-    cfg = graph.attrs.get("model_config") or {}
-    if isinstance(cfg, str):
-        try:
-            cfg = json.loads(cfg)
-        except json.JSONDecodeError:
-            cfg = {}
-    return cfg
+    return dict(graph.attrs.get("model_config") or {})      # decoded from JSON by read_network
 
 
 def load_inputs(graph, data: str | None, root, n: int, offset: int = 0, frames: int | None = None):
-    """The first ``n`` test samples (from ``offset``; ``n = 0``: to the end) the network expects: (x, labels, name)."""
+    """The first ``n`` test samples (from ``offset``; ``n = 0``: to the end) the network expects:
+    (x float32 numpy array, labels, name)."""
     ds, name, n = _test_split(graph, data, root, n, offset, frames)
     x, labels = _samples(ds, offset, offset + n, name, graph)
     return x, labels, name
 
 
 def _test_split(graph, data: str | None, root, n: int, offset: int = 0, frames: int | None = None):
-    """The test split of the network's dataset, its name and the number of samples ``n`` resolves to."""
-    from mst_lava.data import get_dataset
+    """The test split of the network's dataset, its name and the number of samples ``n`` resolves to.
+
+    Static datasets at their own size come as arrays (``data.eval_arrays``: no torch, so a Lava run
+    imports none); the others (resized, ImageNet folders, event frames) as torch datasets."""
+    from mst_lava.data import eval_arrays, get_dataset
     name = data or str(graph.attrs.get("dataset") or "") or None
     if not name:
         raise MSTError(f"{graph.path or 'the network'} does not record its dataset; give --data NAME")
     if n < 0 or offset < 0:
         raise MSTError("--n must be non-negative (0 = the whole test split) and --offset non-negative")
     C, H, W = (int(s) for s in graph.layers[0].shape)
-    kw = {"frames": frames} if frames else {}
-    ds = get_dataset(name, root, "test", H, in_chans=C, **kw)
+    ds = None if frames else eval_arrays(name, root, "test")
+    if ds is None or ds.eval_images(0, 1, H, C) is None:
+        kw = {"frames": frames} if frames else {}
+        ds = get_dataset(name, root, "test", H, in_chans=C, **kw)
     if n == 0:
         n = len(ds) - offset
         if n < 1:
@@ -167,15 +168,19 @@ def _test_split(graph, data: str | None, root, n: int, offset: int = 0, frames: 
 
 
 def _samples(ds, start: int, stop: int, name: str, graph):
-    """Samples ``start..stop-1`` of ``ds`` stacked: (x float tensor, labels int array)."""
-    import torch
+    """Samples ``start..stop-1`` of ``ds`` stacked: (x float32 numpy array, labels int array)."""
+    from mst_lava.data import ImageArrays
     C, H, W = (int(s) for s in graph.layers[0].shape)
-    xs, ys = [], []
-    for i in range(start, stop):
-        x, y = ds[i]
-        xs.append(torch.as_tensor(x))
-        ys.append(int(y))
-    x = torch.stack(xs).float()
+    if isinstance(ds, ImageArrays):
+        x, ys = ds.eval_images(start, stop, H, C), ds.labels[start:stop]
+    else:
+        import torch
+        xs, ys = [], []
+        for i in range(start, stop):
+            xi, y = ds[i]
+            xs.append(torch.as_tensor(xi))
+            ys.append(int(y))
+        x = torch.stack(xs).float().numpy()
     if tuple(x.shape[-3:]) != (C, H, W):
         raise MSTError(f"dataset {name} gives samples of shape {tuple(x.shape[1:])}; the network expects "
                        f"({C}, {H}, {W}) (wrong --data for this network?)")
@@ -271,7 +276,7 @@ def _fmt_pj(pj) -> str:
 
 def _write(path: Path, text: str) -> None:
     try:
-        from mst_lava.checkpoint import atomic_write
+        from mst_lava.fileio import atomic_write
         atomic_write(path, lambda tmp: Path(tmp).write_text(text), "report file")
     except ImportError:
         path.write_text(text)
@@ -284,7 +289,7 @@ def cmd_run(args) -> int:
     if args.T < 1:
         raise MSTError(f"--T must be at least 1, not {args.T}")
     if args.report:
-        from mst_lava.checkpoint import check_output_dir
+        from mst_lava.fileio import check_output_dir
         check_output_dir(args.report, "--report")
     if args.backend == "torch":
         run = _run_torch(args)
@@ -317,7 +322,7 @@ def cmd_run(args) -> int:
         print(energy_note)
     print(run["throughput_line"])
     if args.report:
-        from mst_lava.checkpoint import ensure_dir
+        from mst_lava.fileio import ensure_dir
         out = ensure_dir(args.report, "--report folder")
         graph = run["graph"]
         report = {
@@ -352,7 +357,7 @@ def _run_lava(args) -> dict:
     precision = args.precision or graph.precision
     x, labels, dname = load_inputs(graph, args.data, args.data_root, args.n, args.offset, args.frames)
     t0 = time.perf_counter()
-    net = _build(graph, x.numpy(), args.T, precision, args, args.seed)
+    net = _build(graph, x, args.T, precision, args, args.seed)
     build_s = time.perf_counter() - t0
     print(f"{args.net}: {len(graph.layers)} layers → {net.describe()}; {precision} precision, T={args.T}, "
           f"{len(labels)} {dname} samples, backend {args.backend}")
@@ -462,7 +467,7 @@ def _run_torch(args) -> dict:
                 raise MSTError(f"dataset {dname} gives event frames {tuple(x.shape[1:])}; the torch executor runs "
                                "static images only (use --backend lava-cpu for event data)")
             t0 = time.perf_counter()
-            r = sim.run(x.to(dev), args.T, seed=seed)
+            r = sim.run(torch.from_numpy(x).to(dev), args.T, seed=seed)
             sc = r.readout.sum(0)
             preds.append(r.pred.cpu().numpy())
             logits.append(r.logits.cpu().numpy())
@@ -534,7 +539,7 @@ def _markdown(r: dict) -> str:
         L = [f"# torch run (NetSim): {r['network']} on {r['dataset']}", "",
              f"- command: `{r['command']}`",
              f"- backend torch on {r['device']}, {r['precision']} point, T={r['T']}, {r['n_samples']} samples from "
-             f"{r['offset']} in batches of {r['batch_size']}, RSM seed {r['rsm_seed']}, mask {r['mask'] or 'none'}",
+             f"{r['offset']} in batches of {r['batch_size']}, RSM seed {r['rsm_seed']}, mask {format_mask(r['mask'])}",
              f"- accuracy: **{100 * r['accuracy']:.2f} %**",
              f"- throughput: {th['samples_per_s']:.2f} samples/s ({th['sample_steps_per_s']:.0f} sample-steps/s, "
              f"{th['run_s']:.2f} s)", "",
@@ -544,7 +549,7 @@ def _markdown(r: dict) -> str:
         L = [f"# Lava run: {r['network']} on {r['dataset']}", "",
              f"- command: `{r['command']}`",
              f"- backend {r['backend']}, {r['precision']} point, granularity {r['granularity']}, T={r['T']}, "
-             f"{r['n_samples']} samples from {r['offset']}, RSM seed {r['rsm_seed']}, mask {r['mask'] or 'none'}",
+             f"{r['n_samples']} samples from {r['offset']}, RSM seed {r['rsm_seed']}, mask {format_mask(r['mask'])}",
              f"- accuracy: **{100 * r['accuracy']:.2f} %**",
              f"- throughput: {th['steps_per_s']:.1f} Lava steps/s ({th['process_kinds']}; "
              f"compile {th['compile_s']:.2f} s)", "",
@@ -632,7 +637,7 @@ def cmd_verify(args) -> int:
     x, labels, dname = load_inputs(graph, args.data, args.data_root, args.n, args.offset)
     seed = graph.seed if args.seed is None else int(args.seed)
     print(f"verify: {args.net} ({precision} precision) on {args.n} {dname} samples, T={args.T}, RSM seed {seed}, "
-          f"mask {graph.attrs.get('mask') or 'none'}")
+          f"mask {format_mask(graph.attrs.get('mask'))}")
     t0 = time.perf_counter()
     if args.reference == "snn":
         if precision != "float":
@@ -648,7 +653,7 @@ def cmd_verify(args) -> int:
         ref_sites, ref_pred = ref.site_counts(), np.asarray(ref.pred.cpu().numpy())
         ref_name = f"torch NetSim ({precision})"
     t_ref = time.perf_counter() - t0
-    net = _build(graph, x.numpy(), args.T, precision, args, seed)
+    net = _build(graph, x, args.T, precision, args, seed)
     with _sigterm_as_interrupt():
         res = run_network(net, progress=not args.no_progress, desc="mst verify (lava)")
     rows, worst, ok = compare_counts(ref_sites, res.site_counts(), precision)
@@ -668,12 +673,12 @@ def cmd_verify(args) -> int:
 
 def _snn_reference(model, graph, x, T: int, seed: int):
     """Per-site spikes of the converted checkpoint in the torch SNN simulator (float)."""
+    import torch
     from mst_lava.snn import OpCounter, simulate
     mask = graph.attrs.get("mask") or {}
-    if isinstance(mask, str):
-        mask = json.loads(mask) if mask else {}
     counter = OpCounter(model)
-    r = simulate(model, x, T, mask=mask or None, seed=seed, counter=counter, attention="compensated")
+    r = simulate(model, torch.from_numpy(x), T, mask=mask or None, seed=seed, counter=counter,
+                 attention="compensated")
     s = counter.summary(T)
     n = x.shape[0]
     sites = {f"{e['site']}@{e['block']}": int(round(e["spikes_emitted"] * n)) for e in s["sites"]}

@@ -1,0 +1,223 @@
+"""Output files and folders: checks before any work, atomic writes, stale temp files.
+
+Standard library only (no torch): every writer uses it, the format core's ``write_network`` and the
+Lava runtime's reports included. :mod:`mst_lava.checkpoint` re-exports these names.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+from mst_lava.errors import MSTError
+
+# ----------------------------------------------------------------------------------------
+# Output paths and atomic writes
+
+LEGACY_TEMP_AGE_S = 600     # pid-less temp files (older versions) count as stale after this long
+
+
+def _reason(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "no space left on the device (the disk is full)"
+    return e.strerror or str(e) or type(e).__name__
+
+
+def _check_target(path: Path, what: str) -> None:
+    """``path`` is absent or a regular file (not a directory, symlink, FIFO or device)."""
+    if not str(path).strip():
+        raise MSTError(f"{what} is empty: give a file name")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        return          # a file sits in the way: reported by _existing_folder
+    except OSError as e:
+        raise MSTError(f"{what} {path}: cannot inspect it ({_reason(e)})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise MSTError(f"{what} {path} is a symbolic link; give the path of a regular file (it would be "
+                       "replaced by a file, not written through)")
+    if stat.S_ISDIR(st.st_mode):
+        raise MSTError(f"{what} {path} is a directory; give a file name (e.g. inside it)")
+    if not stat.S_ISREG(st.st_mode):
+        raise MSTError(f"{what} {path} is not a regular file (a device, FIFO or socket); give a regular file name")
+
+
+def _existing_folder(path: Path, what: str) -> Path:
+    """The nearest existing ancestor folder of ``path`` (which mkdir would create the rest in)."""
+    a = path.parent if str(path.parent) else Path(".")
+    while True:
+        try:
+            st = os.stat(a)
+        except FileNotFoundError:
+            if a == a.parent:
+                raise MSTError(f"{what} {path}: no existing folder above it") from None
+            a = a.parent
+            continue
+        except NotADirectoryError:
+            a = a.parent
+            continue
+        except OSError as e:
+            raise MSTError(f"{what} {path}: cannot inspect {a} ({_reason(e)})") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise MSTError(f"{what} {path} lies under {a}, which is a file, not a folder")
+        return a
+
+
+def _probe_writable(folder: Path, path: Path, what: str) -> None:
+    """Create and remove a file in ``folder``: the one test that also holds for root and read-only mounts."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mst_write_probe.", dir=folder)
+    except OSError as e:
+        raise MSTError(f"{what} {path}: cannot write in the folder {folder} ({_reason(e)})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _same_file(a: Path, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def check_output_file(path, what: str = "output file", inputs=()) -> Path:
+    """Refuse, before any work, an output file that cannot be written: a directory, a symlink, a
+    device/FIFO, a path under a regular file, an unwritable folder, or one of the command's own
+    ``inputs``. Removes stale temp files of an earlier killed write to it. Returns ``Path(path)``."""
+    path = Path(path)
+    _check_target(path, what)
+    for inp in inputs:
+        if inp is not None and _same_file(path, inp):
+            raise MSTError(f"{what} {path} is also this command's input {inp}; writing it would destroy the "
+                           "input: choose another output name")
+    _probe_writable(_existing_folder(path, what), path, what)
+    remove_stale_temps(path)
+    return path
+
+
+def check_output_dir(path, what: str = "report folder") -> Path:
+    """Refuse, before any work, a folder that cannot be written into: a regular file or device, a
+    path under a regular file, or an unwritable folder. Returns ``Path(path)``."""
+    path = Path(path)
+    if not str(path).strip():
+        raise MSTError(f"{what} is empty: give a folder name")
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        _probe_writable(_existing_folder(path, what), path, what)
+        return path
+    except OSError as e:
+        raise MSTError(f"{what} {path}: cannot inspect it ({_reason(e)})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise MSTError(f"{what} {path} exists and is not a folder; give a folder name")
+    _probe_writable(path, path, what)
+    return path
+
+
+def ensure_dir(path, what: str = "folder") -> Path:
+    """``mkdir -p path`` with a one-line MSTError naming the path."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise MSTError(f"{what} {path} exists and is not a folder") from None
+    except OSError as e:
+        if isinstance(e, NotADirectoryError) or e.errno == errno.ENOTDIR:
+            raise MSTError(f"{what} {path} lies under a file, not a folder") from None
+        raise MSTError(f"cannot create {what} {path}: {_reason(e)}") from None
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    try:     # a zombie (killed, not yet reaped) writes nothing any more
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def remove_stale_temps(path) -> list[Path]:
+    """Remove temp files of ``path`` (``.NAME.<pid>.<random>.tmp``) whose writer no longer runs, and
+    pid-less ones (``.NAME.<random>.tmp``, older versions) not touched for 10 minutes."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(path.parent if str(path.parent) else "."))
+    except OSError:
+        return removed
+    now = time.time()
+    for e in entries:
+        if not (e.name.startswith(prefix) and e.name.endswith(".tmp")):
+            continue
+        middle = e.name[len(prefix):-len(".tmp")]
+        m = re.fullmatch(r"(\d+)\.\w+", middle)
+        try:
+            st = e.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if m:
+            pid = int(m.group(1))
+            if pid == os.getpid() or _pid_alive(pid):
+                continue
+        elif not re.fullmatch(r"\w{8}", middle) or now - st.st_mtime < LEGACY_TEMP_AGE_S:
+            continue
+        try:
+            os.unlink(e.path)
+            removed.append(Path(e.path))
+        except OSError:
+            pass
+    return removed
+
+
+def atomic_write(path: str | os.PathLike, write, what: str = "output") -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: a failure leaves nothing half-written.
+
+    The temp file ``.NAME.<pid>.<random>.tmp`` sits next to ``path``; temp files of earlier writers
+    that were killed are removed first. ``path`` must be absent or a regular file. An OSError (full
+    disk, read-only folder, ...) becomes a one-line MSTError naming ``path``; the temp file is removed
+    on any failure, Ctrl-C included."""
+    path = Path(path)
+    _check_target(path, what)
+    ensure_dir(path.parent if str(path.parent) else Path("."), f"the folder of {what}")
+    remove_stale_temps(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise MSTError(f"cannot write {what} {path}: {_reason(e)}") from None
+    os.close(fd)
+    from mst_lava.interrupts import check as _interrupt_pending
+    try:
+        write(tmp)
+        _interrupt_pending()        # a Ctrl-C/SIGTERM swallowed inside write() (a callback) commits nothing
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        _unlink(tmp)
+        raise MSTError(f"cannot write {what} {path}: {_reason(e)}") from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _unlink(p) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        pass
