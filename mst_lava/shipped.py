@@ -1,7 +1,7 @@
 """The data files mst_lava ships: the hardware profiles and the default network of ``mst demo``.
 
 Their source of truth is the checkout's top-level folders (``hw_profiles/*.json``,
-``export/digits.net``). A wheel carries copies in ``mst_lava/_shipped/<folder>/``, written by the
+``export/digits.net``, ``export/fmnist.net``). A wheel carries copies in ``mst_lava/_shipped/<folder>/``, written by the
 build step in ``setup.py``; an installed package reads those, a checkout (editable install, or
 ``python -m mst_lava.cli`` in the repository) reads the folders themselves.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 # top-level folder → the files of it that go into the wheel (glob patterns; each must match)
-FILES = {"hw_profiles": ("*.json",), "export": ("digits.net",)}
+FILES = {"hw_profiles": ("*.json",), "export": ("digits.net", "fmnist.net")}
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGED = PACKAGE_DIR / "_shipped"
