@@ -45,13 +45,19 @@ def test_fmnist_idx_reader_and_errors(tmp_path):
         get_dataset("fmnist", tmp_path / "missing", "test")
 
 
-def test_cifar_batches_and_resize(tmp_path):
-    d = tmp_path / "cifar-10-batches-py"
+def _write_cifar10(root):
+    """A tiny CIFAR-10 "python version" folder: five train batches and a test batch of 4 images each."""
+    d = root / "cifar-10-batches-py"
     d.mkdir()
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         with open(d / name, "wb") as f:
             pickle.dump({b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}, f)
+    return d
+
+
+def test_cifar_batches_and_resize(tmp_path):
+    d = _write_cifar10(tmp_path)
     tr = get_dataset("cifar10", tmp_path, "train")
     assert len(tr) == 20 and tr[0][0].shape == (3, 32, 32)
     assert get_dataset("cifar10", tmp_path, "test", img_size=16)[1][0].shape == (3, 16, 16)
@@ -116,12 +122,7 @@ def test_eval_arrays_equal_the_torch_dataset_bit_for_bit(tmp_path, in_chans):
     assert a.labels[:40].tolist() == labels
     assert a.eval_images(0, 1, 16, 1) is None             # a resize: the torch dataset's job
     # CIFAR (uint8, three channels): equal at its size, refused for one channel (a colour average)
-    d = tmp_path / "cifar-10-batches-py"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(d / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}, f)
+    _write_cifar10(tmp_path)
     c = eval_arrays("cifar10", tmp_path)
     want = _torch_images(get_dataset("cifar10", tmp_path, "test"), 4)[0]
     np.testing.assert_array_equal(c.eval_images(0, 4, 32, 3), want)

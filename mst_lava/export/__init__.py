@@ -12,8 +12,7 @@ torch (the Lava runtime runs without it).
 """
 from __future__ import annotations
 
-import importlib
-
+from mst_lava.lazy import lazy_attributes
 from mst_lava.export.graph import FORMAT, FORMAT_VERSION, Layer, NetxGraph
 
 # name → module that defines it (imported when the name is first used)
@@ -27,14 +26,4 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "Layer", "NetxGraph", "bn_fold", "export_
            "count_synops"]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)

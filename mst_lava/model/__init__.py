@@ -6,8 +6,7 @@ models (``QCFS``, ``MST``, ``build_model``, ...) are imported on first use of th
 """
 from __future__ import annotations
 
-import importlib
-
+from mst_lava.lazy import lazy_attributes
 from mst_lava.model.rsm import SITES, parse_mask_spec, set_ann_masks
 
 # name → module that defines it (imported, with torch, when the name is first used)
@@ -19,17 +18,7 @@ __all__ = ["QCFS", "qcfs", "iter_sites", "SITES", "parse_mask_spec", "set_ann_ma
            "MST", "MSTConfig", "PRESETS", "build_model"]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)
 
 
 def _build_mst(cfg: dict):
