@@ -53,7 +53,7 @@ def training_section() -> list[str]:
         if p.exists():
             h, c = _hist(p)
             L.append(f"- `fmnist_rsm{r}.pt` (Q, K, A at {r} %, fine-tuned from fmnist.pt): ANN with its RSM masks on "
-                     f"**{_pct(h[-1]['ann_acc'])} %** after {len(h)} epochs ({h[-1]['time_s']:.0f} s).")
+                     f"**{_pct(h[-1]['ann_acc'])} %** on the 10,000 test images after {len(h)} epoch(s) ({h[-1]['time_s']:.0f} s).")
     return L
 
 
@@ -82,14 +82,18 @@ def snn_section() -> list[str]:
             L.append(f"- `fmnist_rsm{r_}.pt`: not run")
             continue
         Ts = [str(t) for t in r["T"]]
+        masked = "; ".join(f"with RSM {lab}: {_pct(a['mean'])} ± {_pct(a['std'])} %"
+                           for lab, a in r["ann"].get("masked", {}).items())
         L += [f"### `fmnist_rsm{r_}.pt` (Q, K, A at {r_} %), {r['attention']} attention, first {r['n_samples']} test "
-              f"images", "", f"ANN (unmasked weights, no masks): {_pct(r['ann']['accuracy'])} %; "
-              f"wall time {r.get('wall_s', 0):.0f} s.", "",
-              "| mask | seeds | " + " | ".join(f"T={t}" for t in Ts) + " | synops vs unmasked model |",
+              f"images", "", f"ANN on the same images: without masks {_pct(r['ann']['accuracy'])} %; {masked}. "
+              f"Wall time {r.get('wall_s', 0):.0f} s.", "",
+              "| mask | seeds | " + " | ".join(f"T={t}" for t in Ts) + " | SNN/ANN energy at T=64 |",
               "|---|---|" + "---|" * (len(Ts) + 1)]
         for c in r["configs"]:
             acc = " | ".join(f"{_pct(c['accuracy'][t]['mean'])} ± {_pct(c['accuracy'][t]['std'])}" for t in Ts)
-            L.append(f"| {c['label']} | {len(c['seeds'])} | {acc} | — |")
+            e64 = c["energy"].get("64", {}).get("theoretical", {}).get("ratio_to_ann")
+            L.append(f"| {c['label']} | {len(c['seeds'])} | {acc} | {e64:.2f} |" if e64 else
+                     f"| {c['label']} | {len(c['seeds'])} | {acc} | — |")
         L.append("")
     return L
 
@@ -110,11 +114,24 @@ def lava_section() -> list[str]:
           f"- Lava: {th['steps_per_s']:.1f} steps/s with {th['processes']} Lava processes ({th['process_kinds']}); "
           f"{th['steps']} steps in {th['run_s']:.0f} s (+ {th['compile_s']:.0f} s compile, {th['build_s']:.0f} s "
           "build).",
-          f"- torch executor: {tc['throughput']}"]
+          _torch_line("torch executor, fixed point", tc["throughput"])]
+    fl = ROOT / "runs" / "fmnist_run_torch_float" / "report.json"
+    if fl.exists():
+        f = json.loads(fl.read_text())
+        agree = sum(a == b for a, b in zip(f["predictions"], tc["predictions"]))
+        L += [_torch_line("torch executor, float", f["throughput"]),
+              f"- fixed vs float on these images: accuracy {_pct(tc['accuracy'])} % vs {_pct(f['accuracy'])} % "
+              f"({100 * (tc['accuracy'] - f['accuracy']):+.2f} points), predictions agree on {agree}/{len(f['predictions'])}."]
     v = RES / "fmnist_verify.txt"
     if v.exists():
         L += ["", "`mst verify` output:", "", "```", v.read_text().strip()[-1500:], "```"]
     return L
+
+
+def _torch_line(what: str, th: dict) -> str:
+    return (f"- {what}: {th['samples_per_s']:.3f} images/s ({th['sample_steps_per_s']:.1f} image-steps/s; "
+            f"{th['samples']} images in {th['run_s']:.0f} s, batches of {th['batch_size']}, {th['torch_threads']} "
+            "thread, next to other jobs)")
 
 
 def main() -> int:
