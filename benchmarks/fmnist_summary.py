@@ -5,7 +5,7 @@
 Reads what the runs left (nothing is re-run here, nothing is typed in by hand):
   * export/fmnist.pt, export/fmnist_rsm50.pt, export/fmnist_rsm75.pt: training histories;
   * benchmarks/results/fmnist_snn_{paper,compensated,rsm50,rsm75}/report.json: `mst snn-eval` reports;
-  * benchmarks/results/fmnist_run_{lava,torch}/report.json: `mst run` on export/fmnist.net;
+  * benchmarks/results/fmnist_run_{lava,torch,torch_float}/report.json: `mst run` on export/fmnist.net;
   * benchmarks/results/fmnist_verify.txt: the output of `mst verify`.
 The commands that made each file are in benchmarks/results/fmnist.md's "Commands" section.
 """
@@ -115,7 +115,7 @@ def lava_section() -> list[str]:
           f"{th['steps']} steps in {th['run_s']:.0f} s (+ {th['compile_s']:.0f} s compile, {th['build_s']:.0f} s "
           "build).",
           _torch_line("torch executor, fixed point", tc["throughput"])]
-    fl = ROOT / "runs" / "fmnist_run_torch_float" / "report.json"
+    fl = RES / "fmnist_run_torch_float" / "report.json"
     if fl.exists():
         f = json.loads(fl.read_text())
         agree = sum(a == b for a, b in zip(f["predictions"], tc["predictions"]))
