@@ -89,3 +89,19 @@ def test_init_fine_tunes_on_the_checkpoints_own_dataset(tmp_path):
     m = train(TrainConfig(epochs=1, limit_train=32, out=str(tmp_path / "ft.pt"), init=str(src), dataset="digits",
                           progress=False))
     assert read_checkpoint(tmp_path / "ft.pt")["dataset"] == "digits" and 0 <= m["ann_acc"] <= 1
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path):
+    """Epoch 2 after --resume sees the same shuffling, augmentation and masks as without a stop."""
+    import torch
+    kw = dict(dataset="digits", preset="digits", batch_size=32, limit_train=96, progress=False,
+              mask=["Q=0.5"], seed=3)
+    full = tmp_path / "full.pt"
+    train(TrainConfig(epochs=2, out=str(full), **kw))
+    part = tmp_path / "part.pt"
+    train(TrainConfig(epochs=1, out=str(part), **kw))
+    train(TrainConfig(epochs=2, out=str(part), resume=True, **{k: v for k, v in kw.items() if k != "dataset"}))
+    a, b = read_checkpoint(full), read_checkpoint(part)
+    assert [h["loss"] for h in a["metrics"]["history"]] == [h["loss"] for h in b["metrics"]["history"]]
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
