@@ -60,6 +60,28 @@ _REGISTRY: Path | None = None
 _REGISTRY_LOCK = threading.Lock()
 # shared-memory handles of hard-stopped sessions: never unmapped (a thread may still read them)
 _PINNED: list = []
+
+
+def _quiet_channel_acks_after_hard_stop() -> None:
+    """After a hard stop, Lava's channel ack threads (``pypychannel._ack_callback``) can still wake
+    and release a send semaphore that ``_unblock`` already freed: ``ValueError: Semaphore released
+    too many times`` in a dying daemon thread, printed as a traceback. Only that exception, from that
+    file, is dropped; every other thread exception reaches the previous hook."""
+    if getattr(threading.excepthook, "_mst_quiet", False):
+        return
+    previous = threading.excepthook
+
+    def hook(args):
+        tb, in_channel = args.exc_traceback, False
+        while tb is not None:
+            in_channel = in_channel or tb.tb_frame.f_code.co_filename.endswith("pypychannel.py")
+            tb = tb.tb_next
+        if in_channel and args.exc_type is ValueError and "released too many times" in str(args.exc_value):
+            return
+        previous(args)
+
+    hook._mst_quiet = True
+    threading.excepthook = hook
 _SESSION_IDS = itertools.count()
 
 try:
@@ -505,6 +527,7 @@ class LavaSession:
                 manager.shutdown()               # its process is dead: only the bookkeeping
             except BaseException:  # noqa: BLE001
                 pass
+        _quiet_channel_acks_after_hard_stop()
         if thread is not None and thread.is_alive():
             self._unblock(runtime, thread)
         # The parent's mappings are never unmapped here: a thread that was inside the runtime
