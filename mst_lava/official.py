@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from mst_lava import argtypes as at
+from mst_lava.checkpoint import HDF5_MAGIC, ZIP_MAGIC
 from mst_lava.errors import MSTError
 from mst_lava.model.mst import MST, MSTConfig, relative_position_index, shift_attention_mask
 
@@ -140,12 +141,12 @@ def _sniff(path: Path) -> None:
         raise MSTError(f"cannot read {path}: {e.strerror or e}") from None
     if not head:
         raise MSTError(f"{path} is empty (0 bytes), not a checkpoint")
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+    if head.startswith(HDF5_MAGIC):
         raise MSTError(f"{path} is an HDF5 file, not a checkpoint of the official MST code")
     if head[:1] == b"\x80":
         raise MSTError(f"{path} is a raw pickle or a torch file in the legacy (pre-1.6) format; only torch's "
                        "zip format is read (it was not unpickled). Re-save it with torch >= 1.6 where you trust it")
-    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+    if not head.startswith(ZIP_MAGIC):
         raise MSTError(f"{path} is not a torch checkpoint (not a zip file)")
     try:
         with zipfile.ZipFile(path) as z:
