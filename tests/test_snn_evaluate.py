@@ -115,3 +115,48 @@ def test_snn_eval_records_the_attention_mode(ckpt, tmp_path):
         assert f"- attention products: {mode}" in (out / "summary.md").read_text()
         t = r["configs"][0]["counts"]["3"]["totals"]
         assert t["qk_products"] >= 0 and t["softmax_elements"] > 0
+
+
+def test_snn_eval_resume_gives_the_uninterrupted_report(ckpt, tmp_path, monkeypatch):
+    """An evaluation stopped after some batches and resumed reports exactly what one run reports."""
+    from mst_lava.snn import progress
+    argv = ["snn-eval", str(ckpt), "--T", "2,4", "--seeds", "2", "--n", "12", "--batch-size", "4",
+            "--mask", "ckpt", "--pepper", "0.1", "--threads", "1", "--no-plots"]
+    assert _run(argv + ["--report", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "report.json").read_text())
+    assert not (tmp_path / "whole" / "progress.json").exists()
+
+    part = tmp_path / "part"
+    saves = {"n": 0}
+    real_save = progress.EvalProgress.save
+
+    def stop_after_five(self):
+        real_save(self)
+        saves["n"] += 1
+        if saves["n"] == 5:            # 1 (ANN accuracies) + 4 batches: inside the first masked run
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.EvalProgress, "save", stop_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        _run(argv + ["--report", str(part)])
+    monkeypatch.setattr(progress.EvalProgress, "save", real_save)
+    assert (part / "progress.json").exists() and not (part / "report.json").exists()
+    state = json.loads((part / "progress.json").read_text())
+    assert state["phases"]["clean"]["runs"]["1:0"]["batches"] == 1
+
+    with pytest.raises(MSTError, match="--resume"):                 # not silently overwritten
+        _run(argv + ["--report", str(part)])
+    with pytest.raises(MSTError, match="other settings.*n"):        # other settings: refused
+        _run([a if a != "12" else "8" for a in argv] + ["--report", str(part), "--resume"])
+    assert _run(argv + ["--report", str(part), "--resume"]) == 0
+    resumed = json.loads((part / "report.json").read_text())
+    assert not (part / "progress.json").exists()
+    for key in ("ann", "configs", "pepper", "ann_counts", "T", "n_samples"):
+        assert resumed[key] == whole[key], key
+
+
+def test_snn_eval_resume_refuses_a_corrupt_progress_file(ckpt, tmp_path):
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "progress.json").write_text("{not json")
+    with pytest.raises(MSTError, match="not a readable progress file"):
+        _run(["snn-eval", str(ckpt), "--T", "2", "--n", "4", "--report", str(tmp_path / "rep"), "--resume"])

@@ -407,6 +407,21 @@ class OpCounter:
     def checkpoints(self) -> list[int]:
         return sorted(self.totals)
 
+    def state(self) -> dict:
+        """The integer totals so far, as JSON-able data (:meth:`load_state` restores them)."""
+        return {"totals": [[t, [[list(k), v] for k, v in tot.items()]] for t, tot in self.totals.items()],
+                "samples": [[t, n] for t, n in self.samples.items()], "site_info": self.site_info}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from :meth:`state` (a resumed evaluation): totals add to what was counted before."""
+        try:
+            self.totals = {int(t): defaultdict(int, {tuple(k): int(v) for k, v in items})
+                           for t, items in state["totals"]}
+            self.samples = defaultdict(int, {int(t): int(n) for t, n in state["samples"]})
+            self.site_info = {str(k): dict(v) for k, v in state["site_info"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"not an OpCounter state ({e})") from None
+
     def raw(self, t: int | None = None) -> dict:
         """Integer totals over all samples at checkpoint t (default: the largest)."""
         if t is None:

@@ -66,6 +66,9 @@ def register(subparsers) -> None:
                    help="also evaluate with pepper (salt) noise at these densities, e.g. 0.01,0.05,0.1: the "
                         "fraction of pixels per image set to its brightest value (same noise for every config)")
     p.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted evaluation whose progress.json is in --report (same command; "
+                        "the progress is saved after every batch and removed when the report is written)")
     p.set_defaults(func=run_snn_eval)
 
 
@@ -170,10 +173,12 @@ def _mean_std(v: list[float]) -> dict:
 
 def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], seeds: list[int], *,
              device, dtype=torch.float32, t_chunk=None, precision="fp32", progress=True,
-             attention: str = "paper") -> dict:
+             attention: str = "paper", state: dict | None = None, save=None) -> dict:
     """Evaluate the converted ``model`` on ``loader``: accuracy at each T, counts and energy per config.
 
-    ``attention``: ``"paper"`` or ``"compensated"`` attention products (see :func:`mst_lava.snn.simulate`)."""
+    ``attention``: ``"paper"`` or ``"compensated"`` attention products (see :func:`mst_lava.snn.simulate`).
+    ``state``: a phase of :class:`mst_lava.snn.progress.EvalProgress` (resumable: batches already in it
+    are skipped, their correct counts and op counts kept); ``save()`` is called after every batch."""
     check_attention(attention)
     from tqdm import tqdm
     from mst_lava.energy import energy_report
@@ -185,14 +190,23 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
                dynamic_ncols=True)
     results = []
     counters = [OpCounter(model) for _ in configs]
+    if state is not None and state.get("counters"):
+        for c, s in zip(counters, state["counters"]):
+            if s is not None:
+                c.load_state(s)
     acc: dict[tuple, dict[int, float]] = {}
     t0 = time.perf_counter()
+    wall_before = state["wall_s"] if state is not None else 0.0
     for ci, seed in runs:
         cfg = configs[ci]
-        correct = {t: 0 for t in Ts}
-        total = 0
+        done = (state or {}).get("runs", {}).get(f"{ci}:{seed}") or {"batches": 0, "total": 0, "correct": {}}
+        correct = {t: int(done["correct"].get(str(t), 0)) for t in Ts}
+        total, skip = int(done["total"]), int(done["batches"])
         bar.set_postfix_str(f"{mask_label(cfg)} seed {seed}")
-        for x, y in loader:
+        bar.update(min(skip, n_batches))
+        for bi, (x, y) in enumerate(loader):
+            if bi < skip:
+                continue
             x = x.to(device, dtype)
             y = torch.as_tensor(y)
             res = simulate(model, x, Tmax, mask=cfg, seed=seed, t_chunk=t_chunk, checkpoints=Ts,
@@ -201,9 +215,16 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
                 correct[t] += int((res.logits_at[t].argmax(-1).cpu() == y).sum())
             total += len(y)
             bar.update(1)
+            if state is not None:
+                state["runs"][f"{ci}:{seed}"] = {"batches": bi + 1, "total": total,
+                                                 "correct": {str(t): c for t, c in correct.items()}}
+                state["counters"] = [c.state() for c in counters]
+                state["wall_s"] = wall_before + time.perf_counter() - t0
+                if save is not None:
+                    save()
         acc[(ci, seed)] = {t: correct[t] / max(total, 1) for t in Ts}
     bar.close()
-    wall = time.perf_counter() - t0
+    wall = wall_before + time.perf_counter() - t0
     x0, _ = next(iter(loader))
     ann = ann_counts(model, x0.to(device, dtype))
     for ci, cfg in enumerate(configs):
@@ -261,22 +282,35 @@ def _run_snn_eval(args) -> int:
     loader, n = _loader(ds, args.n, args.batch_size)
     seeds = [1000 * i for i in range(args.seeds)]
     model.to(device=device, dtype=dtype)
-    t0 = time.perf_counter()
-    ann_acc = _ann_accuracy(model, loader, device, dtype)
-    ann_masked = {}
-    for c in configs:
-        if c:
-            ann_masked[mask_label(c)] = _mean_std([_ann_accuracy(model, loader, device, dtype, c, s)
-                                                   for s in seeds])
-    ev = evaluate(model, loader, n, Ts, configs, seeds, device=device, dtype=dtype, t_chunk=args.t_chunk,
-                  precision=args.energy_precision, attention=args.attention)
-    pepper = []
+    from mst_lava.snn.progress import EvalProgress, file_sha256
+    densities = []
     if args.pepper:
         from mst_lava.data.noise import parse_densities
-        for d in parse_densities(args.pepper):
-            noisy = evaluate(model, NoisyLoader(loader, d), n, Ts, configs, seeds, device=device, dtype=dtype,
-                             t_chunk=args.t_chunk, precision=args.energy_precision, attention=args.attention)
-            pepper.append({"density": d, "accuracy": {c["label"]: c["accuracy"] for c in noisy["configs"]}})
+        densities = parse_densities(args.pepper)
+    prog = EvalProgress(args.report, {
+        "checkpoint_sha256": file_sha256(args.checkpoint), "dataset": name, "data": args.data, "n": n,
+        "batch_size": args.batch_size, "T": Ts, "configs": configs, "seeds": seeds, "attention": args.attention,
+        "dtype": args.dtype, "pepper": densities}, args.resume)
+    if prog.resumed:
+        print(f"resuming from {prog.path}", file=sys.stderr)
+    t0 = time.perf_counter()
+    if prog.ann is None:
+        ann_masked = {}
+        for c in configs:
+            if c:
+                ann_masked[mask_label(c)] = _mean_std([_ann_accuracy(model, loader, device, dtype, c, s)
+                                                       for s in seeds])
+        prog.ann = {"accuracy": _ann_accuracy(model, loader, device, dtype), "masked": ann_masked}
+        prog.save()
+    ann_acc, ann_masked = prog.ann["accuracy"], prog.ann["masked"]
+    common = dict(device=device, dtype=dtype, t_chunk=args.t_chunk, precision=args.energy_precision,
+                  attention=args.attention, save=prog.save)
+    ev = evaluate(model, loader, n, Ts, configs, seeds, state=prog.phase("clean"), **common)
+    pepper = []
+    for d in densities:
+        noisy = evaluate(model, NoisyLoader(loader, d), n, Ts, configs, seeds, state=prog.phase(f"pepper {d!r}"),
+                         **common)
+        pepper.append({"density": d, "accuracy": {c["label"]: c["accuracy"] for c in noisy["configs"]}})
     report = {
         "command": "mst " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("mst")
         else " ".join(sys.argv),
@@ -313,6 +347,7 @@ def _run_snn_eval(args) -> int:
         from mst_lava.checkpoint import atomic_write
         atomic_write(summary, lambda tmp: Path(tmp).write_text(text), "report file")
         print("\n".join(lines[4:]))
+    prog.finish()
     for p in paths:
         print(f"wrote {p}")
     return 0
