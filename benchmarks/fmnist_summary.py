@@ -4,7 +4,8 @@
 
 Reads what the runs left (nothing is re-run here, nothing is typed in by hand):
   * export/fmnist.pt, export/fmnist_rsm50.pt, export/fmnist_rsm75.pt: training histories;
-  * benchmarks/results/fmnist_snn_{paper,compensated,rsm50,rsm75}/report.json: `mst snn-eval` reports;
+  * benchmarks/results/fmnist_snn_{paper,compensated,rsm50,rsm75}[_10k]/report.json: `mst snn-eval` reports
+    (the full test set's folder `..._10k` when it exists, else the subset's);
   * benchmarks/results/fmnist_run_{lava,torch,torch_float}/report.json: `mst run` on export/fmnist.net;
   * benchmarks/results/fmnist_verify.txt: the output of `mst verify`.
 The commands that made each file are in benchmarks/results/fmnist.md's "Commands" section.
@@ -26,9 +27,13 @@ def _hist(path: Path) -> tuple[list[dict], dict]:
     return list(ck["metrics"].get("history", [])), ck
 
 
-def _report(name: str) -> dict | None:
-    p = RES / name / "report.json"
-    return json.loads(p.read_text()) if p.exists() else None
+def _report(*names: str) -> dict | None:
+    """The first of these report folders that holds a report.json (full test set first, then subsets)."""
+    for name in names:
+        p = RES / name / "report.json"
+        if p.exists():
+            return json.loads(p.read_text())
+    return None
 
 
 def _pct(v: float) -> str:
@@ -60,7 +65,7 @@ def training_section() -> list[str]:
 def snn_section() -> list[str]:
     L = ["## Conversion (`mst snn-eval`)", ""]
     for mode in ("paper", "compensated"):
-        r = _report(f"fmnist_snn_{mode}")
+        r = _report(f"fmnist_snn_{mode}_10k", f"fmnist_snn_{mode}")
         if r is None:
             L.append(f"- unmasked, {mode} attention: not run")
             continue
@@ -76,8 +81,17 @@ def snn_section() -> list[str]:
                                                    for t in Ts) + " |",
               "| SNN/ANN energy (45 nm) | " + " | ".join(f"{c['energy'][t]['theoretical'].get('ratio_to_ann', 0):.2f}"
                                                        for t in Ts) + " |", ""]
+        if mode == "compensated":
+            checks = []
+            for t, tol in (("32", 1.0), ("64", 0.5)):
+                if t in c["accuracy"]:
+                    d = 100 * (c["accuracy"][t]["mean"] - ann)
+                    checks.append(f"T = {t} within {tol:g} point of the ANN: **{'met' if d >= -tol else 'missed'}** "
+                                  f"({d:+.2f})")
+            if checks:
+                L += ["Targets: " + "; ".join(checks) + f" ({r['n_samples']} images).", ""]
     for r_ in (50, 75):
-        r = _report(f"fmnist_snn_rsm{r_}")
+        r = _report(f"fmnist_snn_rsm{r_}_10k", f"fmnist_snn_rsm{r_}")
         if r is None:
             L.append(f"- `fmnist_rsm{r_}.pt`: not run")
             continue
