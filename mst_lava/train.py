@@ -33,6 +33,19 @@ from mst_lava.model.qcfs import iter_sites
 from mst_lava.model.rsm import parse_mask_spec
 
 
+TRAIN_ARCHS = ("mst", "resnet18", "vgg16")
+
+
+def _baseline_presets() -> dict:
+    from mst_lava.model.baselines import BASELINE_PRESETS
+    return BASELINE_PRESETS
+
+
+def _baseline_config(arch: str, preset: str):
+    from mst_lava.model.baselines import BaselineConfig
+    return BaselineConfig.from_dict({**_baseline_presets()[preset], "arch": arch, "preset": preset})
+
+
 @dataclass
 class TrainConfig:
     dataset: str | None = None       # None: the checkpoint's (--resume, --init), else the preset's
@@ -57,6 +70,8 @@ class TrainConfig:
     threads: int | None = None       # torch intra-op threads on a CPU (None: torch's default)
     progress: bool = True
     limit_train: int | None = None   # use only the first N training images (smoke tests)
+    arch: str | None = None          # mst, resnet18 or vgg16 (None: the checkpoint's, else mst)
+    levels: int | None = None        # QCFS quantization levels L of a fresh model (None: the preset's)
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -163,6 +178,12 @@ def train(cfg: TrainConfig) -> dict:
     mask = parse_mask_spec(cfg.mask)
 
     start_epoch, train_state, history = 0, None, []
+    arch = cfg.arch or "mst"
+    if arch not in TRAIN_ARCHS:
+        raise MSTError(f"unknown architecture {arch!r}; choose from {', '.join(TRAIN_ARCHS)}")
+    if cfg.levels is not None and (cfg.resume or cfg.init):
+        raise MSTError("--levels sets up a fresh model; a --resume or --init checkpoint keeps its own L")
+    model = None
     if cfg.resume:
         ckpt = read_checkpoint(cfg.out)
         if "train_state" not in ckpt:
@@ -175,19 +196,24 @@ def train(cfg: TrainConfig) -> dict:
         cfg.dataset = ckpt.get("dataset") or cfg.dataset
     elif cfg.init:
         model, ckpt = load_checkpoint(cfg.init)
+    if cfg.resume or cfg.init:
+        if cfg.arch and cfg.arch != ckpt["arch"]:
+            raise MSTError(f"--arch {cfg.arch}: the {'--resume' if cfg.resume else '--init'} checkpoint is "
+                           f"{ckpt['arch']!r}")
+        arch = ckpt["arch"]
+    if cfg.init and not cfg.resume:
         if cfg.preset and cfg.preset != model.cfg.preset:
             raise MSTError(f"--init checkpoint is preset {model.cfg.preset!r}, not {cfg.preset!r}")
         cfg.dataset = cfg.dataset or ckpt.get("dataset")      # fine-tune on what it was trained on
-    else:
-        model = None
     if cfg.dataset is None:
         by_preset = {v: k for k, v in reversed(list(DEFAULT_PRESET.items()))}
         cfg.dataset = by_preset.get(cfg.preset or (model.cfg.preset if model is not None else "digits"), "digits")
     if model is None:   # a fresh model: the preset, with the head sized for the dataset
         preset = cfg.preset or DEFAULT_PRESET.get(cfg.dataset, "digits")
-        if preset not in PRESETS:
-            raise MSTError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        mcfg = PRESETS[preset]
+        presets = PRESETS if arch == "mst" else _baseline_presets()
+        if preset not in presets:
+            raise MSTError(f"unknown preset {preset!r} for {arch}; choose from {', '.join(presets)}")
+        mcfg = PRESETS[preset] if arch == "mst" else _baseline_config(arch, preset)
     else:
         mcfg = model.cfg
     ds_kw = dict(img_size=mcfg.img_size, in_chans=mcfg.in_chans, frames=cfg.frames)
@@ -195,7 +221,12 @@ def train(cfg: TrainConfig) -> dict:
     test_ds = get_dataset(cfg.dataset, cfg.data, "test", augment=False, **ds_kw)
     n_cls = getattr(train_ds, "num_classes", None)
     if model is None:
-        model = build_model(mcfg, **({"num_classes": n_cls} if n_cls else {}))
+        over = {**({"num_classes": n_cls} if n_cls else {}), **({"L": cfg.levels} if cfg.levels else {})}
+        if arch == "mst":
+            model = build_model(mcfg, **over)
+        else:
+            from mst_lava.model.baselines import build_baseline
+            model = build_baseline(arch, preset=mcfg.preset, **over)
     elif n_cls is not None and n_cls > mcfg.num_classes:
         raise MSTError(f"dataset {cfg.dataset} has {n_cls} classes but the model head has {mcfg.num_classes}")
     set_ann_masks(model, mask, seed=cfg.seed)
@@ -266,7 +297,7 @@ def train(cfg: TrainConfig) -> dict:
                 print(f"epoch {epoch + 1}/{cfg.epochs}  loss {tot_loss / max(n_seen, 1):.4f}  "
                       f"test acc {100 * acc:.2f}%  ({time.time() - t0:.0f}s)", flush=True)
             metrics = {"ann_acc": acc, "epoch": epoch, "history": history}
-            save_checkpoint(cfg.out, model, mask=mask, metrics=metrics, dataset=cfg.dataset,
+            save_checkpoint(cfg.out, model, arch=arch, mask=mask, metrics=metrics, dataset=cfg.dataset,
                             train_state={"epoch": epoch, "optimizer": opt.state_dict(),
                                          "rng": _rng_state(train_dl, model)})
     if start_epoch >= cfg.epochs and main:

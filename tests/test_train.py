@@ -105,3 +105,38 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
     assert [h["loss"] for h in a["metrics"]["history"]] == [h["loss"] for h in b["metrics"]["history"]]
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
+
+
+def test_train_baselines_and_levels(tmp_path):
+    """`arch` trains the QCFS ResNet-18 / VGG-16 baselines (saved as such, fine-tuned as such);
+    `levels` sets L of a fresh model; mismatches are one-line errors."""
+    import pytest
+    from mst_lava.checkpoint import load_checkpoint
+    from mst_lava.errors import MSTError
+    out = tmp_path / "r.pt"
+    train(TrainConfig(dataset="digits", arch="resnet18", epochs=1, batch_size=32, limit_train=64, levels=4,
+                      out=str(out), progress=False))
+    ck = read_checkpoint(out)
+    assert ck["arch"] == "resnet18" and ck["config"]["L"] == 4 and ck["config"]["preset"] == "digits"
+    model, _ = load_checkpoint(out)
+    assert type(model).__name__ == "QCFSResNet18"
+    ft = tmp_path / "ft.pt"
+    train(TrainConfig(epochs=1, batch_size=32, limit_train=64, out=str(ft), init=str(out), mask=["act=0.5"],
+                      progress=False))
+    assert read_checkpoint(ft)["arch"] == "resnet18" and read_checkpoint(ft)["mask"] == {"act": 0.5}
+    train(TrainConfig(epochs=2, batch_size=32, limit_train=64, out=str(out), resume=True, progress=False))
+    assert read_checkpoint(out)["arch"] == "resnet18" and len(read_checkpoint(out)["metrics"]["history"]) == 2
+    v = tmp_path / "v.pt"
+    train(TrainConfig(dataset="digits", arch="vgg16", epochs=1, batch_size=32, limit_train=32, out=str(v),
+                      progress=False))
+    assert read_checkpoint(v)["arch"] == "vgg16" and read_checkpoint(v)["config"]["L"] == 16
+    m = tmp_path / "m.pt"
+    train(TrainConfig(dataset="digits", epochs=1, batch_size=32, limit_train=32, levels=8, out=str(m),
+                      progress=False))
+    assert read_checkpoint(m)["arch"] == "mst" and read_checkpoint(m)["config"]["L"] == 8
+    for kw, msg in ((dict(arch="resnet50", dataset="digits"), "unknown architecture"),
+                    (dict(arch="vgg16", init=str(out)), "checkpoint is 'resnet18'"),
+                    (dict(levels=4, init=str(out)), "--levels"),
+                    (dict(arch="resnet18", dataset="digits", preset="swin-t"), "unknown preset")):
+        with pytest.raises(MSTError, match=msg):
+            train(TrainConfig(epochs=1, limit_train=32, out=str(tmp_path / "x.pt"), progress=False, **kw))
