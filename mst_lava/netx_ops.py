@@ -75,6 +75,13 @@ PROB_BITS = 15               # probabilities in units of 2**-15
 MASK_VALUE = -100.0          # shift mask value of the model
 RESIDUAL_GAIN_BITS = 15      # format limit: residual gains < 2**15
 RESIDUAL_EXPORT_GAIN_BITS = 12   # the exporter maps a stage's largest spike gain to 2**12 - 1
+RESIDUAL_MIN_GAIN_BITS = 6       # ... or to 2**b - 1 with fewer bits b (not below 6) when the stage's payload
+                                 # would not fit 24 bits (stream affines of the official topology, section 5a)
+# extension version 2 (the official MST topology, docs/netx-mst-format.md section 5a)
+STREAM_SCALE_BITS = 15           # per-channel stream scale: |scale_mant| < 2**15, applied as floor(m·x / 2**shift)
+STREAM_SCALE_MAX_SHIFT = 48
+NORM_FRAC_BITS = 12              # fixed readout with a token LayerNorm: normalized values in units of 2**-12
+NORM_MAX_FRAC_BITS = 20
 
 
 # ----------------------------------------------------------------------------------------
@@ -546,3 +553,61 @@ def softmax_av_float(SA, SVw, **kw):
     t = time_index(SA.shape[0], SA, SA.ndim)
     t = t.to(SA.dtype if SA.is_floating_point() else torch.float64) if is_torch(t) else t.astype(np.float64)
     return diff0(softmax_av_value_float(SA, SVw, t, **kw))
+
+
+# ----------------------------------------------------------------------------------------
+# extension version 2: the official MST topology (docs/netx-mst-format.md, section 5a)
+
+def stream_affine_float(x, scale, offset):
+    """``scale[c] · x + offset[c]`` on a (..., C, H, W) float grid (the first input of a residual
+    whose stream passes a BatchNorm, the official block's ``norm2``)."""
+    s = like(np.asarray(scale, dtype=np.float64).reshape(-1, 1, 1), x)
+    o = like(np.asarray(offset, dtype=np.float64).reshape(-1, 1, 1), x)
+    if is_torch(x):
+        s, o = s.to(x.dtype), o.to(x.dtype)
+    return x * s + o
+
+
+def stream_affine_fixed(x, mant, shift: int, offset):
+    """``floor(mant[c] · x / 2**shift) + offset[c]`` on a (..., C, H, W) int64 grid, exactly
+    (|mant| < 2**15 and |x| < 2**23, so the product stays far inside int64; ``>>`` floors)."""
+    m = like(np.asarray(mant, dtype=np.int64).reshape(-1, 1, 1), x, "int64")
+    o = like(np.asarray(offset, dtype=np.int64).reshape(-1, 1, 1), x, "int64")
+    return ((as_int64(x) * m) >> int(shift)) + o
+
+
+def token_layer_norm(x, eps: float) -> np.ndarray:
+    """``(x − mean) / sqrt(var + eps)`` over the last axis (population variance), float64, numpy only.
+
+    The one implementation of the readout's LayerNorm (no affine: γ and β are folded into the
+    readout's weights and bias). Both executors call it on the C-contiguous ``(N, C)`` token
+    matrix of one sample and one step (:func:`norm_readout_input`), so they compute the same
+    floating-point operations in the same order."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    C = x.shape[-1]
+    mu = x.sum(axis=-1, keepdims=True) / C
+    d = x - mu
+    var = (d * d).sum(axis=-1, keepdims=True) / C
+    return d / np.sqrt(var + float(eps))
+
+
+def norm_readout_input(x, eps: float, unit: float = 1.0, frac_bits: int | None = None) -> np.ndarray:
+    """The input of a readout with ``token_norm = "layer"`` for ONE sample and ONE step.
+
+    ``x``: the last residual's value ``(C, H, W)`` (numpy). Float (``frac_bits`` None): the token sum
+    ``Σ_tokens LN(x)`` (C,) float64. Fixed: ``x`` is the integer stream, ``unit`` the float value of
+    one integer, LN acts on ``x · unit`` in float64 and every normalized value is rounded (half to
+    even) to a multiple of ``2**-frac_bits``: returns ``Σ_tokens round(LN(x·unit) · 2**frac_bits)``
+    (C,) int64. This step runs on the host (or an embedded CPU), never on neurocores."""
+    x = np.asarray(x)
+    C = x.shape[0]
+    tok = np.ascontiguousarray(x.reshape(C, -1).T).astype(np.float64) * float(unit)     # N, C
+    n = token_layer_norm(tok, eps)
+    if frac_bits is None:
+        return n.sum(axis=0)
+    return np.round(n * 2.0 ** int(frac_bits)).astype(np.int64).sum(axis=0)
+
+
+def norm_bound(C: int, frac_bits: int) -> int:
+    """Largest |round(LN(x) · 2**frac_bits)| for C channels: a normalized value is at most sqrt(C − 1)."""
+    return int(math.ceil(math.sqrt(max(int(C) - 1, 0)) * 2.0 ** int(frac_bits))) + 1

@@ -312,11 +312,7 @@ def test_cli_writes_a_valid_checkpoint(save_official, tmp_path, capsys):
     assert ck["config"]["mlp_skip_norm"] and ck["config"]["final_layernorm"] and "mlp_norm" not in ck["config"]
     assert main(["import-official", str(save_official(CIFAR)), "-o", str(out), "--dataset", "imagenet"]) == 2
     assert "1000 classes" in capsys.readouterr().err
-    # the .net format cannot hold the official topology yet: mst-export says so in one line
-    from mst_lava.cli import export_main
-    assert export_main([str(out), "-o", str(tmp_path / "o.net")]) == 2
-    err = capsys.readouterr().err
-    assert "official MST topology" in err and "Traceback" not in err and not (tmp_path / "o.net").exists()
+    # the export of the official topology: tests/test_official_export.py
 
 
 def _refused(path, *words):

@@ -37,6 +37,19 @@ def bn_fold(bn) -> tuple[np.ndarray, np.ndarray]:
     return g, h
 
 
+def layer_norm_affine(ln, C: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """A LayerNorm over the C channels of a token: (γ, β, eps); the normalization itself is the
+    readout's (format §5a), γ and β fold into the head like a BatchNorm's scale and offset."""
+    if tuple(ln.normalized_shape) != (C,):
+        raise MSTError(f"final LayerNorm normalizes {tuple(ln.normalized_shape)}, not the {C} channels of a token")
+    g = _np(ln.weight) if ln.weight is not None else np.ones(C)
+    h = _np(ln.bias) if getattr(ln, "bias", None) is not None else np.zeros(C)
+    eps = float(ln.eps)
+    if not (eps > 0 and math.isfinite(eps)):
+        raise MSTError(f"final LayerNorm eps {eps} must be positive and finite")
+    return g, h, eps
+
+
 def _theta(site) -> float:
     lam = float(site.lam.detach())
     if not (lam > 0 and math.isfinite(lam)):
@@ -100,10 +113,16 @@ class _Builder:
                       flt={"weight": weight, "bias": np.asarray(bias, dtype=np.float64)}, mst=dict(extra or {}))
         return self.add(self.site(layer, qcfs, layout))
 
-    def residual(self, name, srcs: list[int], gains: list[float], stage: int) -> int:
+    def residual(self, name, srcs: list[int], gains: list[float], stage: int, scale=None, offset=None) -> int:
+        """``Σ_k gains[k] · in_k``; with ``scale``/``offset`` (C,) the first input (graded, gain 1) enters as
+        ``scale ⊙ in_0 + offset`` (extension version 2: a BatchNorm on the stream, format §5a)."""
         shape = self.layers[srcs[0]].shape
+        flt = {"gain": np.asarray(gains, dtype=np.float64)}
+        if scale is not None:
+            flt["scale"] = np.asarray(scale, dtype=np.float64).reshape(-1)
+            flt["offset"] = np.asarray(offset, dtype=np.float64).reshape(-1)
         layer = Layer(type="mst_residual", shape=tuple(shape), name=name, inputs=list(srcs), output="graded",
-                      flt={"gain": np.asarray(gains, dtype=np.float64)}, mst={"stage": stage, "layout": "none"})
+                      flt=flt, mst={"stage": stage, "layout": "none"})
         return self.add(layer)
 
 
@@ -115,11 +134,6 @@ def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
         raise MSTError(f"precision must be 'float' or 'fixed', not {precision!r}")
     if not isinstance(model, MST):
         raise MSTError(f"mst-export exports Masked Spiking Transformers; got {type(model).__name__}")
-    from mst_lava.model.mst import official_topology
-    extra = official_topology(model.cfg)
-    if extra:
-        raise MSTError(f"this model uses the official MST topology ({', '.join(extra)}), which the .net format "
-                       "cannot express yet (docs/official-mst.md, 'What the export needs'); snn-eval runs it")
     mask = parse_mask_spec(mask) if mask else {}
     cfg = model.cfg
     b = _Builder(mask, int(seed))
@@ -153,15 +167,21 @@ def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
                 m = b.conv(f"merge{s + 1}", res, W, bias, mg.act, "grid", stride=2)
                 stage = s + 1
                 res = b.residual(f"stage{stage}.in", [m], [_theta(mg.act)], stage)
-        # readout: final BN, token mean, head
-        g, h = bn_fold(model.norm)
+        # readout: final BN (or LayerNorm: applied per token and step by the readout, §5a), token mean, head
         Ntok = b.layers[res].shape[1] * b.layers[res].shape[2]
         Wh = _np(model.head.weight)
+        ro_mst, ro_flt = {"layout": "none"}, {}
+        if isinstance(model.norm, torch.nn.LayerNorm):
+            g, h, eps = layer_norm_affine(model.norm, b.layers[res].shape[0])
+            ro_mst["token_norm"] = "layer"
+            ro_flt["norm_eps"] = eps
+        else:
+            g, h = bn_fold(model.norm)
         Wr = Wh * g[None, :] / Ntok
-        br = Wh @ h + _np(model.head.bias)
+        br = Wh @ h + (_np(model.head.bias) if model.head.bias is not None else 0.0)
         ro = Layer(type="mst_readout", shape=(cfg.num_classes,), name="readout", inputs=[res], output="graded",
                    params={"weight": Wr.astype(np.float32), "bias": br.astype(np.float32)},
-                   flt={"weight": Wr, "bias": br}, mst={"layout": "none"})
+                   flt={"weight": Wr, "bias": br, **ro_flt}, mst=ro_mst)
         out = b.add(ro)
 
     attrs = {"precision": precision, "producer": f"mst_lava {__version__}", "rsm_seed": int(seed),
@@ -213,11 +233,26 @@ def _export_block(b: _Builder, blk, res: int, stage: int) -> int:
     r1 = b.residual(f"block{i}.res1", [res, proj], [1.0, _theta(attn.proj_act)], stage)
     g, hb = bn_fold(blk.norm2)
     sc2 = b.conv(f"block{i}.sc2", r1, g.reshape(C, 1, 1, 1), hb, blk.sc2, "grid", groups=C)
-    W1 = _np(blk.fc1.weight) * _theta(blk.sc2)
-    m1 = b.conv(f"block{i}.mlp1", sc2, W1[:, :, None, None], _np(blk.fc1.bias), blk.mlp1, "grid")
-    W2 = _np(blk.fc2.weight) * _theta(blk.mlp1)
-    m2 = b.conv(f"block{i}.mlp2", m1, W2[:, :, None, None], _np(blk.fc2.bias), blk.mlp2, "grid")
+    W1, b1 = _linear_bn(blk.fc1, blk.fc1_norm, _theta(blk.sc2))
+    m1 = b.conv(f"block{i}.mlp1", sc2, W1[:, :, None, None], b1, blk.mlp1, "grid")
+    W2, b2 = _linear_bn(blk.fc2, blk.fc2_norm, _theta(blk.mlp1))
+    m2 = b.conv(f"block{i}.mlp2", m1, W2[:, :, None, None], b2, blk.mlp2, "grid")
+    if blk.mlp_skip_norm:
+        # the official block: x = BN2(x); x = x + MLP(SC2(x)). The MLP output is added to BN2 of the stream,
+        # which the residual applies to its first input (g, hb: BN2 folded, as SC2 uses it above)
+        return b.residual(f"block{i}.res2", [r1, m2], [1.0, _theta(blk.mlp2)], stage, scale=g, offset=hb)
     return b.residual(f"block{i}.res2", [r1, m2], [1.0, _theta(blk.mlp2)], stage)
+
+
+def _linear_bn(lin, bn, theta_in: float) -> tuple[np.ndarray, np.ndarray]:
+    """A token-wise linear layer on spikes of threshold ``theta_in`` (folded into the weights), with the
+    BatchNorm that follows it (the official ImageNet MLP, ``mlp_norm``) folded in: W·g[o], b·g + h."""
+    W = _np(lin.weight) * theta_in
+    bias = _np(lin.bias) if lin.bias is not None else np.zeros(W.shape[0])
+    if bn is not None:
+        g, h = bn_fold(bn)
+        W, bias = W * g[:, None], bias * g + h
+    return W, bias
 
 
 # ----------------------------------------------------------------------------------------
@@ -340,6 +375,83 @@ def quantize_readout(w_scaled: np.ndarray, bias: np.ndarray, name: str = "readou
                    f"{ops.READOUT_BIAS_BITS}-bit bias")
 
 
+def _residual_fixed(layer: Layer, L: list, r: float, unit: dict, bound: dict) -> tuple[dict, int]:
+    """The fixed-point parameters of a residual node in its stage's unit ``r`` and the bound of its payload
+    (not checked here): spike inputs get integer gains ``round(gain / r)``, graded inputs (same unit) gain
+    1; a stream affine (§5a) on the first input becomes ``floor(scale_mant · x / 2**scale_shift)`` with
+    15-bit mantissas and an integer ``offset = round(offset_f / r)``."""
+    gains, bnd = [], 0
+    fix: dict = {}
+    for j, (k, gain) in enumerate(zip(layer.inputs, np.asarray(layer.flt["gain"]).reshape(-1))):
+        if L[k].output == "spikes":
+            gains.append(int(round(float(gain) / r)))
+            bnd += abs(gains[-1])
+            continue
+        if not math.isclose(unit[k], r, rel_tol=1e-12):
+            raise MSTError(f"residual {layer.name}: graded input {L[k].name} has another unit")
+        gains.append(1)
+        if j == 0 and "scale" in layer.flt:
+            g = np.asarray(layer.flt["scale"], dtype=np.float64).reshape(-1)
+            gmax = float(np.max(np.abs(g), initial=0.0))
+            lim = (1 << ops.STREAM_SCALE_BITS) - 1
+            if gmax == 0:
+                shift = 0
+            else:
+                shift = min(int(math.floor(math.log2(lim / gmax))), ops.STREAM_SCALE_MAX_SHIFT)
+            if shift < 0:
+                raise MSTError(f"residual {layer.name}: a stream scale of {gmax:.6g} (a BatchNorm on the stream with "
+                               f"a very small variance) does not fit a {ops.STREAM_SCALE_BITS}-bit mantissa")
+            mant = np.clip(np.round(g * 2.0 ** shift), -lim, lim).astype(np.int64)
+            off = np.round(np.asarray(layer.flt["offset"], dtype=np.float64).reshape(-1) / r)
+            if float(np.max(np.abs(off), initial=0.0)) > ops.PAYLOAD_MAX:
+                raise MSTError(f"residual {layer.name}: a stream offset of {float(np.max(np.abs(off))) * r:.6g} is "
+                               f"beyond Loihi's 24-bit graded spikes in this stage's unit {r:.6g}")
+            off = off.astype(np.int64)
+            fix.update(scale_mant=mant, scale_shift=np.int64(shift), offset=off)
+            mmax = int(np.max(np.abs(mant), initial=0))
+            bnd += ((mmax * int(bound[k]) + (1 << shift) - 1) >> shift) + int(np.max(np.abs(off), initial=0))
+        else:
+            bnd += int(bound[k])
+    fix.update(gain=np.asarray(gains, dtype=np.int64), unit=float(r))
+    return fix, bnd
+
+
+def _stage_units(L: list) -> dict[int, float]:
+    """One residual unit per stage: the stage's largest spike gain maps to 2**12 − 1. Where the stage's
+    payload would then exceed 24 bits (a stream affine, §5a, can grow it block after block), the largest
+    gain maps to 2**b − 1 with the largest b >= 6 that fits; none fits: MSTError."""
+    gmax: dict[int, float] = {}
+    for layer in L:
+        if layer.type == "mst_residual":
+            st = int(layer.mst["stage"])
+            for k, gain in zip(layer.inputs, np.asarray(layer.flt["gain"]).reshape(-1)):
+                if L[k].output == "spikes":
+                    gmax[st] = max(gmax.get(st, 0.0), float(gain))
+    units = {}
+    for st, gm in gmax.items():
+        worst = None
+        for bits in range(ops.RESIDUAL_EXPORT_GAIN_BITS, ops.RESIDUAL_MIN_GAIN_BITS - 1, -1):
+            r = gm / (2 ** bits - 1)
+            unit: dict[int, float] = {}
+            bound: dict[int, int] = {}
+            worst = (0, "")
+            for i, layer in enumerate(L):
+                if layer.type != "mst_residual" or int(layer.mst["stage"]) != st:
+                    continue
+                _, bnd = _residual_fixed(layer, L, r, unit, bound)
+                unit[i], bound[i] = r, bnd
+                worst = max(worst, (bnd, layer.name))
+            if worst[0] <= ops.PAYLOAD_MAX:
+                units[st] = r
+                break
+        else:
+            raise MSTError(f"stage {st}: the residual payload reaches {worst[0]} at {worst[1]} even with "
+                           f"{ops.RESIDUAL_MIN_GAIN_BITS}-bit residual gains, beyond Loihi's 24-bit graded spikes "
+                           f"(|x| <= {ops.PAYLOAD_MAX}); the stream's BatchNorm scales grow it too much to export "
+                           "in fixed point (export with --precision float)")
+    return units
+
+
 def _set_fixed_neuron(layer: Layer, vth_mant: int) -> None:
     layer.neuron["vThMant"] = np.int64(vth_mant)
     layer.neuron["vInit"] = np.int64((vth_mant << ops.VTH_SHIFT) // 2)
@@ -352,15 +464,7 @@ def quantize_graph(graph: NetxGraph) -> None:
     payloads (input image, residual stream) are bounded and must stay within 24 bits.
     """
     L = graph.layers
-    # one residual unit per stage: the largest spike gain maps to 2**12 - 1
-    stage_unit: dict[int, float] = {}
-    for layer in L:
-        if layer.type == "mst_residual":
-            st = int(layer.mst["stage"])
-            for k, gain in zip(layer.inputs, np.asarray(layer.flt["gain"]).reshape(-1)):
-                if L[k].output == "spikes":
-                    stage_unit[st] = max(stage_unit.get(st, 0.0), float(gain))
-    stage_unit = {s: v / (2 ** ops.RESIDUAL_EXPORT_GAIN_BITS - 1) for s, v in stage_unit.items()}
+    stage_unit = _stage_units(L)
     unit: dict[int, float] = {}                      # value of one integer unit of each graded output
     bound: dict[int, int] = {}                       # largest |payload| of each graded output
     for i, layer in enumerate(L):
@@ -371,21 +475,10 @@ def quantize_graph(graph: NetxGraph) -> None:
             bound[i] = 32767
         elif t == "mst_residual":
             r = stage_unit[int(layer.mst["stage"])]
-            gains = []
-            bnd = 0
-            for k, gain in zip(layer.inputs, np.asarray(layer.flt["gain"]).reshape(-1)):
-                if L[k].output == "spikes":
-                    gains.append(int(round(float(gain) / r)))
-                    bnd += abs(gains[-1])
-                else:
-                    if not math.isclose(unit[k], r, rel_tol=1e-12):
-                        raise MSTError(f"residual {layer.name}: graded input {L[k].name} has another unit")
-                    gains.append(1)
-                    bnd += bound[k]
+            layer.fix, bnd = _residual_fixed(layer, L, r, unit, bound)
             if bnd > ops.PAYLOAD_MAX:
                 raise MSTError(f"residual {layer.name}: its payload can reach {bnd}, beyond Loihi's 24-bit graded "
                                f"spikes (|x| <= {ops.PAYLOAD_MAX})")
-            layer.fix = {"gain": np.asarray(gains, dtype=np.int64), "unit": float(r)}
             unit[i] = r
             bound[i] = bnd
         elif t in ("conv", "dense"):
@@ -422,11 +515,15 @@ def quantize_graph(graph: NetxGraph) -> None:
             _set_fixed_neuron(layer, ops.DYN_VTH >> ops.VTH_SHIFT)
         elif t == "mst_readout":
             src = layer.inputs[0]
-            Wq, e, bq, m = quantize_readout(np.asarray(layer.flt["weight"]) * unit[src],
+            # a token LayerNorm (§5a) hands the head normalized values in units of 2**-NORM_FRAC_BITS
+            u_in = 2.0 ** -ops.NORM_FRAC_BITS if layer.mst.get("token_norm") == "layer" else unit[src]
+            Wq, e, bq, m = quantize_readout(np.asarray(layer.flt["weight"]) * u_in,
                                             np.asarray(layer.flt["bias"]), layer.name)
             layer.params["weight"] = Wq.astype(np.int16)
             layer.params["bias"] = bq
-            layer.fix = {"weight_exp": np.int64(e), "unit": float(m), "input_unit": float(unit[src])}
+            layer.fix = {"weight_exp": np.int64(e), "unit": float(m), "input_unit": float(u_in)}
+            if layer.mst.get("token_norm") == "layer":
+                layer.fix["norm_frac_bits"] = np.int64(ops.NORM_FRAC_BITS)
     graph.exp_table = ops.make_exp_table(ops.LOGIT_FRAC_BITS, ops.EXP_OUT_BITS)
     graph.attrs.update(precision="fixed", softmax_frac_bits=ops.LOGIT_FRAC_BITS,
                        softmax_out_bits=ops.EXP_OUT_BITS, softmax_prob_bits=ops.PROB_BITS,

@@ -18,7 +18,8 @@ import numpy as np
 
 FORMAT = "mst_lava.netx"
 FORMAT_VERSION = 2          # 2: Loihi bit widths (vThMant is the 17-bit mantissa, threshold = vThMant << 6)
-MST_VERSION = 1
+MST_VERSION = 2             # the newest /mst extension version this code reads and writes
+MST_VERSIONS = (1, 2)       # 2 adds the official MST topology (format section 5a); 1 files are read as before
 VTH_SHIFT = 6               # Loihi: the threshold mantissa is left-shifted by 6 (netx_ops.VTH_SHIFT)
 
 STANDARD_TYPES = ("input", "conv", "dense", "flatten")
@@ -75,6 +76,7 @@ class NetxGraph:
     exp_table: np.ndarray | None = None
     kind: str = "mst"                # "mst" (an mst_lava.netx file) | "netx" (plain lava-dl netx)
     path: str | None = None
+    mst_version: int | None = None   # the /mst extension version read from the file (None: not read from a file)
 
     @property
     def precision(self) -> str:
@@ -105,6 +107,25 @@ class NetxGraph:
             rows.append(f"{i:4d} {l.type:15s} {str(tuple(int(s) for s in l.shape)):18s} "
                         f"{l.name:24s} in={list(l.inputs)} {site}{r}")
         return "\n".join(rows)
+
+
+def uses_stream_affine(layer: Layer) -> bool:
+    """An ``mst_residual`` with a per-channel affine on its first input (extension version 2, §5a)."""
+    return layer.type == "mst_residual" and ("scale" in layer.flt or "offset" in layer.flt)
+
+
+def token_norm(layer: Layer) -> str:
+    """The readout's per-token normalization: "none" or "layer" (extension version 2, §5a)."""
+    return str(layer.mst.get("token_norm", "none"))
+
+
+def extension_version(graph: NetxGraph) -> int:
+    """The /mst extension version a graph needs: 2 if it uses a version-2 field, else 1 (so files of
+    this project's own MST stay readable by the mst_lava releases that read version 1 only)."""
+    for layer in graph.layers:
+        if uses_stream_affine(layer) or (layer.type == "mst_readout" and "token_norm" in layer.mst):
+            return 2
+    return 1
 
 
 def jsonable(v: Any):

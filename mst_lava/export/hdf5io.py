@@ -25,7 +25,8 @@ from mst_lava import netx_ops as ops
 from mst_lava.fileio import atomic_write
 from mst_lava.errors import MSTError
 from mst_lava.export.graph import (FORMAT, FORMAT_VERSION, JSON_ATTRS, LAYOUTS, MST_TYPES, MST_VERSION,
-                                   NEURON_TYPES, STANDARD_TYPES, Layer, NetxGraph)
+                                   MST_VERSIONS, NEURON_TYPES, STANDARD_TYPES, Layer, NetxGraph, extension_version,
+                                   uses_stream_affine)
 
 # keys of standard layer groups that we read as arrays (netx reads the same names)
 _STD_KEYS = ("weight", "bias", "stride", "padding", "dilation", "groups", "inChannels", "outChannels",
@@ -148,7 +149,7 @@ def write_network(path, graph: NetxGraph) -> None:
                     _put(g, "mst", m)
             if graph.kind == "mst":
                 mg = f.create_group("mst")
-                mg.attrs["version"] = MST_VERSION
+                mg.attrs["version"] = extension_version(graph)     # 1 unless a version-2 field is used
                 if graph.exp_table is not None:
                     ds = mg.create_dataset("exp_table", data=np.asarray(graph.exp_table, dtype=np.int64))
                     for k in ("frac_bits", "out_bits", "prob_bits"):
@@ -401,8 +402,12 @@ def _read_file(f, ctx: _Ctx) -> NetxGraph:
         if mv is None:
             ctx.fail("/mst", "group or its 'version' attribute is missing")
         mv = _value_attr(mv)
-        if not isinstance(mv, int) or isinstance(mv, bool) or mv != MST_VERSION:
-            ctx.fail("/mst", f"extension version {mv}; this mst_lava reads {MST_VERSION}")
+        if not isinstance(mv, int) or isinstance(mv, bool) or mv not in MST_VERSIONS:
+            newer = " (written by a newer mst_lava: update mst_lava)" if isinstance(mv, int) and mv > MST_VERSION \
+                else ""
+            ctx.fail("/mst", f"extension version {mv!r}; this mst_lava reads versions "
+                             f"{', '.join(map(str, MST_VERSIONS))}{newer}")
+        graph.mst_version = mv
         if "exp_table" in f["mst"]:
             _read_exp_table(f["mst"]["exp_table"], graph, ctx)
     return graph
@@ -834,7 +839,22 @@ def _validate_mst_layer(graph: NetxGraph, i: int, L: Layer, ctx: _Ctx, where: st
             ctx.fail(where, f"takes the readout (layer {k}) as input; the readout is the network's output")
         if layers[k].type == "mst_qk" and L.type != "mst_softmax_av":
             ctx.fail(where, f"takes the attention scores of layer {k} (mst_qk), which only mst_softmax_av reads")
-    if L.type in ("conv", "mst_readout"):
+    v2 = uses_stream_affine(L) or (L.type == "mst_readout" and "token_norm" in L.mst)
+    if v2 and graph.mst_version is not None and graph.mst_version < 2:
+        ctx.fail(where, f"uses {'a stream scale/offset' if L.type == 'mst_residual' else 'mst/token_norm'}, a field "
+                        f"of extension version 2, but /mst has version {graph.mst_version}")
+    if L.type == "mst_readout":
+        x_bound = bounds.get(L.inputs[0], 1)
+        tn = _str(ctx, wm, "token_norm", L.mst.get("token_norm", "none"), ("none", "layer"))
+        if tn == "layer":
+            _need(L.flt, ["norm_eps"], ctx, wf, "a readout with token_norm 'layer'")
+            _float(ctx, wf, "norm_eps", L.flt["norm_eps"], positive=True)
+            if fixed:
+                _need(L.fix, ["norm_frac_bits"], ctx, wx, "a fixed readout with token_norm 'layer'")
+                fbits = _int(ctx, wx, "norm_frac_bits", L.fix["norm_frac_bits"], 0, ops.NORM_MAX_FRAC_BITS)
+                x_bound = ops.norm_bound(int(in_shapes[0][0]), fbits)
+        _validate_synapse(L, ctx, where, fixed, in_shapes[0], layers[L.inputs[0]], x_bound)
+    elif L.type == "conv":
         _validate_synapse(L, ctx, where, fixed, in_shapes[0], layers[L.inputs[0]], bounds.get(L.inputs[0], 1))
     elif L.type == "mst_residual":
         _validate_residual(L, ctx, where, fixed, in_shapes, layers, bounds, i)
@@ -905,6 +925,17 @@ def _validate_residual(L: Layer, ctx: _Ctx, where: str, fixed: bool, in_shapes, 
     if g.size != len(L.inputs):
         ctx.fail(where, f"mst/float/gain has {g.size} entries for {len(L.inputs)} inputs")
     _int(ctx, where + "/mst", "stage", L.mst.get("stage", 0), 0, 1 << 20)
+    affine = uses_stream_affine(L)
+    if affine:         # extension version 2 (§5a): scale ⊙ in_0 + offset, in_0 graded with gain 1
+        _need(L.flt, ["scale", "offset"], ctx, wf, "a residual with a stream scale")
+        C = int(L.shape[0])
+        _float_array(ctx, wf, "scale", L.flt["scale"], shape=(C,))
+        _float_array(ctx, wf, "offset", L.flt["offset"], shape=(C,))
+        if layers[L.inputs[0]].output != "graded":
+            ctx.fail(where, f"has a stream scale, but its first input (layer {L.inputs[0]}) is spikes, not the "
+                            "graded stream")
+        if float(g[0]) != 1.0:
+            ctx.fail(wf, f"gain[0] is {float(g[0])}; the input a stream scale acts on has gain 1")
     for k, s in zip(L.inputs, in_shapes):
         if tuple(s) != tuple(L.shape):
             ctx.fail(where, f"input layer {k} has shape {tuple(s)}, residual shape is {tuple(L.shape)}")
@@ -917,6 +948,20 @@ def _validate_residual(L: Layer, ctx: _Ctx, where: str, fixed: bool, in_shapes, 
         _float(ctx, wx, "unit", L.fix["unit"], positive=True)
         bnd = sum(abs(int(gk)) * (1 if layers[k].output == "spikes" else bounds.get(k, 1))
                   for k, gk in zip(L.inputs, gi))
+        if affine:
+            _need(L.fix, ["scale_mant", "scale_shift", "offset"], ctx, wx, "a residual with a stream scale")
+            lim = (1 << ops.STREAM_SCALE_BITS) - 1
+            C = int(L.shape[0])
+            m = _int_array(ctx, wx, "scale_mant", L.fix["scale_mant"], -lim, lim, shape=(C,),
+                           why=f"stream scale mantissas are below 2**{ops.STREAM_SCALE_BITS}")
+            sh = _int(ctx, wx, "scale_shift", L.fix["scale_shift"], 0, ops.STREAM_SCALE_MAX_SHIFT)
+            off = _int_array(ctx, wx, "offset", L.fix["offset"], -ops.PAYLOAD_MAX, ops.PAYLOAD_MAX, shape=(C,),
+                             why="a stream offset is a 24-bit graded value")
+            if int(gi[0]) != 1:
+                ctx.fail(wx, f"gain[0] is {int(gi[0])}; the input a stream scale acts on has gain 1")
+            b0 = bounds.get(L.inputs[0], 1)
+            mmax = int(np.max(np.abs(m), initial=0))
+            bnd += ((mmax * b0 + (1 << sh) - 1) >> sh) - b0 + int(np.max(np.abs(off), initial=0))
         if bnd > ops.PAYLOAD_MAX:
             ctx.fail(wx, f"gains let the residual payload reach {bnd}, beyond Loihi's 24-bit graded spikes "
                          f"(|x| <= {ops.PAYLOAD_MAX})")

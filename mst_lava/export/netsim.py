@@ -19,7 +19,7 @@ import torch
 
 from mst_lava import netx_ops as ops
 from mst_lava.errors import MSTError
-from mst_lava.export.graph import NetxGraph
+from mst_lava.export.graph import NetxGraph, token_norm, uses_stream_affine
 
 
 @dataclass
@@ -87,6 +87,15 @@ class NetSim:
             if L.type == "mst_residual":
                 P["gain"] = [int(v) for v in np.asarray(L.fix["gain"]).reshape(-1)] if self.fixed else \
                     [float(v) for v in np.asarray(L.flt["gain"]).reshape(-1)]
+                if uses_stream_affine(L):          # §5a: the first input passes a BatchNorm on the stream
+                    P["affine"] = (lambda x, L=L: ops.stream_affine_fixed(
+                        x, L.fix["scale_mant"], int(L.fix["scale_shift"]), L.fix["offset"])) if self.fixed else \
+                        (lambda x, L=L: ops.stream_affine_float(x, L.flt["scale"], L.flt["offset"]))
+            if L.type == "mst_readout" and token_norm(L) == "layer":
+                src = g.layers[L.inputs[0]]
+                P["norm"] = dict(eps=float(L.flt["norm_eps"]),
+                                 unit=float(src.fix["unit"]) if self.fixed else 1.0,
+                                 frac_bits=int(L.fix["norm_frac_bits"]) if self.fixed else None)
             if L.type == "mst_softmax_av":
                 if self.fixed:
                     P["bias"] = self._t(L.fix["bias"], True)
@@ -177,8 +186,10 @@ class NetSim:
             elif L.type == "mst_residual":
                 out = None
                 c["residual_adds"] = 0
-                for k, gain, v in zip(L.inputs, P["gain"], ins):
+                for j, (k, gain, v) in enumerate(zip(L.inputs, P["gain"], ins)):
                     term = v * gain if gain != 1 else v
+                    if j == 0 and "affine" in P:
+                        term = P["affine"](term)
                     out = term if out is None else out + term
                     if gain == 0:
                         continue                              # no synapse: no op (§7)
@@ -222,7 +233,13 @@ class NetSim:
                 out = self._neuron(L, P, cur, T, seed, c)
             elif L.type == "mst_readout":
                 src = ins[0]
-                xs = src.sum(dim=(-2, -1))                                      # (T, B, C) token sum
+                if "norm" in P:          # §5a: LayerNorm per token, sample and step, on the host (numpy, float64)
+                    xn = src.cpu().numpy()
+                    xs = torch.as_tensor(np.stack([np.stack([ops.norm_readout_input(xn[t, j], **P["norm"])
+                                                             for j in range(xn.shape[1])]) for t in range(xn.shape[0])]),
+                                         device=self.device)
+                else:
+                    xs = src.sum(dim=(-2, -1))                                  # (T, B, C) token sum
                 if self.fixed:
                     y = ops.exact_matmul(xs, P["w"].t()) * (1 << P["exp"]) + P["b"]
                     readout = y
@@ -280,7 +297,10 @@ class NetSim:
                                  _pair(L.params.get("padding", 0)), int(np.asarray(L.params.get("groups", 1))))
                 out = qcfs_rate(cur, float(L.neuron["threshold"]))
             elif L.type == "mst_residual":
-                out = sum(v * float(gn) for v, gn in zip(ins, np.asarray(L.flt["gain"]).reshape(-1)))
+                terms = [v * float(gn) for v, gn in zip(ins, np.asarray(L.flt["gain"]).reshape(-1))]
+                if uses_stream_affine(L):
+                    terms[0] = ops.stream_affine_float(terms[0], L.flt["scale"], L.flt["offset"])
+                out = sum(terms)
             elif L.type == "mst_qk":
                 w, s, h = int(L.mst["window"]), int(L.mst["shift"]), int(L.mst["heads"])
                 q, k = ops.to_windows(ins[0], w, s, h), ops.to_windows(ins[1], w, s, h)
@@ -296,7 +316,12 @@ class NetSim:
                 cur = ops.from_windows(torch.softmax(z, -1) @ v, w, s, H, W)
                 out = qcfs_rate(cur, float(L.neuron["threshold"]))
             elif L.type == "mst_readout":
-                out = ins[0].sum(dim=(-2, -1)) @ self._t(L.flt["weight"]).to(dt).t() + self._t(L.flt["bias"]).to(dt)
+                xr = ins[0]
+                if token_norm(L) == "layer":     # LayerNorm over the channels of every token (§5a)
+                    mu = xr.mean(dim=1, keepdim=True)
+                    d = xr - mu
+                    xr = d / torch.sqrt((d * d).mean(dim=1, keepdim=True) + float(L.flt["norm_eps"]))
+                out = xr.sum(dim=(-2, -1)) @ self._t(L.flt["weight"]).to(dt).t() + self._t(L.flt["bias"]).to(dt)
             else:
                 raise MSTError(f"layer {i} ({L.name}): type {L.type!r} is not executable by NetSim")
             vals[i] = out

@@ -183,7 +183,11 @@ def kernel_graph(graph, precision: str, T: int, seed: int) -> tuple[list[KNode],
             cur = add(kern, ins, shape, i, "synapse")
         elif L.type == "mst_residual":
             gains = np.asarray(_p(L, precision, "gain")).reshape(-1)
-            kern = K.ResidualKernel(gains, spike_in, fixed=fixed)
+            aff = {}
+            if "scale" in L.flt:                   # a BatchNorm on the stream (format §5a)
+                aff = dict(scale=L.fix["scale_mant"], scale_shift=int(L.fix["scale_shift"]),
+                           offset=L.fix["offset"]) if fixed else dict(scale=L.flt["scale"], offset=L.flt["offset"])
+            kern = K.ResidualKernel(gains, spike_in, fixed=fixed, **aff)
             out_of[i] = add(kern, ins, shape, i, "residual")
             continue
         elif L.type == "mst_qk":
@@ -214,7 +218,13 @@ def kernel_graph(graph, precision: str, T: int, seed: int) -> tuple[list[KNode],
             b = np.asarray(_p(L, precision, "bias"))
             if fixed and int(L.fix.get("weight_exp", 0)):
                 w = w.astype(np.int64) * (1 << int(L.fix["weight_exp"]))
-            out_of[i] = add(K.ReadoutKernel(w, b, fixed=fixed), ins, shape, i, "readout")
+            norm = {}
+            if str(L.mst.get("token_norm", "none")) == "layer":     # LayerNorm per token and step (format §5a)
+                norm = dict(norm_eps=float(L.flt["norm_eps"]))
+                if fixed:
+                    norm.update(stream_unit=float(layers[L.inputs[0]].fix["unit"]),
+                                norm_frac_bits=int(L.fix["norm_frac_bits"]))
+            out_of[i] = add(K.ReadoutKernel(w, b, fixed=fixed, **norm), ins, shape, i, "readout")
             continue
         else:
             raise MSTError(f"{where}: layer type {L.type!r} has no Lava implementation")

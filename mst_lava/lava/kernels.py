@@ -278,21 +278,29 @@ class ResidualKernel(Kernel):
 
     count_names = ("synops", "residual_adds")
 
-    def __init__(self, gains, spike_inputs, *, fixed: bool = False):
+    def __init__(self, gains, spike_inputs, *, fixed: bool = False, scale=None, offset=None, scale_shift: int = 0):
         super().__init__()
         self.fixed = bool(fixed)
         self.gains = [int(g) if self.fixed else float(g) for g in np.asarray(gains).reshape(-1)]
         self.spike_inputs = [bool(s) for s in spike_inputs]
+        # extension version 2 (format §5a): the first input enters as scale ⊙ x + offset (a BatchNorm on the
+        # stream); fixed: floor(scale_mant ⊙ x / 2**scale_shift) + offset
+        self.scale = None if scale is None else np.asarray(scale).astype(self.dtype).reshape(-1)
+        self.offset = None if offset is None else np.asarray(offset).astype(self.dtype).reshape(-1)
+        self.scale_shift = int(scale_shift)
 
     def step(self, t, *xs):
         acc = None
-        for g, x, sp in zip(self.gains, xs, self.spike_inputs):
+        for j, (g, x, sp) in enumerate(zip(self.gains, xs, self.spike_inputs)):
             if g != 0:                     # an input with gain 0 has no synapse: no op (format §7)
                 nz = np.count_nonzero(x)
                 self.counts[0] += nz
                 if sp:
                     self.counts[1] += nz
             term = x * g if g != 1 else x
+            if j == 0 and self.scale is not None:
+                term = ops.stream_affine_fixed(term, self.scale, self.scale_shift, self.offset) if self.fixed else \
+                    ops.stream_affine_float(term, self.scale, self.offset)
             acc = term.astype(self.dtype) if acc is None else acc + term
         return acc
 
@@ -408,14 +416,16 @@ class SoftmaxAVKernel(Kernel):
 
 
 class ReadoutKernel(Kernel):
-    """Readout ``y(t) = W · Σ_tokens x(t) + b`` of the last residual node (final BN, mean and head folded).
+    """Readout ``y(t) = W · Σ_tokens x(t) + b`` of the last residual node (final BN, mean and head folded);
+    with ``norm_eps`` ``y(t) = W · Σ_tokens LN(x(t)) + b`` (``netx_ops.norm_readout_input``, format §5a).
 
     Synaptic ops: every nonzero input element × the non-zero weights of its channel
     (``netx_ops.dense_fanout``, format §7); analog MACs: ``W.size`` every step."""
 
     count_names = ("synops", "analog_macs")
 
-    def __init__(self, weight, bias, *, fixed: bool = False):
+    def __init__(self, weight, bias, *, fixed: bool = False, norm_eps: float | None = None, stream_unit: float = 1.0,
+                 norm_frac_bits: int | None = None):
         super().__init__()
         self.fixed = bool(fixed)
         dt = np.int64 if self.fixed else np.float64
@@ -423,9 +433,16 @@ class ReadoutKernel(Kernel):
         self.bias = np.asarray(bias).astype(dt).reshape(-1)
         self.macs = float(self.weight.size)
         self.fanout = ops.dense_fanout(self.weight).astype(np.float64)
+        # extension version 2 (format §5a): a LayerNorm per token and step before the token sum (host, float64)
+        self.norm = None if norm_eps is None else dict(
+            eps=float(norm_eps), unit=float(stream_unit) if self.fixed else 1.0,
+            frac_bits=int(norm_frac_bits) if self.fixed else None)
 
     def step(self, t, x):
-        pooled = x.reshape(x.shape[0], -1).sum(axis=1) if x.ndim > 1 else x
+        if self.norm is not None:
+            pooled = ops.norm_readout_input(x, **self.norm)
+        else:
+            pooled = x.reshape(x.shape[0], -1).sum(axis=1) if x.ndim > 1 else x
         events = (x != 0).reshape(x.shape[0], -1).sum(axis=1) if x.ndim > 1 else (x != 0)
         self.counts[0] += float(self.fanout @ events)
         self.counts[1] += self.macs
