@@ -294,3 +294,26 @@ def test_official_checkpoint_through_the_whole_toolchain(save_official, tmp_path
     rc = main(["verify", str(ours), str(net), "--data", str(data), "--n", "2", "--T", "8", "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0 and "PASS" in out, out
+
+
+def test_lava_runs_the_official_topology_without_torch(tmp_path):
+    """The Lava side of version 2 (stream affine, LayerNorm readout) needs numpy only: the builder and
+    runner execute an official-topology file in a subprocess that refuses torch, with the scores NetSim
+    computes here."""
+    from test_format_core import _run_without_torch
+    m = official_digits(seed=3, spiky=True)
+    x = _digits(2)
+    write_network(tmp_path / "o.net", export_model(m, precision="fixed"))
+    np.save(tmp_path / "x.npy", x.numpy())
+    code = ("import numpy as np\n"
+            "import mst_lava.lava\n"
+            "from mst_lava.lava import runner\n"
+            "from mst_lava.export import read_network\n"
+            "res = runner.run(read_network('o.net'), np.load('x.npy'), 6, precision='fixed')\n"
+            "np.save('scores.npy', res.scores)\n"
+            "print('DONE')\n")
+    r, report = _run_without_torch(code, tmp_path)
+    assert "DONE" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert report == "TORCH-ATTEMPTS [] TORCH-LOADED False", report
+    ref = NetSim(read_network(tmp_path / "o.net"), precision="fixed").run(x, 6)
+    np.testing.assert_array_equal(np.load(tmp_path / "scores.npy"), ref.readout.sum(0).numpy())
