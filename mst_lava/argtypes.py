@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
+from pathlib import Path
 
 # RSM seeds are written into .net files and mixed as 32-bit words; training seeds feed numpy's
 # seed (< 2**32, plus the DDP rank). One range that every consumer and the file format can hold.
@@ -134,3 +136,160 @@ def path_text(text: str) -> str:
         raise argparse.ArgumentTypeError(f"a path cannot contain a NUL character: {text!r}")
     return str(text)
 
+
+
+# ----------------------------------------------------------------------------------------
+# options every command spells the same way: --dataset NAME, --data DIR, --mask SITE=R ...
+
+DATASET_OPTION_HELP = ("dataset name: {names} (default: {default})")
+DATA_OPTION_HELP = ("folder the dataset's files are read from (default: the dataset's standard location; digits "
+                    "needs none: it comes with scikit-learn)")
+
+
+def dataset_names() -> tuple[str, ...]:
+    """Every dataset name, without importing torch (the registry's names, from ``mst_lava.data``)."""
+    from mst_lava.data import DEFAULT_PRESET
+    from mst_lava.data.files import STATIC_NAMES
+    return tuple(dict.fromkeys([*STATIC_NAMES, *DEFAULT_PRESET]))
+
+
+def dataset_name(text: str) -> str:
+    """A dataset name the registry knows (``--dataset NAME``)."""
+    s = str(text).strip()
+    names = dataset_names()
+    if s not in names:
+        hint = f"; {text!r} is a folder: give it as --data {text}" if s and Path(s).expanduser().is_dir() else ""
+        raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; choose from {', '.join(names)}{hint}")
+    return s
+
+
+def _data_dir_problem(text: str) -> str | None:
+    """Why ``text`` is not usable as ``--data DIR`` (None when it is an existing folder)."""
+    p = Path(text).expanduser()
+    if p.is_dir():
+        return None
+    what = "a file" if p.exists() else "not there"
+    hint = f" (for the dataset named {text!r} use --dataset {text})" if str(text).strip() in dataset_names() else ""
+    return f"--data is the folder the dataset's files are read from; {text!r} is {what}{hint}"
+
+
+def data_dir(text: str) -> str:
+    """An existing folder (``--data DIR``)."""
+    s = path_text(text)
+    problem = _data_dir_problem(s)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return s
+
+
+def add_dataset_options(p: argparse.ArgumentParser, default: str, *, legacy_data_name: bool = False) -> None:
+    """``--dataset NAME`` and ``--data DIR``, with the same meaning in every command.
+
+    ``legacy_data_name`` (``mst run``/``mst verify``, for one release): ``--data`` is checked after parsing by
+    :func:`resolve_dataset_options`, which still takes ``--data NAME`` and ``--data-root DIR`` with a
+    deprecation message."""
+    p.add_argument("--dataset", metavar="NAME", type=dataset_name, default=None,
+                   help=DATASET_OPTION_HELP.format(names=", ".join(dataset_names()), default=default))
+    help_data = DATA_OPTION_HELP
+    if legacy_data_name:
+        help_data += ("; until the next release --data NAME (a dataset name that is not a folder) still means "
+                      "--dataset NAME, with a deprecation message")
+    p.add_argument("--data", metavar="DIR", type=path_text if legacy_data_name else data_dir, default=None,
+                   help=help_data)
+    if legacy_data_name:
+        p.add_argument("--data-root", metavar="DIR", type=path_text, default=None, help=argparse.SUPPRESS)
+
+
+def resolve_dataset_options(args, command: str, warn=None) -> None:
+    """``mst run``/``mst verify``: ``args.dataset`` (a name or None) and ``args.data`` (an existing folder or None).
+
+    Until the next release the old spellings work with a deprecation message on stderr: ``--data NAME``
+    (a known dataset name that is not an existing folder) as ``--dataset NAME``, ``--data-root DIR`` as
+    ``--data DIR``. Anything else that is not a folder is an ``MSTError``."""
+    from mst_lava.errors import MSTError
+    if warn is None:
+        def warn(msg):
+            print(f"mst {command}: warning: {msg}", file=sys.stderr)
+    data, root = args.data, getattr(args, "data_root", None)
+    if data is not None and str(data).strip() in dataset_names() and not Path(data).expanduser().is_dir():
+        if args.dataset is not None:
+            raise MSTError(f"--data {data}: --data is the folder the dataset's files are read from and {data!r} is "
+                           f"no folder; --dataset {args.dataset} already names the dataset")
+        warn(f"--data NAME is deprecated and stops working in the next release: --data is now the dataset's "
+             f"folder in every command; use --dataset {data.strip()}")
+        args.dataset, args.data = data.strip(), None
+    if root is not None:
+        warn("--data-root DIR is deprecated and stops working in the next release: use --data DIR")
+        if args.data is not None:
+            raise MSTError("--data and --data-root both give the dataset's folder: give it once, as --data DIR")
+        args.data = root
+    if getattr(args, "data_root", None) is not None:
+        args.data_root = None
+    if args.data is not None:
+        problem = _data_dir_problem(args.data)
+        if problem:
+            raise MSTError(problem)
+
+
+MASK_RULE = ("Each --mask is one Random Spike Masking configuration: SITE=R words separated by spaces or commas "
+             "(--mask Q=0.75 K=0.75 A=0.75 is --mask Q=0.75,K=0.75,A=0.75), R in [0, 1) the probability of "
+             "dropping a spike; SITE@BLOCK=R masks one block only. Sites: SC1 Q K A V AV Proj SC2 MLP1 MLP2 "
+             "embed merge (act in the ResNet/VGG baselines).")
+
+
+class MaskAction(argparse.Action):
+    """``--mask SITE=R ...``: one occurrence is one RSM configuration, in every command.
+
+    ``configurations=False`` (a command that uses one configuration): the value is that configuration's
+    words and a second ``--mask`` is an argparse error. ``configurations=True``: the value is a list with
+    one list of words per occurrence. The command reads each configuration with :func:`parse_mask_words`
+    (sites, ratios, a site given twice), after its checkpoint is known; ``keywords`` are words a command
+    takes alone instead of a configuration (``--mask ckpt``)."""
+
+    def __init__(self, option_strings, dest, configurations: bool = False, keywords=(), **kw):
+        kw.setdefault("nargs", "+")
+        kw.setdefault("metavar", "SITE=R")
+        super().__init__(option_strings, dest, **kw)
+        self.configurations, self.keywords = configurations, tuple(keywords)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        words = [str(v) for v in values]
+        if self.configurations:
+            prev = getattr(namespace, self.dest, None)
+            groups = [] if prev is None or prev is self.default else list(prev)
+            setattr(namespace, self.dest, groups + [words])
+            return
+        if getattr(namespace, self.dest, None) is not self.default:
+            parser.error(f"argument {option_string}: given twice; one --mask is one configuration and this command "
+                         f"uses one: put every site in a single {option_string}, e.g. {option_string} Q=0.75 K=0.75 "
+                         "A=0.75")
+        setattr(namespace, self.dest, words)
+
+
+def parse_mask_words(words) -> dict[str, float]:
+    """One ``--mask`` configuration's words → ``{site: ratio}`` (``rsm.parse_mask_spec``), refusing a site given
+    twice (``Q=0.5 Q=0.75``: no silent last-wins); an ``MSTError`` saying what is wrong otherwise."""
+    from mst_lava.errors import MSTError
+    from mst_lava.model.rsm import parse_mask_spec
+    out: dict[str, float] = {}
+    for w in words or ():
+        for part in str(w).split(","):
+            if not part.strip():
+                continue
+            one = parse_mask_spec([part])
+            for key in one.keys() & out.keys():
+                raise MSTError(f"--mask gives {key} twice ({key}={out[key]:g} and {part.strip()}); give each site "
+                               "once in a configuration")
+            out.update(one)
+    return out
+
+
+def add_mask_option(p: argparse.ArgumentParser, default_help: str, *, configurations: bool = False,
+                    keywords: dict | None = None, default=None) -> None:
+    """``--mask SITE=R ...`` with the one rule (:data:`MASK_RULE`) in its help."""
+    parts = [MASK_RULE, "Repeat --mask to evaluate several configurations, each on its own." if configurations else
+             "This command uses one configuration: --mask may be given once."]
+    parts += [f"--mask {k}: {v}." for k, v in (keywords or {}).items()]
+    parts.append(f"Default: {default_help}.")
+    p.add_argument("--mask", action=MaskAction, configurations=configurations, keywords=tuple(keywords or ()),
+                   default=default, help=" ".join(parts))

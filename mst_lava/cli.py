@@ -17,31 +17,28 @@ from mst_lava.shipped import PACKAGED, shipped_dir
 
 # modules that add subcommands (each has ``register(subparsers)``) and the commands they add; absent
 # modules are skipped. ``mst COMMAND`` imports only its own module (``mst run`` on Lava: no torch).
-COMMAND_MODULES = {"mst_lava.snn.evaluate": ("snn-eval",), "mst_lava.lava.commands": ("run", "verify"),
+COMMAND_MODULES = {"mst_lava.snn.evaluate": ("snn-eval",), "mst_lava.run.commands": ("run", "verify"),
                    "mst_lava.search": ("rsm-search",), "mst_lava.official": ("import-official",),
                    "mst_lava.inspect_net": ("inspect",)}
 
 
 def _add_train(sub) -> None:
-    from mst_lava.data import dataset_names
     from mst_lava.model import PRESETS
     p = sub.add_parser("train", help="train a QCFS Masked Spiking Transformer (ANN)",
                        description="Train a QCFS MST with AdamW, cosine schedule with warmup, label smoothing, "
-                                   "random crop/flip, bf16 autocast where the hardware has it, DDP under torchrun. Writes a checkpoint after "
-                                   "every epoch (atomically).")
-    p.add_argument("--dataset", default=None, help=f"dataset name: {', '.join(dataset_names())} "
-                   "(default: the --init or --resume checkpoint's, else the preset's own: digits→digits, "
-                   "fmnist→fmnist, cifar→cifar10, swin-t→imagenet)")
+                                   "random crop/flip, bf16 autocast where the hardware has it, DDP under torchrun. "
+                                   "Writes a checkpoint after every epoch (atomically).")
+    at.add_dataset_options(p, "the --init or --resume checkpoint's, else the preset's own: digits→digits, "
+                              "fmnist→fmnist, cifar→cifar10, dvs→cifar10-dvs, swin-t→imagenet")
     p.add_argument("--preset", default=None, choices=list(PRESETS), help="model preset (default: from the dataset)")
-    p.add_argument("--data", default=None, help="dataset folder (default: the dataset's standard location)")
-    p.add_argument("--epochs", type=at.positive_int, default=30)
-    p.add_argument("--batch-size", type=at.positive_int, default=64)
+    p.add_argument("--epochs", type=at.positive_int, default=30, help="training epochs (default 30)")
+    p.add_argument("--batch-size", type=at.positive_int, default=64,
+                   help="training samples per step, per process under torchrun (default 64)")
     p.add_argument("--lr", type=at.positive_float, default=2e-3, help="peak learning rate (AdamW, weight decay 0.05)")
-    p.add_argument("--warmup-epochs", type=at.non_negative_int, default=2)
+    p.add_argument("--warmup-epochs", type=at.non_negative_int, default=2,
+                   help="epochs of linear learning-rate warmup before the cosine decay (default 2)")
     p.add_argument("--label-smoothing", type=at.fraction, default=0.1, help="in [0, 1) (default 0.1)")
-    p.add_argument("--mask", nargs="*", default=[], metavar="SITE=R",
-                   help="RSM ratios per site, e.g. --mask Q=0.75 K=0.75 A=0.75 (SITE@BLOCK=R for one block); "
-                        "sites: SC1 Q K A V AV Proj SC2 MLP1 MLP2 embed merge")
+    at.add_mask_option(p, "no masking (--resume continues with the interrupted run's ratios)", default=[])
     p.add_argument("--seed", type=at.seed, default=0, help=f"random seed in [0, {at.SEED_MAX}] (default 0)")
     p.add_argument("--out", type=at.path_text, default="mst.pt", help="checkpoint path (written after every epoch)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run saved at --out")
@@ -84,8 +81,7 @@ def _run_train(args) -> int:
 def _check_train_args(args) -> None:
     """Before any data is read: the mask parses, the checkpoints to read are valid, --out can be written."""
     from mst_lava.checkpoint import check_output_file, read_checkpoint
-    from mst_lava.model.rsm import parse_mask_spec
-    parse_mask_spec(args.mask)
+    at.parse_mask_words(args.mask)
     if args.resume and args.init:
         raise MSTError("--resume continues the run saved at --out and --init starts a new one from a checkpoint: "
                        "give one of them")
@@ -125,11 +121,11 @@ def _run_demo(args) -> int:
     if not net.exists():
         if EXPORT_DIR.is_relative_to(PACKAGED):
             raise MSTError(f"this installed mst_lava ships export/digits.net only, not {name}: in a checkout, "
-                           f"export it with `{how}` and run it with `mst run FILE --data {args.dataset}`")
+                           f"export it with `{how}` and run it with `mst run FILE --dataset {args.dataset}`")
         raise MSTError(f"the shipped network {net} is missing; re-create it with `{how}`")
     n = args.n if args.n is not None else (100 if args.dataset == "digits" else 20)
     report = args.report or ("runs/demo" if args.dataset == "digits" else f"runs/demo-{args.dataset}")
-    return main(["run", str(net), "--data", args.dataset, "--n", str(n), "--T", str(args.T),
+    return main(["run", str(net), "--dataset", args.dataset, "--n", str(n), "--T", str(args.T),
                  "--backend", "lava-cpu", "--precision", "fixed", "--report", report])
 
 

@@ -22,10 +22,8 @@ placement by Intel's compiler.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -50,23 +48,12 @@ def cmd_inspect(args) -> int:
     rep = inspect_graph(graph, args.target)
     rep["file"] = str(args.net)
     if args.json:
-        from mst_lava.fileio import atomic_write
-        text = json.dumps(rep, indent=1, default=_json_default)
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text), "--json output")
+        from mst_lava.report import write_json
+        write_json(args.json, rep, "--json output")
     sys.stdout.write(markdown(rep))
     if args.json:
         print(f"\nwrote {args.json}")
     return 0
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
 
 
 # ----------------------------------------------------------------------------------------

@@ -1,16 +1,26 @@
-"""Reports of an SNN evaluation: ``report.json``, ``summary.md`` and PNG plots (matplotlib Agg).
+"""Reports: the numbers, JSON and Markdown of every command that writes one.
 
-Input is the dict built by :func:`mst_lava.snn.evaluate.run_snn_eval` (see there); every
-figure in the Markdown comes from that dict, so the JSON is the complete record.
+- shared by all: :func:`fmt_num` (counts in k/M/G), :func:`json_default` and :func:`write_json`/:func:`write_text`
+  (atomic), :func:`machine_info`;
+- ``mst snn-eval``: ``report.json``, ``summary.md`` and PNG plots (matplotlib Agg) of the dict built by
+  :func:`mst_lava.snn.evaluate.run_snn_eval` (see there); every figure in the Markdown comes from that dict,
+  so the JSON is the complete record;
+- ``mst run`` (both backends): per-inference counts in the structure :mod:`mst_lava.energy` expects
+  (:func:`per_inference_summary`), the overflow line and ``summary.md`` (:func:`run_markdown`).
+
+No torch: ``mst run`` on Lava imports this module (tests/test_format_core.py); matplotlib is imported
+when a plot is drawn.
 """
 from __future__ import annotations
 
 import json
-import math
+import os
+import platform
 from pathlib import Path
 
-from mst_lava.checkpoint import atomic_write, ensure_dir
 from mst_lava.energy import format_energy
+from mst_lava.fileio import atomic_write, ensure_dir
+from mst_lava.model.rsm import format_mask
 
 COUNT_NOTES = [
     "**Synaptic ops** (synops) are counted for every Linear/Conv2d whose input is spikes: each delivered spike "
@@ -39,20 +49,38 @@ def _pct(v: float) -> str:
     return f"{100 * v:.2f}"
 
 
-def _num(v: float) -> str:
+def fmt_num(v: float | None) -> str:
+    """A count in three significant digits with k, M or G: 1234567 → '1.23 M'; None → '—'."""
     if v is None:
         return "—"
     v = float(v)
     if v == 0:
         return "0"
-    a = abs(v)
-    if a >= 1e9:
-        return f"{v / 1e9:.3g} G"
-    if a >= 1e6:
-        return f"{v / 1e6:.3g} M"
-    if a >= 1e3:
-        return f"{v / 1e3:.3g} k"
+    for unit, f in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= f:
+            return f"{v / f:.3g} {unit}"
     return f"{v:.3g}"
+
+
+def json_default(o):
+    """``json.dumps(default=...)`` of every report: numpy scalars and arrays as Python values, paths as text."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def write_text(path, text: str, what: str = "report file") -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text), what)
+
+
+def write_json(path, obj, what: str = "report file") -> None:
+    write_text(path, json.dumps(obj, indent=1, default=json_default, ensure_ascii=False), what)
+
+
+def machine_info() -> dict:
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
 
 
 def markdown_summary(r: dict) -> str:
@@ -60,7 +88,7 @@ def markdown_summary(r: dict) -> str:
     tm = str(max(Ts))
     L = [f"# SNN evaluation: {r.get('arch', '?')} on {r.get('dataset', '?')}", ""]
     L += [f"- command: `{r.get('command', '')}`",
-          f"- checkpoint: `{r.get('checkpoint')}` ({_num(r.get('params', 0))} parameters), "
+          f"- checkpoint: `{r.get('checkpoint')}` ({fmt_num(r.get('params', 0))} parameters), "
           f"trained with mask {r.get('trained_mask') or 'none'}",
           f"- samples: {r['n_samples']}; device {r.get('device')}, {r.get('dtype')}; "
           f"threads {r.get('machine', {}).get('threads')}; wall time {r.get('wall_s', 0):.1f} s "
@@ -89,14 +117,15 @@ def markdown_summary(r: dict) -> str:
         rel = "—"
         if base is not None and base["counts"][tm]["totals"]["synops"]:
             rel = f"×{t['synops'] / base['counts'][tm]['totals']['synops']:.3f}"
-        L.append(f"| {c['label']} | {_num(t['spikes_emitted'])} | {_num(t['spikes_delivered'])} | "
-                 f"{t['firing_rate']:.4f} | {_num(t['synops'])} | {rel} | {_num(t['neuron_updates'])} | "
-                 f"{_num(t['analog_macs'])} | {_num(t['residual_accumulations'])} | {_num(t['qk_products'])} | "
-                 f"{_num(t['softmax_v_accumulations'])} | {_num(t['softmax_elements'])} |")
+        L.append(f"| {c['label']} | {fmt_num(t['spikes_emitted'])} | {fmt_num(t['spikes_delivered'])} | "
+                 f"{t['firing_rate']:.4f} | {fmt_num(t['synops'])} | {rel} | {fmt_num(t['neuron_updates'])} | "
+                 f"{fmt_num(t['analog_macs'])} | {fmt_num(t['residual_accumulations'])} | "
+                 f"{fmt_num(t['qk_products'])} | "
+                 f"{fmt_num(t['softmax_v_accumulations'])} | {fmt_num(t['softmax_elements'])} |")
     ann = r.get("ann_counts", {})
-    L += ["", f"ANN on the same input: {_num(ann.get('macs', 0))} MACs per inference "
-              f"({_num(ann.get('layer_macs', 0))} in layers, {_num(ann.get('matmul_macs', 0))} in attention "
-              f"matmuls), {_num(ann.get('softmax_elements', 0))} softmax elements."]
+    L += ["", f"ANN on the same input: {fmt_num(ann.get('macs', 0))} MACs per inference "
+              f"({fmt_num(ann.get('layer_macs', 0))} in layers, {fmt_num(ann.get('matmul_macs', 0))} in attention "
+              f"matmuls), {fmt_num(ann.get('softmax_elements', 0))} softmax elements."]
     L += ["", f"## Energy per inference at T={tm}", ""]
     L += ["| mask | Loihi (synops+updates+spikes) | Loihi, inactive-update price | 45 nm theoretical "
           f"({r.get('precision', 'fp32')}, papers' formula) | + residual & dynamic products | ANN (45 nm) | "
@@ -114,7 +143,7 @@ def markdown_summary(r: dict) -> str:
     th0 = e0["theoretical"]
     if th0.get("constant_input_macs"):
         L += ["", f"The layer reading the input image sees the same values every step (direct encoding); it is "
-                  f"counted every step above ({_num(th0['constant_input_macs'])} MACs per inference). Computed once "
+                  f"counted every step above ({fmt_num(th0['constant_input_macs'])} MACs per inference). Computed once "
                   f"per inference instead, the papers' formula gives "
                   f"{format_energy(th0['papers_total_first_layer_once_pJ'])} ({r['configs'][0]['label']})."]
     for h in e0["hardware"]:
@@ -126,13 +155,13 @@ def markdown_summary(r: dict) -> str:
     L += ["", f"Theoretical energy lines ({r['configs'][0]['label']}, E_AC = {th['E_AC_pJ']} pJ, "
               f"E_MAC = {th['E_MAC_pJ']} pJ):", "", "| item | count | pJ each | energy |", "|---|---|---|---|"]
     for ln in th["lines"]:
-        L.append(f"| {ln['item']} | {_num(ln['count'])} | {ln['pJ_each'] if ln['pJ_each'] is not None else '—'} | "
+        L.append(f"| {ln['item']} | {fmt_num(ln['count'])} | {ln['pJ_each'] if ln['pJ_each'] is not None else '—'} | "
                  f"{format_energy(ln['energy_pJ'])} |")
     lo = next((h for h in e0["hardware"] if h.get("available")), None)
     if lo:
         L += ["", f"Loihi lines ({lo['title']}):", "", "| item | count | pJ each | energy |", "|---|---|---|---|"]
         for ln in lo["lines"] + lo["unmapped"]:
-            L.append(f"| {ln['item']} | {_num(ln['count'])} | "
+            L.append(f"| {ln['item']} | {fmt_num(ln['count'])} | "
                      f"{ln['pJ_each'] if ln['pJ_each'] is not None else 'not mapped'} | "
                      f"{format_energy(ln['energy_pJ'])} |")
     c0 = r["configs"][0]
@@ -141,20 +170,20 @@ def markdown_summary(r: dict) -> str:
               "products)", "", "| layer or operation class | synops (accumulates) | MACs (multiply-accumulates) | "
               "energy | share |", "|---|---|---|---|---|"]
     for row in rows:
-        L.append(f"| {row['name']} | {_num(row['synops'])} | {_num(row['macs'])} | "
+        L.append(f"| {row['name']} | {fmt_num(row['synops'])} | {fmt_num(row['macs'])} | "
                  f"{format_energy(row['energy_pJ'])} | {100 * row['energy_pJ'] / total if total else 0:.1f} % |")
     L += ["", f"## Per layer ({c0['label']}, T={tm})", "", "| layer | type | input | from site | synops | MACs |",
           "|---|---|---|---|---|---|"]
     for ly in c0["counts"][tm]["layers"]:
-        L.append(f"| {ly['name']} | {ly['type']} | {ly['input']} | {ly['source'] or '—'} | {_num(ly['synops'])} | "
-                 f"{_num(ly['macs'])} |")
+        L.append(f"| {ly['name']} | {ly['type']} | {ly['input']} | {ly['source'] or '—'} | {fmt_num(ly['synops'])} | "
+                 f"{fmt_num(ly['macs'])} |")
     L += ["", f"## Per site ({c0['label']}, T={tm})", "",
           "| site | block | neurons | firing rate | delivered rate | spikes emitted | delivered | synops out |",
           "|---|---|---|---|---|---|---|---|"]
     for s in c0["counts"][tm]["sites"]:
         L.append(f"| {s['site']} | {s['block']} | {s['neurons']} | {s['firing_rate']:.4f} | "
-                 f"{s['delivered_rate']:.4f} | {_num(s['spikes_emitted'])} | {_num(s['spikes_delivered'])} | "
-                 f"{_num(s['synops_out'])} |")
+                 f"{s['delivered_rate']:.4f} | {fmt_num(s['spikes_emitted'])} | {fmt_num(s['spikes_delivered'])} | "
+                 f"{fmt_num(s['synops_out'])} |")
     L += ["", "## What is counted", ""] + [f"- {n}" for n in COUNT_NOTES]
     L += ["", "Plots: `accuracy_vs_T.png`, `firing_rate.png`, `spikes_per_block.png`, `energy_breakdown.png`.", ""]
     return "\n".join(L)
@@ -268,22 +297,12 @@ def plot_spikes_per_block(r: dict, path) -> None:
     plt.close(fig)
 
 
-def _json_default(o):
-    if isinstance(o, float) and (math.isnan(o) or math.isinf(o)):
-        return None
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
 def write_report(r: dict, out_dir, plots: bool = True) -> list[Path]:
     """Write report.json, summary.md and (unless ``plots=False``) three PNG plots into ``out_dir``."""
     out = ensure_dir(out_dir, "report folder")
     paths = [out / "report.json", out / "summary.md"]
-    text = json.dumps(r, indent=1, default=_json_default, ensure_ascii=False)
-    atomic_write(paths[0], lambda tmp: Path(tmp).write_text(text), "report file")
-    md = markdown_summary(r)
-    atomic_write(paths[1], lambda tmp: Path(tmp).write_text(md), "report file")
+    write_json(paths[0], r)
+    write_text(paths[1], markdown_summary(r))
     if plots:
         for name, fn in (("accuracy_vs_T.png", plot_accuracy), ("firing_rate.png", plot_firing_rates),
                          ("spikes_per_block.png", plot_spikes_per_block),
@@ -297,3 +316,163 @@ def write_report(r: dict, out_dir, plots: bool = True) -> list[Path]:
 def _plot_into(fn, r: dict, tmp) -> None:
     with open(tmp, "wb") as f:      # a file object: the format is PNG whatever the temp file's name
         fn(r, f)
+
+
+# ----------------------------------------------------------------------------------------
+# mst run (both backends)
+
+RUN_TOTALS = ("spikes_emitted", "spikes_delivered", "neuron_updates", "neurons", "synops", "analog_macs",
+              "qk_products", "softmax_v_accumulations", "softmax_elements", "residual_accumulations",
+              "analog_matmul_macs", "current_overflows", "voltage_overflows")
+
+
+def per_inference_summary(res) -> dict:
+    """Counts per inference (mean over samples) of a run result (``counts`` per layer, ``n_samples``, ``T``), in
+    the structure :mod:`mst_lava.energy` expects."""
+    n = max(res.n_samples, 1)
+    sites, layers = [], []
+    tot = dict.fromkeys(RUN_TOTALS, 0.0)
+    overflows = []
+    for name, c in res.counts.items():
+        typ = c["type"]
+        oc, ov = c.get("current_overflows", 0), c.get("voltage_overflows", 0)
+        if oc or ov:                         # 24-bit wraps / saturations of the fixed-point neurons
+            tot["current_overflows"] += oc / n
+            tot["voltage_overflows"] += ov / n
+            overflows.append({"name": name, "current_overflows": oc / n, "voltage_overflows": ov / n,
+                              "per_neuron_step": (oc + ov) / max(c.get("neuron_updates", 0), 1)})
+        if typ == "mst_residual":
+            tot["residual_accumulations"] += c.get("residual_adds", 0) / n
+        elif typ == "mst_qk":
+            tot["qk_products"] += c.get("synops", 0) / n
+        elif typ == "mst_softmax_av":
+            tot["softmax_v_accumulations"] += c.get("synops", 0) / n
+            tot["softmax_elements"] += c.get("softmax_elements", 0) / n
+        elif typ == "mst_readout":
+            tot["analog_macs"] += c.get("analog_macs", 0) / n
+        else:
+            if c.get("analog_macs", 0):
+                tot["analog_macs"] += c["analog_macs"] / n
+            else:
+                tot["synops"] += c.get("synops", 0) / n
+            layers.append({"name": name, "type": typ, "synops": c.get("synops", 0) / n,
+                           "macs": c.get("analog_macs", 0) / n})
+        if c["site"]:
+            up = c.get("neuron_updates", 0)
+            tot["spikes_emitted"] += c["spikes"] / n
+            tot["spikes_delivered"] += c["delivered"] / n
+            tot["neuron_updates"] += up / n
+            tot["neurons"] += c["neurons"]
+            sites.append({"name": name, "site": c["site"], "block": c["block"], "neurons": c["neurons"],
+                          "spikes_emitted": c["spikes"] / n, "spikes_delivered": c["delivered"] / n,
+                          "dropped": c.get("dropped", 0) / n, "neuron_updates": up / n,
+                          "firing_rate": c["spikes"] / up if up else 0.0})
+    tot["firing_rate"] = tot["spikes_emitted"] / tot["neuron_updates"] if tot["neuron_updates"] else 0.0
+    return {"T": res.T, "samples": res.n_samples, "sites": sites, "layers": layers, "totals": tot,
+            "overflows": overflows}
+
+
+def overflow_line(summary: dict) -> str | None:
+    """One line on Loihi's 24-bit limits when a fixed-point run hit them (None otherwise)."""
+    t, ov = summary["totals"], summary.get("overflows") or []
+    if not ov:
+        return None
+    worst = sorted(ov, key=lambda o: -(o["current_overflows"] + o["voltage_overflows"]))[:3]
+    where = ", ".join(f"{o['name']} ({fmt_num(o['current_overflows'])} wraps, {fmt_num(o['voltage_overflows'])} "
+                      f"saturations)" for o in worst)
+    return (f"24-bit overflow events per inference: {fmt_num(t['current_overflows'])} current wrap-arounds, "
+            f"{fmt_num(t['voltage_overflows'])} voltage saturations in {len(ov)} layer(s); most in {where}")
+
+
+def run_energy(summary: dict, precision: str) -> tuple[dict | None, str | None]:
+    """The energy report of a run's per-inference counts, or (None, why not)."""
+    from mst_lava import energy
+    from mst_lava.errors import MSTError
+    try:
+        return energy.energy_report(summary, None, precision="int8" if precision == "fixed" else "fp32"), None
+    except (MSTError, KeyError, ValueError) as e:
+        return None, f"energy report unavailable: {e}"
+
+
+def run_lines(summary: dict, precision: str, energy: dict | None, energy_note: str | None) -> list[str]:
+    """What ``mst run`` prints after predictions and accuracy: counts, overflows, energy per inference."""
+    t = summary["totals"]
+    lines = [f"per inference: spikes {fmt_num(t['spikes_emitted'])} emitted, {fmt_num(t['spikes_delivered'])} "
+             f"delivered (firing rate {t['firing_rate']:.4f}); synaptic ops {fmt_num(t['synops'])}; neuron updates "
+             f"{fmt_num(t['neuron_updates'])}; analog MACs {fmt_num(t['analog_macs'])}"]
+    ovl = overflow_line(summary)
+    if ovl:
+        lines.append(ovl)
+    elif precision == "fixed":
+        lines.append("24-bit overflow events: none (no current wrapped, no voltage saturated)")
+    if energy is None:
+        return lines + [str(energy_note)]
+    for h in energy["hardware"]:
+        if h.get("available"):
+            lines.append(f"energy ({h['title']}): {format_energy(h['total_pJ'])} per inference")
+    th = energy["theoretical"]
+    lines.append(f"energy (45 nm theoretical, {th['precision']}): {format_energy(th['papers_total_pJ'])} per inference "
+                 f"({format_energy(th['total_with_residual_and_dynamic_pJ'])} with residual and dynamic products)")
+    return lines
+
+
+def run_markdown(r: dict) -> str:
+    """``summary.md`` of ``mst run`` from its ``report.json`` dict (either backend)."""
+    s = r["per_inference"]
+    t = s["totals"]
+    th = r["throughput"]
+    if r["backend"] == "torch":
+        L = [f"# torch run (NetSim): {r['network']} on {r['dataset']}", "",
+             f"- command: `{r['command']}`",
+             f"- backend torch on {r['device']}, {r['precision']} point, T={r['T']}, {r['n_samples']} samples from "
+             f"{r['offset']} in batches of {r['batch_size']}, RSM seed {r['rsm_seed']}, mask {format_mask(r['mask'])}",
+             f"- accuracy: **{100 * r['accuracy']:.2f} %**",
+             f"- throughput: {th['samples_per_s']:.2f} samples/s ({th['sample_steps_per_s']:.0f} sample-steps/s, "
+             f"{th['run_s']:.2f} s)", "",
+             "All counts below were counted by the torch executor of the file (mst_lava.export.NetSim), the same "
+             "quantities the Lava processes count (per inference = mean over samples)."]
+    else:
+        L = [f"# Lava run: {r['network']} on {r['dataset']}", "",
+             f"- command: `{r['command']}`",
+             f"- backend {r['backend']}, {r['precision']} point, granularity {r['granularity']}, T={r['T']}, "
+             f"{r['n_samples']} samples from {r['offset']}, RSM seed {r['rsm_seed']}, mask {format_mask(r['mask'])}",
+             f"- accuracy: **{100 * r['accuracy']:.2f} %**",
+             f"- throughput: {th['steps_per_s']:.1f} Lava steps/s ({th['process_kinds']}; "
+             f"compile {th['compile_s']:.2f} s)", "",
+             "All counts below were counted by the Lava processes during the run (per inference = mean over "
+             "samples)."]
+    L += ["", "| quantity | per inference |", "|---|---|"]
+    for k in ("spikes_emitted", "spikes_delivered", "firing_rate", "synops", "neuron_updates", "analog_macs",
+              "residual_accumulations", "qk_products", "softmax_v_accumulations", "softmax_elements"):
+        L.append(f"| {k} | {fmt_num(t[k]) if k != 'firing_rate' else f'{t[k]:.4f}'} |")
+    if r["precision"] == "fixed":
+        L += ["", "## 24-bit overflow events (Loihi: the current wraps around, the voltage saturates)", ""]
+        ov = s.get("overflows") or []
+        if not ov:
+            L.append("None: no neuron's current wrapped and no voltage saturated.")
+        else:
+            L += ["| layer | current wrap-arounds | voltage saturations | per neuron-step |", "|---|---|---|---|"]
+            for o in ov:
+                L.append(f"| {o['name']} | {fmt_num(o['current_overflows'])} | {fmt_num(o['voltage_overflows'])} | "
+                         f"{o['per_neuron_step']:.2e} |")
+    e = r.get("energy")
+    L += ["", "## Energy per inference", ""]
+    if e:
+        for h in e["hardware"]:
+            if h.get("available"):
+                L.append(f"- {h['title']}: {format_energy(h['total_pJ'])}")
+            else:
+                L.append(f"- {h['title']}: {h.get('statement', 'no per-op constants')}")
+        th = e["theoretical"]
+        L.append(f"- 45 nm theoretical ({th['precision']}): {format_energy(th['papers_total_pJ'])} "
+                 f"({format_energy(th['total_with_residual_and_dynamic_pJ'])} with residual and dynamic products)")
+    else:
+        L.append(f"- {r.get('energy_note')}")
+    L += ["", "## Per site", "",
+          "| site | block | neurons | spikes emitted | delivered | dropped by RSM | firing rate |",
+          "|---|---|---|---|---|---|---|"]
+    for x in s["sites"]:
+        L.append(f"| {x['site']} | {x['block']} | {x['neurons']} | {fmt_num(x['spikes_emitted'])} | "
+                 f"{fmt_num(x['spikes_delivered'])} | {fmt_num(x['dropped'])} | {x['firing_rate']:.4f} |")
+    L += ["", "## Predictions", "", f"labels {r['labels']}", "", f"predictions {r['predictions']}", ""]
+    return "\n".join(L)

@@ -34,8 +34,7 @@ def register(subparsers) -> None:
         "rsm-search", help="find per-site RSM ratios that cut synaptic ops most within an accuracy budget",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
     p.add_argument("checkpoint", help="checkpoint .pt written by `mst train`")
-    p.add_argument("--data", default=None, help="dataset folder (default: the dataset's standard location)")
-    p.add_argument("--dataset", default=None, help="dataset name (default: the one named in the checkpoint)")
+    at.add_dataset_options(p, "the one named in the checkpoint")
     p.add_argument("--budget", type=float, default=0.3,
                    help="largest accuracy loss allowed, in percentage points, against the unmasked SNN (default 0.3)")
     p.add_argument("--T", type=at.positive_int, default=32, help="time steps (default 32)")
@@ -48,9 +47,11 @@ def register(subparsers) -> None:
     p.add_argument("--sites", default=",".join(BLOCK_SITES), help="sites the search may mask (default: all ten)")
     p.add_argument("--uniform", default="Q=0.75,K=0.75,A=0.75",
                    help="the uniform masking to compare with (default the paper's Q=K=A=0.75)")
-    p.add_argument("--search-n", type=at.positive_int, default=256, help="held-out training samples scored per candidate")
-    p.add_argument("--n", type=at.positive_int, default=None, help="test samples for the final comparison (default: all)")
-    p.add_argument("--batch-size", type=at.positive_int, default=128)
+    p.add_argument("--search-n", type=at.positive_int, default=256,
+                   help="held-out training samples scored per candidate (default 256)")
+    p.add_argument("--n", type=at.positive_int, default=None,
+                   help="test samples for the final comparison (default: all)")
+    p.add_argument("--batch-size", type=at.positive_int, default=128, help="samples simulated at once (default 128)")
     p.add_argument("--device", type=at.device_name, default="cpu", help="cpu or cuda")
     p.add_argument("--out", type=at.path_text, default="rsm_search.json", help="where to write the result (JSON)")
     p.set_defaults(func=run_rsm_search)
@@ -126,11 +127,10 @@ def greedy_search(score, sites, levels, budget, progress=True) -> tuple[dict, li
 
 
 def run_rsm_search(args) -> int:
-    from mst_lava.checkpoint import load_checkpoint
+    from mst_lava.checkpoint import check_output_file, load_checkpoint
     from mst_lava.data import get_dataset
-    from mst_lava.train import pick_device
-    from mst_lava.checkpoint import check_output_file
     from mst_lava.model.rsm import check_mask_sites
+    from mst_lava.train import pick_device
     if not 0 <= args.budget < 100:
         raise MSTError("--budget is in accuracy points and must be in [0, 100)")
     levels = args.levels

@@ -295,8 +295,9 @@ def test_huge_T_on_the_torch_backend_is_refused_before_allocating(exported_net, 
 
 def test_torch_backend_batches_shrink_to_fit(monkeypatch):
     from types import SimpleNamespace
+
     import mst_lava.resources
-    from mst_lava.lava.commands import TORCH_BYTES_PER_NEURON_STEP, torch_batch_that_fits
+    from mst_lava.run.torch_backend import TORCH_BYTES_PER_NEURON_STEP, torch_batch_that_fits
     graph = SimpleNamespace(layers=[SimpleNamespace(shape=(32, 8, 8))])
     per_sample = TORCH_BYTES_PER_NEURON_STEP * 2048 * 1000
     monkeypatch.setattr(mst_lava.resources, "available_memory", lambda: int(per_sample * 10 / 0.7) + 1)
@@ -344,12 +345,12 @@ def _dir_commands(path: Path, work: Path):
 
 
 def test_output_files_and_report_folders_that_cannot_be_written(work, capsys):
-    for name, path, file_needle, dir_needle in _out_cases(work):
+    for _name, path, file_needle, dir_needle in _out_cases(work):
         if file_needle:
-            for label, entry, argv in _out_commands(path):
+            for _label, entry, argv in _out_commands(path):
                 refused(capsys, work, argv, file_needle, entry=entry)
         if dir_needle:
-            for label, entry, argv in _dir_commands(path, work):
+            for _label, entry, argv in _dir_commands(path, work):
                 refused(capsys, work, argv, dir_needle, entry=entry)
     assert (work / "target.txt").read_text() == "keep me" and (work / "a_link").is_symlink()
     assert (work / "a_fifo").is_fifo() and Path("/dev/null").is_char_device()

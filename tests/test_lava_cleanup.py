@@ -58,7 +58,7 @@ def _run_until_lava_is_up(tiny_net, **popen_kw):
     Returns the process and every child pid seen (encoder, segments, readout, runtime service,
     managers); the caller signals it and must reap it.
     """
-    proc = subprocess.Popen([PY, "-m", "mst_lava.cli", "run", str(tiny_net), "--data", "digits", "--n", "300",
+    proc = subprocess.Popen([PY, "-m", "mst_lava.cli", "run", str(tiny_net), "--dataset", "digits", "--n", "300",
                              "--T", "256", "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **popen_kw)
     seen: set[int] = set()

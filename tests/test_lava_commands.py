@@ -8,7 +8,7 @@ import torch
 
 import mst_lava.lava  # noqa: F401
 from mst_lava.cli import main
-from mst_lava.lava.commands import compare_counts
+from mst_lava.run.verify import compare_counts
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def tiny(tmp_path_factory):
 
 def test_run_writes_predictions_counts_and_energy(tiny, capsys):
     rep = tiny / "report"
-    rc = main(["run", str(tiny / "fixed.net"), "--data", "digits", "--n", "3", "--T", "8", "--report", str(rep),
+    rc = main(["run", str(tiny / "fixed.net"), "--dataset", "digits", "--n", "3", "--T", "8", "--report", str(rep),
                "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0
@@ -46,20 +46,20 @@ def test_run_writes_predictions_counts_and_energy(tiny, capsys):
 
 
 def test_run_loihi_backend_without_lava_loihi_is_a_clear_error(tiny, capsys):
-    rc = main(["run", str(tiny / "fixed.net"), "--data", "digits", "--n", "1", "--T", "4", "--backend", "loihi"])
+    rc = main(["run", str(tiny / "fixed.net"), "--dataset", "digits", "--n", "1", "--T", "4", "--backend", "loihi"])
     err = capsys.readouterr().err
     assert rc == 2
     assert "lava-loihi" in err and "--backend lava-cpu" in err
 
 
 def test_run_fixed_on_a_float_file_is_refused(tiny, capsys):
-    rc = main(["run", str(tiny / "float.net"), "--data", "digits", "--n", "1", "--T", "4", "--precision", "fixed"])
+    rc = main(["run", str(tiny / "float.net"), "--dataset", "digits", "--n", "1", "--T", "4", "--precision", "fixed"])
     assert rc == 2
     assert "--precision fixed" in capsys.readouterr().err
 
 
 def test_run_missing_file(tiny, capsys):
-    rc = main(["run", str(tiny / "nope.net"), "--data", "digits"])
+    rc = main(["run", str(tiny / "nope.net"), "--dataset", "digits"])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
@@ -105,7 +105,7 @@ def test_torch_backend_fixed_equals_lava_fixed(tiny, capsys, which):
     reps = {}
     for backend, extra in (("lava-cpu", []), ("torch", ["--batch-size", "2"])):       # torch: 2 batches (2 + 1)
         rep = tiny / f"rep16_{which}_{backend}"
-        rc = main(["run", str(net), "--data", "digits", "--n", "3", "--T", "16", "--precision", "fixed",
+        rc = main(["run", str(net), "--dataset", "digits", "--n", "3", "--T", "16", "--precision", "fixed",
                    "--backend", backend, "--report", str(rep), "--no-progress"] + extra)
         assert rc == 0, capsys.readouterr()
         reps[backend] = json.loads((rep / "report.json").read_text())
@@ -123,5 +123,5 @@ def test_torch_backend_fixed_equals_lava_fixed(tiny, capsys, which):
 
 
 def test_device_and_batch_size_are_torch_only(tiny, capsys):
-    rc = main(["run", str(tiny / "fixed.net"), "--data", "digits", "--n", "1", "--T", "4", "--device", "cpu"])
+    rc = main(["run", str(tiny / "fixed.net"), "--dataset", "digits", "--n", "1", "--T", "4", "--device", "cpu"])
     assert rc == 2 and "--backend torch" in capsys.readouterr().err

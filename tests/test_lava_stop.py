@@ -84,7 +84,7 @@ def _alive(pid: int) -> bool:
 
 
 def _start_run(tiny_net, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([PY, "-m", "mst_lava.cli", "run", str(tiny_net), "--data", "digits", "--no-progress",
+    return subprocess.Popen([PY, "-m", "mst_lava.cli", "run", str(tiny_net), "--dataset", "digits", "--no-progress",
                              *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

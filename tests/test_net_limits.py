@@ -235,7 +235,7 @@ def test_every_exported_layer_fits_loihi(files):
 def test_both_backends_refuse_the_same_file_with_the_same_line(files, tmp_path, capsys, backend):
     from mst_lava.cli import main
     bad = _edited(files["fixed"], tmp_path / "bad.net", lambda f: _set(f, "layer/4/mst/fixed/weight_exp", np.int64(9)))
-    rc = main(["run", str(bad), "--data", "digits", "--n", "2", "--T", "2", "--backend", backend, "--no-progress"])
+    rc = main(["run", str(bad), "--dataset", "digits", "--n", "2", "--T", "2", "--backend", backend, "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "Traceback" not in err[0]
     assert "layer/4 (block0.attn.q)/mst/fixed: weight_exp 9 is outside [-8, 7]" in err[0]

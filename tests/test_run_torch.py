@@ -14,7 +14,6 @@ import torch
 
 from mst_lava.cli import main
 
-
 SHIPPED = Path(__file__).resolve().parents[1] / "export" / "digits.pt"
 
 
@@ -34,12 +33,12 @@ def nets(tmp_path_factory):
 
 
 def _run(net, *extra):
-    return main(["run", str(net), "--backend", "torch", "--data", "digits", "--no-progress", *extra])
+    return main(["run", str(net), "--backend", "torch", "--dataset", "digits", "--no-progress", *extra])
 
 
 def test_torch_backend_never_imports_lava(nets, tmp_path):
     code = ("import sys\nfrom mst_lava.cli import main\n"
-            f"rc = main(['run', {str(nets / 'fixed.net')!r}, '--backend', 'torch', '--data', 'digits', '--n', '2', "
+            f"rc = main(['run', {str(nets / 'fixed.net')!r}, '--backend', 'torch', '--dataset', 'digits', '--n', '2', "
             f"'--T', '4', '--no-progress', '--report', {str(tmp_path)!r}])\n"
             "assert rc == 0, rc\n"
             "lava = sorted(m for m in sys.modules if m == 'lava' or m.startswith('lava.'))\n"
@@ -59,7 +58,8 @@ def test_whole_split_from_offset_and_batches_do_not_change_results(nets, tmp_pat
         pytest.skip("the shipped export/digits.pt is absent")
     reps = []
     for bs in ("2", "5"):
-        rc = _run(nets / "trained_qka.net", "--n", "0", "--offset", "355", "--T", "6", "--batch-size", bs, "--seed", "7",
+        rc = _run(nets / "trained_qka.net", "--n", "0", "--offset", "355", "--T", "6", "--batch-size", bs,
+                  "--seed", "7",
                   "--report", str(tmp_path / bs))
         assert rc == 0, capsys.readouterr().err
         reps.append(json.loads((tmp_path / bs / "report.json").read_text()))

@@ -21,15 +21,16 @@ EPILOG = """\
 examples:
   mst-export export/digits.pt -o export/digits.net
   mst-export export/digits.pt -o export/digits_fixed.net --precision fixed
-  mst-export model.pt -o masked.net --mask Q=0.75 --mask K=0.75 --mask A=0.75 --seed 1000
+  mst-export model.pt -o masked.net --mask Q=0.75 K=0.75 A=0.75 --seed 1000
 
-RSM sites: SC1 Q K A V AV Proj SC2 MLP1 MLP2 embed merge (SITE@BLOCK=R for one block).
+RSM sites: SC1 Q K A V AV Proj SC2 MLP1 MLP2 embed merge (SITE@BLOCK=R for one block); one --mask
+holds the whole configuration, as in every mst command.
 """
 
 
 def build_parser(prog: str = "mst-export") -> argparse.ArgumentParser:
     p = at.OneLineParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     return p
 
@@ -42,10 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="float: float weights and thresholds; fixed: additionally Loihi-style 8-bit weight "
                         "mantissas with a per-layer exponent, integer thresholds and biases, and integer "
                         "softmax/product arithmetic (float values are kept too). Default: float")
-    p.add_argument("--mask", action="extend", nargs="+", metavar="SITE=R", default=None,
-                   help="Random Spike Masking ratios, e.g. --mask Q=0.75 K=0.75 A=0.75 (also repeatable or "
-                        "comma-separated); "
-                        "default: the ratios the checkpoint was trained with")
+    at.add_mask_option(p, "the ratios the checkpoint was trained with")
     p.add_argument("--seed", type=at.seed, default=0,
                    help=f"RSM mask seed written into the file, in [0, {at.SEED_MAX}] (default 0)")
     p.add_argument("--summary", action="store_true", help="print the exported layer table")
@@ -54,8 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from mst_lava.checkpoint import check_output_file, meta_model, read_checkpoint
     from mst_lava.export.exporter import export_checkpoint
-    from mst_lava.model.rsm import check_mask_sites, parse_mask_spec
-    mask = parse_mask_spec(args.mask) if args.mask else None
+    from mst_lava.model.rsm import check_mask_sites
+    mask = at.parse_mask_words(args.mask) if args.mask else None
     if not 0 <= args.seed <= at.SEED_MAX:
         raise MSTError(f"--seed must be in [0, {at.SEED_MAX}], got {args.seed}")
     out = str(args.out)
@@ -68,7 +66,7 @@ def run(args) -> int:
     del ckpt
     graph = export_checkpoint(args.checkpoint, out, precision=args.precision, mask=mask, seed=args.seed)
     n_sites = len(graph.sites())
-    masked = {f"{l.site}@{l.block}": l.rsm_ratio for _, l in graph.sites() if l.rsm_ratio > 0}
+    masked = {f"{layer.site}@{layer.block}": layer.rsm_ratio for _, layer in graph.sites() if layer.rsm_ratio > 0}
     if args.summary:
         print(graph.summary())
     print(f"wrote {out}: {len(graph)} layers, {n_sites} neuron sites, precision {args.precision}, "

@@ -37,15 +37,13 @@ def register(subparsers) -> None:
                     "(accuracy vs T per mask configuration, firing rate per site and block, spikes per block) "
                     "with spike, synaptic-op and energy counts (Loihi profile and 45 nm theoretical energy).")
     p.add_argument("checkpoint", help="checkpoint .pt written by `mst train`")
-    p.add_argument("--data", default=None, help="dataset folder (default: the dataset's standard location)")
-    p.add_argument("--dataset", default=None, help="dataset name (default: the one named in the checkpoint)")
+    at.add_dataset_options(p, "the one named in the checkpoint")
     p.add_argument("--T", default=DEFAULT_T, help=f"comma-separated time steps (default {DEFAULT_T})")
     p.add_argument("--seeds", type=at.positive_int, default=10,
                    help="number of mask seeds 0, 1000, ... for masked configurations (default 10)")
-    p.add_argument("--mask", nargs="+", action="append", default=None, metavar="SITE=R",
-                   help="one RSM configuration per occurrence, e.g. --mask Q=0.75 K=0.75 A=0.75; SITE@BLOCK=R "
-                        "masks one block; `--mask ckpt` uses the ratios the checkpoint was trained with "
-                        "(the default when --mask is not given and the checkpoint has any)")
+    at.add_mask_option(p, "the checkpoint's ratios when it was trained with any; the unmasked network is "
+                          "evaluated as well unless --no-unmasked", configurations=True,
+                       keywords={"ckpt": "the ratios the checkpoint was trained with"})
     p.add_argument("--no-unmasked", action="store_true", help="do not evaluate the unmasked network")
     p.add_argument("--attention", default="paper", choices=MODES,
                    help="attention products: paper (Q·Kᵀ and softmax·V of each step's spikes, the paper's "
@@ -53,11 +51,13 @@ def register(subparsers) -> None:
                         "products, what mst-export/NetSim/Lava run)")
     p.add_argument("--report", type=at.path_text, default="snn_report", help="output folder (default snn_report)")
     p.add_argument("--n", type=at.positive_int, default=None, help="evaluate the first N test samples only")
-    p.add_argument("--batch-size", type=at.positive_int, default=64)
+    p.add_argument("--batch-size", type=at.positive_int, default=64,
+                   help="test samples simulated at once (default 64); memory grows with batch size × time chunk")
     p.add_argument("--t-chunk", type=at.positive_int, default=None,
                    help="time steps folded into one forward pass (default: automatic, from the largest neuron layer)")
     p.add_argument("--device", type=at.device_name, default="cpu", help="cpu or cuda (cuda:N)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                   help="arithmetic of the simulation (default float32)")
     p.add_argument("--energy-precision", default="fp32", choices=("fp32", "int8"),
                    help="45 nm constants for the theoretical energy (default fp32: E_AC 0.9 pJ, E_MAC 4.6 pJ)")
     p.add_argument("--threads", type=at.positive_int, default=None,
@@ -123,7 +123,7 @@ def _mask_configs(args_mask, ckpt_mask: dict, unmasked: bool) -> list[dict]:
                     raise MSTError("--mask ckpt: the checkpoint was trained without masking")
                 configs.append(rsm.parse_mask_spec(ckpt_mask))
             else:
-                configs.append({k: v for k, v in rsm.parse_mask_spec(group).items()})
+                configs.append(at.parse_mask_words(group))
     configs = [c for c in configs if any(v > 0 for v in c.values()) or not c]
     if unmasked:
         configs.insert(0, {})

@@ -1,0 +1,107 @@
+"""``mst verify``: the torch executor of an exported file (:class:`mst_lava.export.NetSim`, float or fixed) and
+Lava on the same inputs, RSM seed and T; per-site spike counts side by side; exit 1 when they differ beyond the
+precision's tolerance (fixed: exactly equal; float: <= 0.5 % per site and identical predictions)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from mst_lava.errors import MSTError
+from mst_lava.model.rsm import format_mask
+
+FLOAT_TOL = 0.005
+
+
+def compare_counts(ref_sites: dict, lava_sites: dict, precision: str) -> tuple[list, float, bool]:
+    """Rows (site, torch, lava, diff, rel) and the largest relative difference; ok under the tolerance."""
+    rows, worst, ok = [], 0.0, True
+    for key in sorted(set(ref_sites) | set(lava_sites), key=site_order):
+        a, b = int(ref_sites.get(key, 0)), int(lava_sites.get(key, 0))
+        rel = abs(b - a) / max(abs(a), 1)
+        worst = max(worst, rel)
+        good = (a == b) if precision == "fixed" else rel <= FLOAT_TOL
+        ok &= good
+        rows.append((key, a, b, b - a, rel, good))
+    return rows, worst, ok
+
+
+def site_order(key: str):
+    """Sort key of ``SITE@BLOCK``: embed first, then block by block in forward order, merges before their
+    stage's first block."""
+    from mst_lava.model.rsm import SITES
+    site, _, block = key.partition("@")
+    s = SITES.index(site) if site in SITES else 99
+    b = int(block) if block.lstrip("-").isdigit() else 0
+    if site == "embed":
+        return (-1, 0, 0)
+    if site == "merge":
+        return (b - 0.5, 0, 0)
+    return (b, 1, s)
+
+
+def verify(args) -> int:
+    from mst_lava.run.inputs import load_inputs
+    from mst_lava.run.lava_backend import build, interrupts_stop_lava, load
+    from mst_lava.run.torch_backend import torch_batch_that_fits
+    if args.T < 1:
+        raise MSTError(f"--T must be at least 1, not {args.T}")
+    from mst_lava.checkpoint import load_checkpoint
+    model, ckpt = load_checkpoint(args.checkpoint)     # validated before Lava is imported
+    from mst_lava.lava.runner import run_network
+    graph = load(args.net)
+    precision = args.precision or graph.precision
+    cfg_file, cfg_ckpt = dict(graph.attrs.get("model_config") or {}), dict(ckpt.get("config") or {})
+    diff = sorted(k for k in set(cfg_file) & set(cfg_ckpt) if cfg_file[k] != cfg_ckpt[k])
+    if diff:
+        raise MSTError(f"{args.net} was not exported from {args.checkpoint}: model configs differ in {diff}")
+    x, labels, dname = load_inputs(graph, args.dataset, args.data, args.n, args.offset)
+    seed = graph.seed if args.seed is None else int(args.seed)
+    print(f"verify: {args.net} ({precision} precision) on {args.n} {dname} samples, T={args.T}, RSM seed {seed}, "
+          f"mask {format_mask(graph.attrs.get('mask'))}")
+    t0 = time.perf_counter()
+    if args.reference == "snn":
+        if precision != "float":
+            raise MSTError("--reference snn compares floating point only (the converted checkpoint is float)")
+        ref_sites, ref_pred = snn_reference(model, graph, x, args.T, seed)
+        ref_name = "torch SNN (mst_lava.snn)"
+    else:
+        from mst_lava.export import NetSim
+        if torch_batch_that_fits(graph, args.T, len(x), "cpu") < len(x):
+            raise MSTError(f"--n {len(x)} samples at --T {args.T} do not fit in memory at once for the NetSim "
+                           "reference: use a smaller --n or --T")
+        ref = NetSim(graph, precision=precision).run(x, args.T, seed=seed)
+        ref_sites, ref_pred = ref.site_counts(), np.asarray(ref.pred.cpu().numpy())
+        ref_name = f"torch NetSim ({precision})"
+    t_ref = time.perf_counter() - t0
+    net = build(graph, x, args.T, precision, args, seed)
+    with interrupts_stop_lava():
+        res = run_network(net, progress=not args.no_progress, desc="mst verify (lava)")
+    rows, worst, ok = compare_counts(ref_sites, res.site_counts(), precision)
+    same_pred = bool(np.array_equal(ref_pred, res.pred))
+    tol = "exact" if precision == "fixed" else f"<= {100 * FLOAT_TOL:.1f} %"
+    print(f"{'site':>10} {'torch':>10} {'lava':>10} {'diff':>8} {'rel %':>8}")
+    for key, a, b, d, rel, good in rows:
+        print(f"{key:>10} {a:>10d} {b:>10d} {d:>8d} {100 * rel:>8.3f}{'' if good else '  <-- over tolerance'}")
+    print(f"predictions torch {ref_pred.tolist()}  lava {res.pred.tolist()}  labels {labels.tolist()}")
+    print(f"reference {ref_name}: {t_ref:.1f} s; Lava: {res.steps_per_s:.1f} steps/s, {res.n_procs} processes")
+    print(f"largest per-site difference {100 * worst:.4f} % (tolerance {tol}); predictions "
+          f"{'identical' if same_pred else 'DIFFER'}")
+    passed = ok and same_pred
+    print("PASS" if passed else "FAIL")
+    return 0 if passed else 1
+
+
+def snn_reference(model, graph, x, T: int, seed: int):
+    """Per-site spikes of the converted checkpoint in the torch SNN simulator (float)."""
+    import torch
+
+    from mst_lava.snn import OpCounter, simulate
+    mask = graph.attrs.get("mask") or {}
+    counter = OpCounter(model)
+    r = simulate(model, torch.from_numpy(x), T, mask=mask or None, seed=seed, counter=counter,
+                 attention="compensated")
+    s = counter.summary(T)
+    n = x.shape[0]
+    sites = {f"{e['site']}@{e['block']}": int(round(e["spikes_emitted"] * n)) for e in s["sites"]}
+    return sites, np.asarray(r.predictions().cpu().numpy())
