@@ -523,6 +523,11 @@ def register(subparsers) -> None:
                    help="the dataset it was trained on (default: from its config, else from its number of classes)")
     p.add_argument("--img-size", type=at.positive_int, default=None,
                    help="input side, only for a file without config whose weights do not show it")
+    p.add_argument("--preprocessing", default="official", choices=("official", "ours"),
+                   help="the dataset the checkpoint records, which snn-eval, mst-export, run and verify then use: "
+                        "official (default) = the paper code's image preprocessing (dataset cifar10-official, "
+                        "cifar100-official or imagenet-official: PIL resize of the uint8 image and their CIFAR "
+                        "normalization; bicubic ImageNet resize), ours = this project's loaders (cifar10, ...)")
     p.set_defaults(func=run_import)
 
 
@@ -532,10 +537,11 @@ def run_import(args) -> int:
     model, info = import_official(args.checkpoint, args.dataset, args.img_size)
     for n in info["notes"]:
         print(f"note: {n}")
-    save_checkpoint(args.out, model, arch="mst", mask=info["mask"], metrics=info["metrics"], dataset=info["dataset"])
+    dataset = f"{info['dataset']}-official" if args.preprocessing == "official" else info["dataset"]
+    save_checkpoint(args.out, model, arch="mst", mask=info["mask"], metrics=info["metrics"], dataset=dataset)
     c = model.cfg
     mask = " ".join(f"{k}={v:g}" for k, v in info["mask"].items()) or "none"
-    print(f"imported {args.checkpoint}: {info['dataset']}, {c.img_size}x{c.img_size}x{c.in_chans}, "
+    print(f"imported {args.checkpoint}: {dataset}, {c.img_size}x{c.img_size}x{c.in_chans}, "
           f"patch {c.patch_size}, embed {c.embed_dim}, depths {list(c.depths)}, heads {list(c.heads)}, "
           f"window {c.window}, MLP x{c.mlp_ratio:g}"
           f"{' with BN' if c.mlp_norm else ''}, {c.num_classes} classes, masking {mask}; wrote {args.out}")

@@ -308,8 +308,10 @@ def test_cli_writes_a_valid_checkpoint(save_official, tmp_path, capsys):
     assert main(["import-official", str(save_official(CIFAR)), "-o", str(out)]) == 0
     assert "masking Q=0.75 K=0.75 A=0.75" in capsys.readouterr().out
     ck = read_checkpoint(out)
-    assert ck["dataset"] == "cifar10" and ck["mask"] == {"Q": 0.75, "K": 0.75, "A": 0.75}
+    assert ck["dataset"] == "cifar10-official" and ck["mask"] == {"Q": 0.75, "K": 0.75, "A": 0.75}
     assert ck["config"]["mlp_skip_norm"] and ck["config"]["final_layernorm"] and "mlp_norm" not in ck["config"]
+    assert main(["import-official", str(save_official(CIFAR)), "-o", str(out), "--preprocessing", "ours"]) == 0
+    assert read_checkpoint(out)["dataset"] == "cifar10"
     assert main(["import-official", str(save_official(CIFAR)), "-o", str(out), "--dataset", "imagenet"]) == 2
     assert "1000 classes" in capsys.readouterr().err
     # the export of the official topology: tests/test_official_export.py

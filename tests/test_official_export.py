@@ -277,6 +277,7 @@ def test_official_checkpoint_through_the_whole_toolchain(save_official, tmp_path
     assert export_main([str(ours), "-o", str(net), "--precision", "fixed"]) == 0
     g = read_network(net)
     assert g.mst_version == 2 and g.attrs["mask"] == {"Q": 0.75, "K": 0.75, "A": 0.75}
+    assert g.attrs["dataset"] == "cifar10-official"            # run and verify use the official preprocessing
     capsys.readouterr()
 
     lava_rep = tmp_path / "lava"
@@ -317,3 +318,45 @@ def test_lava_runs_the_official_topology_without_torch(tmp_path):
     assert report == "TORCH-ATTEMPTS [] TORCH-LOADED False", report
     ref = NetSim(read_network(tmp_path / "o.net"), precision="fixed").run(x, 6)
     np.testing.assert_array_equal(np.load(tmp_path / "scores.npy"), ref.readout.sum(0).numpy())
+
+
+# ----------------------------------------------------------------------------------------
+# the official preprocessing (datasets cifar10-official, imagenet-official)
+
+def test_official_cifar_preprocessing_resizes_uint8_images_and_uses_their_constants(tmp_path):
+    from mst_lava.data import get_dataset
+    from mst_lava.data.files import cifar
+    root = _cifar_folder(tmp_path)
+    raw = cifar(root, "test").images                                      # (N, 3, 32, 32) uint8
+    mean = torch.tensor((0.4914, 0.4822, 0.4465)).view(3, 1, 1)
+    std = torch.tensor((0.2023, 0.1994, 0.2010)).view(3, 1, 1)
+    x32 = get_dataset("cifar10-official", root, "test", 32)[1][0]
+    torch.testing.assert_close(x32, (torch.as_tensor(raw[1]).float() / 255 - mean) / std, rtol=0, atol=1e-6)
+    ours = get_dataset("cifar10", root, "test", 32)[1][0]
+    assert (ours - x32).abs().max() > 0.01                               # another standard deviation
+    x64 = get_dataset("cifar10-official", root, "test", 64)[1][0]
+    assert x64.shape == (3, 64, 64)
+    u8 = (x64 * std + mean) * 255                                        # PIL resized the uint8 image:
+    assert (u8 - u8.round()).abs().max() < 1e-3                          # the values are uint8 again
+    f64 = get_dataset("cifar10", root, "test", 64)[1][0] * torch.tensor((0.2470, 0.2435, 0.2616)).view(3, 1, 1)
+    f64 = (f64 + mean) * 255                                             # ours interpolates floats: not uint8
+    assert (f64 - f64.round()).abs().max() > 0.05
+    with pytest.raises(MSTError, match="3-channel"):
+        get_dataset("cifar10-official", root, "test", 32, in_chans=1)
+
+
+def test_official_imagenet_preprocessing_is_bicubic_resize_and_center_crop(tmp_path):
+    from PIL import Image
+    from mst_lava.data import get_dataset
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)              # H 30, W 40
+    for split in ("train", "val"):
+        (tmp_path / split / "cls0").mkdir(parents=True)
+        Image.fromarray(img).save(tmp_path / split / "cls0" / "a.png")
+    x = get_dataset("imagenet-official", tmp_path, "test", 32)[0][0]
+    # by hand: shorter side to int(256/224 * 32) = 36 (bicubic), centre 32x32 crop, ImageNet mean/std
+    big = np.asarray(Image.fromarray(img).resize((48, 36), Image.BICUBIC), dtype=np.float32) / 255
+    want = (torch.as_tensor(big[2:34, 8:40]).permute(2, 0, 1) - torch.tensor((0.485, 0.456, 0.406)).view(3, 1, 1)) \
+        / torch.tensor((0.229, 0.224, 0.225)).view(3, 1, 1)
+    torch.testing.assert_close(x, want, rtol=0, atol=1e-6)
+    assert (get_dataset("imagenet", tmp_path, "test", 32)[0][0] - x).abs().max() > 0.01     # ours: bilinear

@@ -12,7 +12,8 @@ from mst_lava.errors import MSTError
 # Default model preset for each dataset name.
 DEFAULT_PRESET = {"digits": "digits", "fmnist": "fmnist", "cifar10": "cifar", "cifar100": "cifar",
                   "imagenet": "swin-t", "cifar10-dvs": "dvs", "n-caltech101": "dvs", "n-cars": "dvs",
-                  "action-recognition": "dvs", "asl-dvs": "dvs", "dvs-gesture": "dvs"}
+                  "action-recognition": "dvs", "asl-dvs": "dvs", "dvs-gesture": "dvs",
+                  "cifar10-official": "swin-t", "cifar100-official": "swin-t", "imagenet-official": "swin-t"}
 
 
 def _event_datasets() -> dict:
@@ -44,7 +45,8 @@ def get_dataset(name: str, root=None, split: str = "train", img_size: int | None
         if frames:
             raise MSTError("--frames applies to event-camera datasets only")
         defaults = {"digits": (8, 1), "fmnist": (28, 1), "cifar10": (32, 3), "cifar100": (32, 3),
-                    "imagenet": (224, 3)}[name]
+                    "imagenet": (224, 3), "cifar10-official": (224, 3), "cifar100-official": (224, 3),
+                    "imagenet-official": (224, 3)}[name]
         return STATIC_DATASETS[name](root, split, img_size or defaults[0], in_chans or defaults[1], augment)
     events = _event_datasets()
     if name in events:

@@ -218,4 +218,7 @@ def cifar(root, split, n_classes: int = 10) -> ImageArrays:
 # dataset name → reader(root, split); ``imagenet`` (image folders, torchvision) has no array reader
 ARRAYS = {"digits": digits, "fmnist": fmnist, "cifar10": partial(cifar, n_classes=10),
           "cifar100": partial(cifar, n_classes=100)}
-STATIC_NAMES = ("digits", "fmnist", "cifar10", "cifar100", "imagenet")
+# the same files with the preprocessing of the paper's own code (static.py; docs/official-mst.md): the default
+# dataset of a checkpoint made by `mst import-official`
+OFFICIAL_NAMES = ("cifar10-official", "cifar100-official", "imagenet-official")
+STATIC_NAMES = ("digits", "fmnist", "cifar10", "cifar100", "imagenet") + OFFICIAL_NAMES

@@ -154,10 +154,83 @@ def imagenet(root, split, img_size, in_chans, augment):
     return ds
 
 
+# ----------------------------------------------------------------------------------------
+# The preprocessing of the paper's own code (bic-L/Masked-Spiking-Transformer, data/build.py), for the
+# checkpoints `mst import-official` makes (docs/official-mst.md): torchvision transforms on PIL images.
+# CIFAR: Resize of the uint8 32x32 image (PIL bilinear; theirs is 224, the released models' input size:
+# here the model's input size) and their normalization constants; ImageNet: bicubic Resize to 256/224 of
+# the input size, center crop. Training augmentation (not needed to evaluate): theirs for CIFAR (random
+# crop with padding 4, resize, flip); for ImageNet a bicubic random-resized crop and flip (their
+# RandAugment, random erasing and mixup are not reproduced).
+
+OFFICIAL_CIFAR_NORM = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+class PILImages(Dataset):
+    """uint8 images ``(N, 3, H, W)`` in memory, each made a PIL image and passed through a torchvision
+    ``pipeline`` (then the optional per-image tensor ``transform``, e.g. pepper noise)."""
+
+    def __init__(self, a: ImageArrays, pipeline):
+        self.images, self.labels = a.images, np.asarray(a.labels)
+        self.pipeline = pipeline
+        self.classes = list(a.classes)
+        self.num_classes = len(self.classes)
+        self.transform = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+        x = self.pipeline(Image.fromarray(np.ascontiguousarray(np.asarray(self.images[i]).transpose(1, 2, 0))))
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[i])
+
+
+def _three_channels(name: str, in_chans: int) -> None:
+    if in_chans != 3:
+        raise MSTError(f"{name}: the official preprocessing makes 3-channel images; the model takes {in_chans}")
+
+
+def cifar_official(root, split, img_size, in_chans, augment, n_classes=10):
+    from torchvision import transforms
+    _three_channels(f"cifar{n_classes}-official", in_chans)
+    a = files.cifar(root, split, n_classes)
+    tail = [transforms.ToTensor(), transforms.Normalize(*OFFICIAL_CIFAR_NORM)]
+    if augment:
+        tf = [transforms.RandomCrop(32, padding=4), transforms.Resize(img_size), transforms.RandomHorizontalFlip()]
+    else:
+        tf = [transforms.Resize(img_size)]
+    return PILImages(a, transforms.Compose(tf + tail))
+
+
+def imagenet_official(root, split, img_size, in_chans, augment):
+    from torchvision import datasets, transforms
+    _three_channels("imagenet-official", in_chans)
+    if root is None or not (Path(root) / ("train" if split == "train" else "val")).is_dir():
+        raise MSTError(f"ImageNet needs --data DIR with DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG "
+                       f"(got {root})")
+    bicubic = transforms.InterpolationMode.BICUBIC
+    tail = [transforms.ToTensor(), transforms.Normalize(*IMAGENET_NORM)]
+    if augment:
+        tf = [transforms.RandomResizedCrop(img_size, interpolation=bicubic), transforms.RandomHorizontalFlip()]
+    else:
+        tf = [transforms.Resize(int(256 / 224 * img_size), interpolation=bicubic), transforms.CenterCrop(img_size)]
+    ds = datasets.ImageFolder(str(Path(root) / ("train" if split == "train" else "val")),
+                              transform=transforms.Compose(tf + tail))
+    ds.num_classes = len(ds.classes)
+    return ds
+
+
 STATIC_DATASETS = {
     "digits": digits,
     "fmnist": fmnist,
     "cifar10": lambda *a: cifar(*a, n_classes=10),
     "cifar100": lambda *a: cifar(*a, n_classes=100),
     "imagenet": imagenet,
+    "cifar10-official": lambda *a: cifar_official(*a, n_classes=10),
+    "cifar100-official": lambda *a: cifar_official(*a, n_classes=100),
+    "imagenet-official": imagenet_official,
 }
