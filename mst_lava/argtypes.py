@@ -197,7 +197,8 @@ def add_dataset_options(p: argparse.ArgumentParser, default: str, *, legacy_data
     p.add_argument("--data", metavar="DIR", type=path_text if legacy_data_name else data_dir, default=None,
                    help=help_data)
     if legacy_data_name:
-        p.add_argument("--data-root", metavar="DIR", type=path_text, default=None, help=argparse.SUPPRESS)
+        p.add_argument("--data-root", metavar="DIR", type=path_text, default=None,
+                       help="deprecated spelling of --data DIR, accepted with a message until the next release")
 
 
 def resolve_dataset_options(args, command: str, warn=None) -> None:

@@ -46,7 +46,8 @@ def register(subparsers) -> None:
                    help=f"ratios in [0, 1) a site may take (default {DEFAULT_LEVELS})")
     p.add_argument("--sites", default=",".join(BLOCK_SITES), help="sites the search may mask (default: all ten)")
     p.add_argument("--uniform", default="Q=0.75,K=0.75,A=0.75",
-                   help="the uniform masking to compare with (default the paper's Q=K=A=0.75)")
+                   help="the uniform masking to compare with: one configuration as for --mask, comma-separated "
+                        "(default Q=0.75,K=0.75,A=0.75, the paper's)")
     p.add_argument("--search-n", type=at.positive_int, default=256,
                    help="held-out training samples scored per candidate (default 256)")
     p.add_argument("--n", type=at.positive_int, default=None,
@@ -139,7 +140,7 @@ def run_rsm_search(args) -> int:
     sites = [s for s in parse_mask_spec([f"{s}=0" for s in args.sites.split(",") if s.strip()])]
     if not sites:
         raise MSTError("--sites names no site; give e.g. --sites Q,K,A")
-    uniform = parse_mask_spec([args.uniform]) if args.uniform else {}
+    uniform = at.parse_mask_words([args.uniform]) if args.uniform else {}
     check_output_file(args.out, "--out", inputs=[args.checkpoint])
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint)

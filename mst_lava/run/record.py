@@ -8,8 +8,7 @@ import numpy as np
 
 @dataclass
 class RunRecord:
-    result: object          # runner.LavaResult or torch_backend.TorchRunResult (pred, scores, logits, counts, T,
-    #                         n_samples)
+    result: object          # runner.LavaResult or torch_backend.TorchRunResult (pred, scores, logits, counts, ...)
     labels: np.ndarray      # (n,)
     graph: object           # the network read from the file (export.graph.NetxGraph)
     precision: str          # float or fixed: what ran
