@@ -244,14 +244,13 @@ class MaskAction(argparse.Action):
     ``configurations=False`` (a command that uses one configuration): the value is that configuration's
     words and a second ``--mask`` is an argparse error. ``configurations=True``: the value is a list with
     one list of words per occurrence. The command reads each configuration with :func:`parse_mask_words`
-    (sites, ratios, a site given twice), after its checkpoint is known; ``keywords`` are words a command
-    takes alone instead of a configuration (``--mask ckpt``)."""
+    (sites, ratios, a site given twice, keywords such as ``ckpt``) once its checkpoint is known."""
 
-    def __init__(self, option_strings, dest, configurations: bool = False, keywords=(), **kw):
+    def __init__(self, option_strings, dest, configurations: bool = False, **kw):
         kw.setdefault("nargs", "+")
         kw.setdefault("metavar", "SITE=R")
         super().__init__(option_strings, dest, **kw)
-        self.configurations, self.keywords = configurations, tuple(keywords)
+        self.configurations = configurations
 
     def __call__(self, parser, namespace, values, option_string=None):
         words = [str(v) for v in values]
@@ -287,10 +286,10 @@ def parse_mask_words(words) -> dict[str, float]:
 
 def add_mask_option(p: argparse.ArgumentParser, default_help: str, *, configurations: bool = False,
                     keywords: dict | None = None, default=None) -> None:
-    """``--mask SITE=R ...`` with the one rule (:data:`MASK_RULE`) in its help."""
+    """``--mask SITE=R ...`` with the one rule (:data:`MASK_RULE`) in its help; ``keywords``: words the command
+    takes alone instead of a configuration, with what they mean (the command interprets them)."""
     parts = [MASK_RULE, "Repeat --mask to evaluate several configurations, each on its own." if configurations else
              "This command uses one configuration: --mask may be given once."]
     parts += [f"--mask {k}: {v}." for k, v in (keywords or {}).items()]
     parts.append(f"Default: {default_help}.")
-    p.add_argument("--mask", action=MaskAction, configurations=configurations, keywords=tuple(keywords or ()),
-                   default=default, help=" ".join(parts))
+    p.add_argument("--mask", action=MaskAction, configurations=configurations, default=default, help=" ".join(parts))
