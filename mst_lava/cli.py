@@ -31,6 +31,12 @@ def _add_train(sub) -> None:
     at.add_dataset_options(p, "the --init or --resume checkpoint's, else the preset's own: digits→digits, "
                               "fmnist→fmnist, cifar→cifar10, dvs→cifar10-dvs, swin-t→imagenet")
     p.add_argument("--preset", default=None, choices=list(PRESETS), help="model preset (default: from the dataset)")
+    p.add_argument("--arch", default=None, choices=("mst", "resnet18", "vgg16"),
+                   help="architecture: the MST (default), or the QCFS ResNet-18 / VGG-16 baselines of the paper's "
+                        "power table (their preset is digits, fmnist or cifar; --mask act=R masks every block)")
+    p.add_argument("--qcfs-levels", type=at.positive_int, default=None, metavar="L",
+                   help="QCFS quantization levels L of a fresh model (default: the preset's, 16); fewer levels "
+                        "let the SNN reach the ANN's accuracy in fewer time steps")
     p.add_argument("--epochs", type=at.positive_int, default=30, help="training epochs (default 30)")
     p.add_argument("--batch-size", type=at.positive_int, default=64,
                    help="training samples per step, per process under torchrun (default 64)")
@@ -69,7 +75,7 @@ def _run_train(args) -> int:
                       label_smoothing=args.label_smoothing, mask=args.mask, seed=args.seed, out=args.out,
                       resume=args.resume, init=args.init, device=args.device, workers=args.workers,
                       frames=args.frames, precision=args.precision, compile=args.compile, threads=args.threads,
-                      limit_train=args.limit_train)
+                      limit_train=args.limit_train, arch=args.arch, levels=args.qcfs_levels)
     t0 = time.time()
     m = train(cfg)
     if "ann_acc" in m:

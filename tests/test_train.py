@@ -140,3 +140,12 @@ def test_train_baselines_and_levels(tmp_path):
                     (dict(arch="resnet18", dataset="digits", preset="swin-t"), "unknown preset")):
         with pytest.raises(MSTError, match=msg):
             train(TrainConfig(epochs=1, limit_train=32, out=str(tmp_path / "x.pt"), progress=False, **kw))
+
+
+def test_cli_arch_and_qcfs_levels(tmp_path):
+    out = tmp_path / "v.pt"
+    assert main(["train", "--arch", "vgg16", "--dataset", "digits", "--epochs", "1", "--batch-size", "32",
+                 "--limit-train", "32", "--qcfs-levels", "4", "--threads", "1", "--out", str(out)]) == 0
+    ck = read_checkpoint(out)
+    assert ck["arch"] == "vgg16" and ck["config"]["L"] == 4
+    assert main(["train", "--arch", "resnet50", "--out", str(tmp_path / "x.pt")]) == 2

@@ -1,0 +1,172 @@
+"""Tables and figures of the paper's experiments on Fashion-MNIST, from what benchmarks/paper/run.py left.
+
+    python benchmarks/paper/tables.py         # writes benchmarks/results/paper/README.md and fig*.png
+
+Nothing is run or typed in here: every number is read from the `snn-eval` reports
+(benchmarks/results/paper/{power,ablation,searched,pepper}/…/report.json) and the `rsm-search`
+result (search.json). A step that has not finished shows as "not run yet".
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RES = ROOT / "benchmarks" / "results" / "paper"
+sys.path.insert(0, str(ROOT))
+
+MODELS = (("mst", "MST (Q, K, A masked)"), ("resnet18", "QCFS ResNet-18 (every block)"),
+          ("vgg16", "QCFS VGG-16 (every block)"))
+T_TABLE = "64"
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _pct(a: dict) -> str:
+    return f"{100 * a['mean']:.2f} ± {100 * a['std']:.2f}" if a["std"] else f"{100 * a['mean']:.2f}"
+
+
+def spike_driven_ops(t: dict) -> float:
+    """Fixed-synapse synops plus the attention's spike-driven products (issue 11's measure)."""
+    return t["synops"] + t["qk_products"] + t["softmax_v_accumulations"]
+
+
+def _energy(c: dict, T: str) -> tuple[float, float | None]:
+    """(45 nm total in µJ with residual and dynamic products, Loihi total in µJ or None)."""
+    e = c["energy"][T]
+    loihi = next((h for h in e["hardware"] if h["profile"] == "loihi" and h["available"]), None)
+    return e["theoretical"]["total_with_residual_and_dynamic_pJ"] / 1e6, loihi["total_pJ"] / 1e6 if loihi else None
+
+
+def power_table() -> list[str]:
+    L = ["## Power table (paper Table 3 analogue), T = 64", "",
+         "Accuracy: mean ± std over the mask seeds on the evaluated test images; operations and energy per "
+         "inference; × = against the same model's unmasked row.", "",
+         "| model | masked | accuracy % | spikes | synops | Q·Kᵀ + softmax·V | analog MACs | spike-driven ops × "
+         "| 45 nm µJ | × | Loihi µJ | × | images |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key, title in MODELS:
+        base = None
+        for r in (0, 50, 75):
+            rep = _load(RES / "power" / f"{key}_r{r}" / "report.json")
+            if rep is None:
+                L.append(f"| {title} | {r} % | not run yet | | | | | | | | | | |")
+                continue
+            c = rep["configs"][0]
+            t = c["counts"][T_TABLE]["totals"]
+            e45, el = _energy(c, T_TABLE)
+            row = {"ops": spike_driven_ops(t), "e45": e45, "el": el}
+            base = base or (row if r == 0 else None)
+            rel = (lambda k: f"{row[k] / base[k]:.2f}" if base and base[k] and row[k] is not None else "—")
+            loihi = f"{el:.2f} | {rel('el')}" if el is not None else "— | —"
+            L.append(f"| {title} | {r} % | {_pct(c['accuracy'][T_TABLE])} | {t['spikes_delivered']:,.0f} | "
+                     f"{t['synops']:,.0f} | {t['qk_products'] + t['softmax_v_accumulations']:,.0f} | "
+                     f"{t['analog_macs']:,.0f} | {rel('ops')} | {e45:.2f} | {rel('e45')} | {loihi} | "
+                     f"{rep['n_samples']} |")
+    return L
+
+
+def ablation_table() -> list[str]:
+    L = ["## Per-site ablation (paper Table 2 analogue), `export/fmnist.pt`, T = 64", ""]
+    rep = _load(RES / "ablation" / "report.json")
+    if rep is None:
+        return L + ["not run yet"]
+    cfgs = rep["configs"]
+    base = cfgs[0]
+    b_acc = base["accuracy"][T_TABLE]["mean"]
+    b_ops = spike_driven_ops(base["counts"][T_TABLE]["totals"])
+    L += [f"{rep['n_samples']} test images, {len(cfgs[1]['seeds']) if len(cfgs) > 1 else 1} seeds, "
+          f"{rep['attention']} attention.", "",
+          "| masked site | accuracy % | Δ points | synops | spike-driven ops × |", "|---|---|---|---|---|"]
+    for c in cfgs:
+        t = c["counts"][T_TABLE]["totals"]
+        L.append(f"| {c['label']} | {_pct(c['accuracy'][T_TABLE])} | "
+                 f"{100 * (c['accuracy'][T_TABLE]['mean'] - b_acc):+.2f} | {t['synops']:,.0f} | "
+                 f"{spike_driven_ops(t) / b_ops:.3f} |")
+    return L
+
+
+def search_table() -> list[str]:
+    L = ["## `mst rsm-search` on `export/fmnist.pt`", ""]
+    s = _load(RES / "search.json")
+    if s is None:
+        return L + ["not run yet"]
+    L += [f"Found map: `{' '.join(f'{k}={v}' for k, v in s['mask'].items()) or '(none)'}`; budget "
+          f"{s['budget_points']} points; scored on {s['search_samples']} held-out training images × "
+          f"{len(s['search_seeds'])} seeds at T = {s['T']}; compared on {s['test_samples']} test images × "
+          f"{s['final_seeds']} seeds ({s['wall_s'] / 3600:.1f} h).", "",
+          "| configuration | accuracy % | loss (points) | synops × | spike-driven ops × |", "|---|---|---|---|---|"]
+    for k, r in s["test"].items():
+        L.append(f"| {k} | {r['acc']:.2f} | {r['acc_loss']:+.2f} | {r['synops_rel']:.3f} | {r['ops_rel']:.3f} |")
+    rep = _load(RES / "searched" / "report.json")
+    if rep is not None:
+        c = next(c for c in rep["configs"] if c["mask"])
+        L += ["", f"Fine-tuned with the found map (`export/fmnist_searched.pt`), `snn-eval`, {rep['n_samples']} "
+                  f"images: {_pct(c['accuracy'][T_TABLE])} % at T = 64 with its masks, "
+                  f"{_pct(rep['configs'][0]['accuracy'][T_TABLE])} % without."]
+    return L
+
+
+def _merged(prefix: str) -> dict | None:
+    """The three MST reports as one report with three configurations (for report.py's plots)."""
+    reps = [_load(RES / prefix / f"mst_r{r}" / "report.json") for r in (0, 50, 75)]
+    if any(r is None for r in reps):
+        return None
+    m = dict(reps[0])
+    m["configs"] = [dict(r["configs"][0], label=f"{pct} % ({r['configs'][0]['label']})")
+                    for pct, r in zip((0, 50, 75), reps)]
+    return m
+
+
+def figures() -> list[str]:
+    from mst_lava import report as rp
+    L = ["## Figures", ""]
+    m = _merged("power")
+    if m is None:
+        return L + ["accuracy vs T, firing rates, spikes per block: not run yet (the three MST power steps)"]
+    rp.plot_accuracy(m, RES / "fig2_accuracy_vs_T.png")
+    qkav = dict(m, configs=[dict(c, counts={t: dict(v, sites=[s for s in v["sites"] if s["site"] in ("Q", "K", "A", "V")])
+                                            for t, v in c["counts"].items()}) for c in m["configs"]])
+    rp.plot_firing_rates(qkav, RES / "fig3_firing_rates_QKAV.png")
+    rp.plot_spikes_per_block(m, RES / "fig4_spikes_per_block.png")
+    L += ["![accuracy vs T](fig2_accuracy_vs_T.png)", "![firing rates](fig3_firing_rates_QKAV.png)",
+          "![spikes per block](fig4_spikes_per_block.png)"]
+    pep = [_load(RES / "pepper" / f"mst_r{r}" / "report.json") for r in (0, 50, 75)]
+    if all(p is not None for p in pep):
+        plt = rp._plt()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r, p in zip((0, 50, 75), pep):
+            c = p["configs"][0]
+            xs = [0.0] + [e["density"] for e in p["pepper"]]
+            ys = [c["accuracy"][T_TABLE]] + [e["accuracy"][c["label"]][T_TABLE] for e in p["pepper"]]
+            ax.errorbar(xs, [100 * y["mean"] for y in ys], yerr=[100 * y["std"] for y in ys], marker="o",
+                        capsize=3, label=f"{r} % masked")
+        ax.set_xlabel("pepper-noise density")
+        ax.set_ylabel(f"SNN accuracy % at T = {T_TABLE}")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(RES / "fig6_pepper.png", dpi=120)
+        plt.close(fig)
+        L.append("![pepper noise](fig6_pepper.png)")
+    else:
+        L.append("pepper noise: not run yet")
+    return L
+
+
+def main() -> int:
+    RES.mkdir(parents=True, exist_ok=True)
+    L = ["# The paper's experiments on Fashion-MNIST", "",
+         "Made by `python benchmarks/paper/tables.py` from the reports that `python benchmarks/paper/run.py` "
+         "left (each report records its command, machine and wall time in report.json).", ""]
+    for part in (power_table, ablation_table, search_table, figures):
+        L += part() + [""]
+    out = RES / "README.md"
+    out.write_text("\n".join(L))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
