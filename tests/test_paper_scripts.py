@@ -9,8 +9,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -46,10 +44,11 @@ def test_every_step_is_a_valid_mst_command(tmp_path, monkeypatch):
 
 def test_tables_from_reports(tmp_path, monkeypatch):
     """Reports in run.py's layout (here: one tiny real snn-eval copied to every place) → README and PNGs."""
-    from mst_lava.checkpoint import save_checkpoint
-    from mst_lava.model import build_model
-    from mst_lava.cli import main
     import torch
+
+    from mst_lava.checkpoint import save_checkpoint
+    from mst_lava.cli import main
+    from mst_lava.model import build_model
     torch.manual_seed(0)
     ck = tmp_path / "tiny.pt"
     save_checkpoint(ck, build_model("digits", embed_dim=8, heads=(2, 2), mlp_ratio=1.0), dataset="digits")

@@ -41,6 +41,11 @@ def _energy(c: dict, T: str) -> tuple[float, float | None]:
     return e["theoretical"]["total_with_residual_and_dynamic_pJ"] / 1e6, loihi["total_pJ"] / 1e6 if loihi else None
 
 
+def _rel(row: dict, base: dict | None, key: str) -> str:
+    """``row[key]`` against the unmasked row's, or — when there is none to compare with."""
+    return f"{row[key] / base[key]:.2f}" if base and base[key] and row[key] is not None else "—"
+
+
 def power_table() -> list[str]:
     L = ["## Power table (paper Table 3 analogue), T = 64", "",
          "Accuracy: mean ± std over the mask seeds on the evaluated test images; operations and energy per "
@@ -59,12 +64,11 @@ def power_table() -> list[str]:
             e45, el = _energy(c, T_TABLE)
             row = {"ops": spike_driven_ops(t), "e45": e45, "el": el}
             base = base or (row if r == 0 else None)
-            rel = (lambda k: f"{row[k] / base[k]:.2f}" if base and base[k] and row[k] is not None else "—")
-            loihi = f"{el:.2f} | {rel('el')}" if el is not None else "— | —"
+            loihi = f"{el:.2f} | {_rel(row, base, 'el')}" if el is not None else "— | —"
             L.append(f"| {title} | {r} % | {_pct(c['accuracy'][T_TABLE])} | {t['spikes_delivered']:,.0f} | "
                      f"{t['synops']:,.0f} | {t['qk_products'] + t['softmax_v_accumulations']:,.0f} | "
-                     f"{t['analog_macs']:,.0f} | {rel('ops')} | {e45:.2f} | {rel('e45')} | {loihi} | "
-                     f"{rep['n_samples']} |")
+                     f"{t['analog_macs']:,.0f} | {_rel(row, base, 'ops')} | {e45:.2f} | "
+                     f"{_rel(row, base, 'e45')} | {loihi} | {rep['n_samples']} |")
     return L
 
 
@@ -127,7 +131,8 @@ def figures() -> list[str]:
     if m is None:
         return L + ["accuracy vs T, firing rates, spikes per block: not run yet (the three MST power steps)"]
     rp.plot_accuracy(m, RES / "fig2_accuracy_vs_T.png")
-    qkav = dict(m, configs=[dict(c, counts={t: dict(v, sites=[s for s in v["sites"] if s["site"] in ("Q", "K", "A", "V")])
+    keep = ("Q", "K", "A", "V")
+    qkav = dict(m, configs=[dict(c, counts={t: dict(v, sites=[s for s in v["sites"] if s["site"] in keep])
                                             for t, v in c["counts"].items()}) for c in m["configs"]])
     rp.plot_firing_rates(qkav, RES / "fig3_firing_rates_QKAV.png")
     rp.plot_spikes_per_block(m, RES / "fig4_spikes_per_block.png")
