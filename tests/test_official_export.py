@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from test_official import official_state_dict, save_official  # noqa: F401  (save_official: a fixture)
 
 from mst_lava import netx_ops as ops
 from mst_lava.errors import MSTError
@@ -31,8 +32,6 @@ from mst_lava.export import NetSim, export_model, read_network, write_network
 from mst_lava.model import build_model
 from mst_lava.snn import OpCounter, simulate
 from mst_lava.snn.testing import make_spiky, sharpen_attention
-
-from test_official import official_state_dict, save_official  # noqa: F401  (save_official: a fixture)
 
 SWITCHES = ("mlp_norm", "mlp_skip_norm", "final_layernorm")
 
@@ -253,7 +252,7 @@ def _cifar_folder(root):
     return root
 
 
-def test_official_checkpoint_through_the_whole_toolchain(save_official, tmp_path, capsys):
+def test_official_checkpoint_through_the_whole_toolchain(save_official, tmp_path, capsys):  # noqa: F811 (a fixture)
     from mst_lava.cli import export_main, main
     sd = official_state_dict(OFFICIAL, seed=5)
     with torch.no_grad():
@@ -347,6 +346,7 @@ def test_official_cifar_preprocessing_resizes_uint8_images_and_uses_their_consta
 
 def test_official_imagenet_preprocessing_is_bicubic_resize_and_center_crop(tmp_path):
     from PIL import Image
+
     from mst_lava.data import get_dataset
     rng = np.random.default_rng(1)
     img = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)              # H 30, W 40

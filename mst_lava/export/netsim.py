@@ -235,9 +235,9 @@ class NetSim:
                 src = ins[0]
                 if "norm" in P:          # §5a: LayerNorm per token, sample and step, on the host (numpy, float64)
                     xn = src.cpu().numpy()
-                    xs = torch.as_tensor(np.stack([np.stack([ops.norm_readout_input(xn[t, j], **P["norm"])
-                                                             for j in range(xn.shape[1])]) for t in range(xn.shape[0])]),
-                                         device=self.device)
+                    rows = [[ops.norm_readout_input(xn[t, j], **P["norm"]) for j in range(xn.shape[1])]
+                            for t in range(xn.shape[0])]
+                    xs = torch.as_tensor(np.array(rows), device=self.device)
                 else:
                     xs = src.sum(dim=(-2, -1))                                  # (T, B, C) token sum
                 if self.fixed:
