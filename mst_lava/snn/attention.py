@@ -92,8 +92,8 @@ class _Base:
 
 
 def _counts(x: torch.Tensor) -> torch.Tensor:
-    """Delivered spikes (0/1, the input's dtype) of a site output (λ per delivered spike, else 0)."""
-    return (x != 0).to(x.dtype)
+    """Delivered spikes (0/1, the input's dtype) of a site output (λ per delivered spike, else 0), in one pass."""
+    return torch.ne(x, 0, out=torch.empty(x.shape, dtype=x.dtype, device=x.device))
 
 
 class CompensatedAttention(_Base):
