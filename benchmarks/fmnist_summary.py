@@ -58,7 +58,8 @@ def training_section() -> list[str]:
         if p.exists():
             h, c = _hist(p)
             L.append(f"- `fmnist_rsm{r}.pt` (Q, K, A at {r} %, fine-tuned from fmnist.pt): ANN with its RSM masks on "
-                     f"**{_pct(h[-1]['ann_acc'])} %** on the 10,000 test images after {len(h)} epoch(s) ({h[-1]['time_s']:.0f} s).")
+                     f"**{_pct(h[-1]['ann_acc'])} %** on the 10,000 test images after {len(h)} epoch(s) "
+                     f"({h[-1]['time_s']:.0f} s).")
     return L
 
 
@@ -135,7 +136,8 @@ def lava_section() -> list[str]:
         agree = sum(a == b for a, b in zip(f["predictions"], tc["predictions"]))
         L += [_torch_line("torch executor, float", f["throughput"]),
               f"- fixed vs float on these images: accuracy {_pct(tc['accuracy'])} % vs {_pct(f['accuracy'])} % "
-              f"({100 * (tc['accuracy'] - f['accuracy']):+.2f} points), predictions agree on {agree}/{len(f['predictions'])}."]
+              f"({100 * (tc['accuracy'] - f['accuracy']):+.2f} points), predictions agree on "
+              f"{agree}/{len(f['predictions'])}."]
     v = RES / "fmnist_verify.txt"
     if v.exists():
         L += ["", "`mst verify` output:", "", "```", v.read_text().strip()[-1500:], "```"]

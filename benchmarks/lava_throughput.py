@@ -1,7 +1,8 @@
 """Lava throughput (time steps per second) of an exported MST on Lava's CPU simulator.
 
     .venv/bin/python benchmarks/lava_throughput.py                      # default: export/digits.net
-    .venv/bin/python benchmarks/lava_throughput.py --net export/digits.net --n 10 --T 64 --out benchmarks/results/lava_throughput.md
+    .venv/bin/python benchmarks/lava_throughput.py --net export/digits.net --n 10 --T 64 \
+        --out benchmarks/results/lava_throughput.md
 
 Measures several runtime configurations on the same inputs (first N digits test images):
 fused wide processes pipelined (the default of ``mst run``) or not, with 75 % RSM on Q, K, A
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
+
     from mst_lava.data import get_dataset
     from mst_lava.export import export_checkpoint, read_network
     from mst_lava.lava import runner
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
          "the target is ≥ 64 steps/s", "",
          "| configuration | precision | processes | pipeline latency | steps/s | compile s |",
          "|---|---|---|---|---|---|"]
-    for label, prec, gran, pipe, r in rows:
+    for label, prec, _gran, _pipe, r in rows:
         L.append(f"| {label} | {prec} | {r.meta['processes']} | {r.meta['latency']} | **{r.steps_per_s:.1f}** | "
                  f"{r.compile_s:.2f} |")
     text = "\n".join(L) + "\n"

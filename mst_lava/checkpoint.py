@@ -24,11 +24,24 @@ from typing import Any
 import torch
 
 from mst_lava.errors import MSTError
+
 # Output paths and atomic writes live in mst_lava/fileio.py (no torch: the format core and the Lava
 # runtime write through it); re-exported here for the callers that import them from checkpoint.
-from mst_lava.fileio import (LEGACY_TEMP_AGE_S, _check_target, _existing_folder, _pid_alive,  # noqa: F401
-                             _probe_writable, _reason, _same_file, _unlink, atomic_write, check_output_dir,
-                             check_output_file, ensure_dir, remove_stale_temps)
+from mst_lava.fileio import (  # noqa: F401
+    LEGACY_TEMP_AGE_S,
+    _check_target,
+    _existing_folder,
+    _pid_alive,
+    _probe_writable,
+    _reason,
+    _same_file,
+    _unlink,
+    atomic_write,
+    check_output_dir,
+    check_output_file,
+    ensure_dir,
+    remove_stale_temps,
+)
 
 FORMAT = "mst_lava.checkpoint"
 VERSION = 1

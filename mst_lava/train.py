@@ -24,14 +24,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mst_lava.checkpoint import load_checkpoint, read_checkpoint, model_from_checkpoint, save_checkpoint
+from mst_lava.checkpoint import load_checkpoint, model_from_checkpoint, read_checkpoint, save_checkpoint
 from mst_lava.data import DEFAULT_PRESET, as_images, get_dataset
 from mst_lava.data.static import BatchLoader, TensorImages
 from mst_lava.errors import MSTError
 from mst_lava.model import PRESETS, build_model, set_ann_masks
 from mst_lava.model.qcfs import iter_sites
 from mst_lava.model.rsm import parse_mask_spec
-
 
 TRAIN_ARCHS = ("mst", "resnet18", "vgg16")
 
@@ -253,7 +252,8 @@ def train(cfg: TrainConfig) -> dict:
 
     net = model
     if distributed:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(model,
+                                                        device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)

@@ -326,7 +326,7 @@ def write_ncars_fixture(root, n_per_class: int = 2, n_events: int = 300) -> Path
     k = 0
     for split, n in (("train", n_per_class), ("test", max(1, n_per_class // 2 or 1))):
         for label, c in enumerate(("background", "cars")):
-            for i in range(n):
+            for _ in range(n):
                 ev = synthetic_events(label, 2, n_events, 120, 100, 100_000, seed=500 + k)
                 write_prophesee_dat(root / f"n-cars_{split}" / c / f"obj_{k:06d}_td.dat", ev)
                 k += 1

@@ -14,7 +14,6 @@ in /dev/shm. Prints one line per round and ``OK`` at the end; exits 1 on a faile
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ MODES = [("hard-0", 0.0, "run"), ("hard-2ms", 0.002, "run"), ("hard-20ms", 0.02,
 def chain_network():
     """Encoder → 3 IF populations: 4 Lava processes."""
     from lava.magma.core.run_configs import Loihi2SimCfg
+
     from mst_lava.lava import processes as P
     T = 10 ** 6
     enc = P.InputEncoder(data=np.ones((1, 4)), shape=(4,), T=T)
@@ -51,6 +51,7 @@ def chain_network():
 def digits_network(granularity: str):
     """A random digits MST, RSM on Q, K, A (block: 28 processes; layer: over 100)."""
     import torch
+
     from mst_lava.export import export_model
     from mst_lava.lava.builder import build_network
     from mst_lava.model import build_model

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from model_fixtures import small_model
 from torch import nn
 
 from mst_lava import netx_ops as ops
@@ -20,8 +21,6 @@ from mst_lava.export.plain import conv_layer, cuba_neuron, dense_layer, flatten_
 from mst_lava.lava.kernels import SynapseKernel
 from mst_lava.snn.counters import conv_fanout as snn_conv_fanout
 from mst_lava.snn.counters import linear_fanout
-
-from model_fixtures import small_model
 
 
 def _with_zeros(shape, seed: int, p_zero: float = 0.4) -> np.ndarray:

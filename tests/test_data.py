@@ -74,6 +74,7 @@ def test_unknown_dataset():
 
 def test_batch_equals_per_item_and_loader_covers_the_split():
     import torch
+
     from mst_lava.data.static import BatchLoader
     ds = get_dataset("digits", split="test")
     x, y = ds.batch(torch.arange(5))
@@ -91,6 +92,7 @@ def test_batch_equals_per_item_and_loader_covers_the_split():
 
 def test_batchwise_crop_and_flip_are_shifts_and_mirrors_of_each_image():
     import torch
+
     from mst_lava.data.static import random_crop_flip
     g = torch.Generator().manual_seed(0)
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6) + 1

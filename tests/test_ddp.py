@@ -59,7 +59,8 @@ def test_torchrun_two_processes_write_the_checkpoint_a_single_process_writes(tmp
     assert sorted(a["metrics"]) == sorted(b["metrics"])
     assert sorted(a["train_state"]) == sorted(b["train_state"]) and a["train_state"]["epoch"] == 0
     # 256 samples in batches of 32: 8 optimizer steps alone, 4 per rank on two ranks (each sees half)
-    steps = lambda ck: {int(s["step"]) for s in ck["train_state"]["optimizer"]["state"].values()}
+    def steps(ck):
+        return {int(s["step"]) for s in ck["train_state"]["optimizer"]["state"].values()}
     assert steps(b) == {8} and steps(a) == {4}
     # the DDP checkpoint loads and runs like any other
     from mst_lava.checkpoint import load_checkpoint

@@ -5,8 +5,15 @@ import json
 
 import pytest
 
-from mst_lava.energy import (ann_energy, energy_report, format_energy, hardware_energy, load_profile,
-                             profile_names, theoretical_energy)
+from mst_lava.energy import (
+    ann_energy,
+    energy_report,
+    format_energy,
+    hardware_energy,
+    load_profile,
+    profile_names,
+    theoretical_energy,
+)
 from mst_lava.errors import MSTError
 
 TOTALS = {"synops": 1000.0, "neuron_updates": 200.0, "spikes_emitted": 60.0, "spikes_delivered": 50.0,

@@ -4,15 +4,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from fixtures_events import (
-    CIFAR10_CLASSES, synthetic_events, write_action_recognition_fixture, write_asl_dvs_fixture,
-    write_cifar10dvs_fixture, write_dvs_gesture_fixture, write_ncaltech101_fixture,
+    CIFAR10_CLASSES,
+    synthetic_events,
+    write_action_recognition_fixture,
+    write_asl_dvs_fixture,
+    write_cifar10dvs_fixture,
+    write_dvs_gesture_fixture,
+    write_ncaltech101_fixture,
     write_ncars_fixture,
 )
+
 from mst_lava.data import event_io
 from mst_lava.data.events import (
-    EVENT_DATASETS, collapse_frames, frames_for_steps, integrate, sae, stratified_split,
+    EVENT_DATASETS,
+    collapse_frames,
+    frames_for_steps,
+    integrate,
+    sae,
+    stratified_split,
     to_unit_images,
 )
 from mst_lava.data.nda import NDA, affine, cutout, roll

@@ -2,8 +2,8 @@
 import json
 
 import pytest
-
 from fixtures_events import write_cifar10dvs_fixture, write_ncars_fixture
+
 from mst_lava.checkpoint import read_checkpoint
 from mst_lava.cli import main
 

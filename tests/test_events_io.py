@@ -6,12 +6,18 @@ import struct
 import lz4.frame
 import numpy as np
 import pytest
-
 from fixtures_events import (
-    AEDAT2_HEADER, synthetic_events, write_aedat2_davis346,
-    write_aedat2_dvs128, write_aedat4, write_aedat31, write_asl_mat, write_atis_bin,
+    AEDAT2_HEADER,
+    synthetic_events,
+    write_aedat2_davis346,
+    write_aedat2_dvs128,
+    write_aedat4,
+    write_aedat31,
+    write_asl_mat,
+    write_atis_bin,
     write_prophesee_dat,
 )
+
 from mst_lava.data import event_io as io
 from mst_lava.errors import MSTError
 

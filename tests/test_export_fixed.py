@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from mst_lava import netx_ops as ops
+from mst_lava.errors import MSTError
 from mst_lava.export import NetSim, export_model
 from mst_lava.export.exporter import quantize_synapse
-from mst_lava.errors import MSTError
 from mst_lava.model import rsm
 
 torch.set_num_threads(1)
@@ -176,7 +176,7 @@ def test_executor_drops_spikes_with_the_shared_generator():
 def test_fixed_executor_tracks_float_executor():
     model = small_model(2)
     g = export_model(model, precision="fixed")
-    assert all(np.abs(l.params["weight"]).max() <= 127 for l in g.layers if l.type == "conv")
+    assert all(np.abs(lay.params["weight"]).max() <= 127 for lay in g.layers if lay.type == "conv")
     x = torch.randn(4, 1, 8, 8)
     rf = NetSim(g, precision="float").run(x, T=16)
     rq = NetSim(g, precision="fixed").run(x, T=16)

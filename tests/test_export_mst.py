@@ -10,7 +10,7 @@ import torch
 from mst_lava import netx_ops as ops
 from mst_lava.checkpoint import save_checkpoint
 from mst_lava.errors import MSTError
-from mst_lava.export import NetSim, export_model, merge_conv_weight, read_network, write_network, bn_fold
+from mst_lava.export import NetSim, bn_fold, export_model, merge_conv_weight, read_network, write_network
 from mst_lava.export.cli import export_main
 from mst_lava.model.mst import window_partition
 
@@ -100,7 +100,7 @@ def test_hdf5_round_trip(tmp_path, model, precision):
                 np.testing.assert_array_equal(np.asarray(theirs[k]), np.asarray(v))
         if a.neuron:
             assert {k: (v.item() if hasattr(v, "item") else v) for k, v in a.neuron.items()} == b.neuron
-    masked = {(l.site, l.block): l.rsm_ratio for _, l in back.sites() if l.rsm_ratio}
+    masked = {(lay.site, lay.block): lay.rsm_ratio for _, lay in back.sites() if lay.rsm_ratio}
     assert masked == {("Q", 0): 0.5, ("Q", 1): 0.5, ("Q", 2): 0.5, ("A", 1): 0.25}
     x = torch.randn(2, 1, 8, 8)
     r1, r2 = NetSim(g).run(x, T=6), NetSim(back).run(x, T=6)
@@ -168,10 +168,10 @@ def test_mst_export_cli(tmp_path, model, capsys):
     assert export_main([str(ckpt), "-o", str(out), "--precision", "fixed", "--mask", "Q=0.75", "--seed", "3"]) == 0
     g = read_network(out)
     assert g.precision == "fixed" and g.seed == 3
-    ratios = {l.site: l.rsm_ratio for _, l in g.sites() if l.rsm_ratio}
+    ratios = {lay.site: lay.rsm_ratio for _, lay in g.sites() if lay.rsm_ratio}
     assert ratios == {"Q": 0.75}                                           # --mask replaces the checkpoint's
     assert export_main([str(ckpt), "-o", str(tmp_path / "d.net")]) == 0
-    assert {l.site for _, l in read_network(tmp_path / "d.net").sites() if l.rsm_ratio} == {"K"}
+    assert {lay.site for _, lay in read_network(tmp_path / "d.net").sites() if lay.rsm_ratio} == {"K"}
     capsys.readouterr()
     assert export_main([str(ckpt), "-o", str(tmp_path / "x.net"), "--mask", "Q=1.5"]) == 2
     assert "outside [0, 1)" in capsys.readouterr().err

@@ -52,7 +52,7 @@ def test_plain_network_round_trips_and_runs_in_lava_dl(tmp_path):
     write_network(path, graph)
 
     back = read_network(path)                         # our reader: plain netx kind
-    assert back.kind == "netx" and [l.type for l in back.layers] == ["input", "conv", "flatten", "dense"]
+    assert back.kind == "netx" and [lay.type for lay in back.layers] == ["input", "conv", "flatten", "dense"]
     np.testing.assert_array_equal(back.layers[1].params["weight"], wc)
 
     net = netx.hdf5.Network(net_config=str(path))     # lava-dl's own reader
@@ -89,7 +89,7 @@ def test_shipped_networks_load_through_reader(name, types):
     g = read_network(NETX / name)
     assert g.kind == "netx"
     if types:
-        assert [l.type for l in g.layers] == types
+        assert [lay.type for lay in g.layers] == types
     assert g.layers[0].type == "input"
     for layer in g.layers:
         if layer.type in ("conv", "dense"):
@@ -122,6 +122,7 @@ def test_tiny_net_synops_on_ground_truth_match_independent_count():
 
 def test_reader_refuses_cuba_in_mst_file(tmp_path):
     from model_fixtures import small_model
+
     from mst_lava.export import export_model
     graph = export_model(small_model(0), precision="float")
     graph.layers[1].neuron = {k: v for k, v in cuba_neuron(vth=40).items()}
@@ -149,6 +150,7 @@ def test_lava_dl_netx_on_an_mst_file_fails_as_the_format_doc_says(tmp_path):
     raises AttributeError: 'NoneType' object has no attribute 'pop'."""
     from lava.lib.dl import netx
     from model_fixtures import small_model
+
     from mst_lava.export import export_model
     path = tmp_path / "mst.net"
     write_network(path, export_model(small_model(0), precision="fixed"))

@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from model_fixtures import small_model  # noqa: E402
 
 from mst_lava import netx_ops as ops
 from mst_lava.cli import main
 from mst_lava.export import export_model, read_network, write_network
 from mst_lava.inspect_net import core_limits, inspect_graph
-
-from model_fixtures import small_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,7 @@ def test_atomic_write_commits_nothing_after_a_swallowed_interrupt(tmp_path):
 
 def _graph():
     import torch
+
     from mst_lava.export import export_model
     from mst_lava.model import build_model
     torch.manual_seed(0)
@@ -151,6 +152,7 @@ def test_full_disk_during_export_is_one_line(tmp_path, extra):
 def test_mst_export_of_a_large_network_stops_at_once(tmp_path, sig):
     """A CIFAR-size MST (a 280 MB .net in fixed point): the signal once the temp file exists."""
     import torch
+
     from mst_lava.checkpoint import save_checkpoint
     from mst_lava.model import build_model
     torch.manual_seed(0)

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import mst_lava.lava  # noqa: F401  (Python 3.11 shim before lava)
 from lava.proc.io.sink import RingBuffer
 
+import mst_lava.lava  # noqa: F401  (Python 3.11 shim before lava)
 from mst_lava.lava import processes as P
 from mst_lava.lava.session import LavaSession
 from mst_lava.model import rsm

@@ -59,6 +59,7 @@ def test_stop_stress_layer_granularity():
 @pytest.fixture(scope="module")
 def tiny_net(tmp_path_factory):
     import torch
+
     from mst_lava.checkpoint import save_checkpoint
     from mst_lava.export import export_checkpoint
     from mst_lava.model import build_model

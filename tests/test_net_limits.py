@@ -8,11 +8,10 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from model_fixtures import small_model  # noqa: E402
 
 from mst_lava.errors import MSTError
 from mst_lava.export import export_model, read_network, write_network
-
-from model_fixtures import small_model  # noqa: E402
 
 # small_model(0), fixed: 1 embed, 3 block0.sc1 (bias_exp >= 1), 4 block0.attn.q,
 # 7 block0.attn.a, 8 block0.attn.av, 10 block0.res1, 20 block1.attn.av (has a mask), 41 readout

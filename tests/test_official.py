@@ -288,7 +288,7 @@ def test_imported_snn_equals_official_if_conversion(save_official):
     model, _ = import_official(save_official(a, sd))
     x = torch.randn(4, 3, a["img"], a["img"], generator=torch.Generator().manual_seed(4))
     T, v, acc = 3, {}, 0
-    for t in range(T):
+    for _ in range(T):
         def act(key, inp):
             lam = sd[key + ".up"]
             mem = v.get(key, lam / 2 * torch.ones_like(inp)) + inp

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_fixtures import small_model  # noqa: E402
 
 from mst_lava.export import NetSim, export_model
-
-from model_fixtures import small_model  # noqa: E402
 
 torch.set_num_threads(1)
 

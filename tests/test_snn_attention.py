@@ -159,7 +159,7 @@ def test_compensated_a_site_rate_converges_to_the_ann():
     for mode in ("compensated", "paper"):
         got = {"q": [], "k": [], "a": []}
         hooks = [getattr(attn, f"{n}_act").register_forward_hook(
-            lambda mod, inp, out, n=n: got[n].append(out.detach().clone())) for n in got]
+            lambda mod, inp, out, n=n, got=got: got[n].append(out.detach().clone())) for n in got]
         try:
             simulate(m, x, Tn, t_chunk=Tn, attention=mode)
         finally:

@@ -77,13 +77,15 @@ def test_help_lists_commands():
 def test_init_fine_tunes_on_the_checkpoints_own_dataset(tmp_path):
     """`--init ckpt` without --dataset trains on the dataset the checkpoint was trained on, not digits."""
     import torch
+
     from mst_lava.checkpoint import save_checkpoint
     from mst_lava.model import build_model
     src = tmp_path / "src.pt"
     save_checkpoint(src, build_model("digits", embed_dim=8, heads=(2, 2), mlp_ratio=1.0), dataset="nosuch")
     torch.manual_seed(0)
-    from mst_lava.errors import MSTError
     import pytest
+
+    from mst_lava.errors import MSTError
     with pytest.raises(MSTError, match="nosuch"):          # it reached for the checkpoint's dataset
         train(TrainConfig(epochs=1, limit_train=32, out=str(tmp_path / "ft.pt"), init=str(src), progress=False))
     m = train(TrainConfig(epochs=1, limit_train=32, out=str(tmp_path / "ft.pt"), init=str(src), dataset="digits",
@@ -111,6 +113,7 @@ def test_train_baselines_and_levels(tmp_path):
     """`arch` trains the QCFS ResNet-18 / VGG-16 baselines (saved as such, fine-tuned as such);
     `levels` sets L of a fresh model; mismatches are one-line errors."""
     import pytest
+
     from mst_lava.checkpoint import load_checkpoint
     from mst_lava.errors import MSTError
     out = tmp_path / "r.pt"

@@ -78,6 +78,7 @@ def read_idx(path: Path, kind: str | None = None) -> np.ndarray:
     has zero rows, declares sizes beyond the memory available, or is the other kind gives an
     MSTError naming it. Only the declared payload is decompressed (a gzip bomb is not expanded)."""
     import zlib
+
     from mst_lava.resources import available_memory, fmt_bytes
     path = Path(path)
     try:
@@ -152,7 +153,8 @@ def fmnist(root, split) -> ImageArrays:
     images = read_idx(img_path, "images")
     labels = read_idx(lbl_path, "labels")
     if len(images) != len(labels):
-        raise MSTError(f"Fashion-MNIST: {img_path} holds {len(images)} images but {lbl_path} holds {len(labels)} labels")
+        raise MSTError(f"Fashion-MNIST: {img_path} holds {len(images)} images but {lbl_path} holds "
+                       f"{len(labels)} labels")
     check_labels(labels, len(FMNIST_CLASSES), lbl_path)
     return ImageArrays(images[:, None], labels, scale=255.0, mean=(0.2860,), std=(0.3530,), flip=True, pad=2,
                        classes=FMNIST_CLASSES)

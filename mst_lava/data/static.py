@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from mst_lava.data import files
-from mst_lava.data.files import (FMNIST_CLASSES, FMNIST_DEFAULT, IDX_KINDS, ImageArrays,  # noqa: F401 (re-exported)
-                                 check_labels, read_idx)
+from mst_lava.data.files import FMNIST_CLASSES, FMNIST_DEFAULT, IDX_KINDS, ImageArrays, check_labels, read_idx  # noqa: F401 (re-exported)
 from mst_lava.errors import MSTError
 
 

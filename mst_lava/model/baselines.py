@@ -24,8 +24,15 @@ from torch import nn
 
 from mst_lava.errors import MSTError
 from mst_lava.model import ARCHS
-from mst_lava.model.mst import (MAX_CHANNELS, MAX_CLASSES, MAX_LEVELS, MAX_SIDE, check_field_types, check_range,
-                                config_from_dict)
+from mst_lava.model.mst import (
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_LEVELS,
+    MAX_SIDE,
+    check_field_types,
+    check_range,
+    config_from_dict,
+)
 from mst_lava.model.qcfs import QCFS
 
 VGG16_LAYERS = (64, 64, "P", 128, 128, "P", 256, 256, 256, "P", 512, 512, 512, "P", 512, 512, 512, "P")

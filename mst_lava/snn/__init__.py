@@ -14,11 +14,20 @@ Public API::
     ann_counts(model, x)   # the ANN's MACs on the same input
 """
 from mst_lava.snn.attention import CompensatedAttention, StepCompensatedAttention
-from mst_lava.snn.neuron import Clock, IFNeuron, StepIFNeuron, if_spike_train, if_step, keep_block
-from mst_lava.snn.simulate import (SimResult, Spiking, auto_t_chunk, convert, restore, simulate,
-                                   simulate_reference, spiking)
 from mst_lava.snn.counters import OpCounter, ann_counts, conv_fanout, conv_synops_direct, summarize
+from mst_lava.snn.neuron import Clock, IFNeuron, StepIFNeuron, if_spike_train, if_step, keep_block
+from mst_lava.snn.simulate import (
+                                   SimResult,
+                                   Spiking,
+                                   auto_t_chunk,
+                                   convert,
+                                   restore,
+                                   simulate,
+                                   simulate_reference,
+                                   spiking,
+)
 
 __all__ = ["CompensatedAttention", "StepCompensatedAttention", "Clock", "IFNeuron", "StepIFNeuron",
-           "if_spike_train", "if_step", "keep_block", "SimResult", "Spiking", "auto_t_chunk", "convert", "restore", "simulate", "simulate_reference", "spiking", "OpCounter",
+           "if_spike_train", "if_step", "keep_block", "SimResult", "Spiking", "auto_t_chunk", "convert", "restore",
+           "simulate", "simulate_reference", "spiking", "OpCounter",
            "ann_counts", "conv_fanout", "conv_synops_direct", "summarize"]

@@ -97,7 +97,8 @@ def conv_synops_direct(conv: nn.Conv2d, x: torch.Tensor) -> int:
 
 
 def linear_fanout(lin: nn.Linear) -> torch.Tensor:
-    """(in_features,) float32: nonzero outgoing synapses of each input feature (:func:`mst_lava.netx_ops.dense_fanout`)."""
+    """(in_features,) float32: nonzero outgoing synapses of each input feature
+    (:func:`mst_lava.netx_ops.dense_fanout`)."""
     return torch.as_tensor(ops.dense_fanout(lin.weight), dtype=torch.float32, device=lin.weight.device)
 
 

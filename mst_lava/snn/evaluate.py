@@ -181,6 +181,7 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
     are skipped, their correct counts and op counts kept); ``save()`` is called after every batch."""
     check_attention(attention)
     from tqdm import tqdm
+
     from mst_lava.energy import energy_report
     model.to(device=device, dtype=dtype).eval()
     Tmax = max(Ts)

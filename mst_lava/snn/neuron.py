@@ -27,9 +27,8 @@ Both read the shared :class:`Clock` that the simulator advances: first step ``t0
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
