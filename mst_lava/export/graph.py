@@ -23,8 +23,7 @@ MST_VERSIONS = (1, 2)       # 2 adds the official MST topology (format section 5
 VTH_SHIFT = 6               # Loihi: the threshold mantissa is left-shifted by 6 (netx_ops.VTH_SHIFT)
 
 STANDARD_TYPES = ("input", "conv", "dense", "flatten")
-MST_TYPES = ("mst_qk", "mst_softmax_av", "mst_residual", "mst_readout")
-NEURON_TYPES = ("mst_qk", "mst_softmax_av")  # extension types that own a neuron population
+# the layer types of an MST file, what each outputs, whether it owns neurons: mst_lava.export.layers.LAYER_TYPES
 LAYOUTS = ("grid", "window_heads", "window_tokens", "attn", "flat", "none")
 # File attributes stored as JSON text (an HDF5 attribute holds no dict). In memory (a NetxGraph's
 # ``attrs``) they are dicts: ``write_network`` encodes exactly these, ``read_network`` decodes them all.
@@ -97,15 +96,15 @@ class NetxGraph:
 
     def sites(self) -> list[tuple[int, Layer]]:
         """(index, layer) of every layer that is an RSM site (owns a named neuron population)."""
-        return [(i, l) for i, l in enumerate(self.layers) if l.site]
+        return [(i, layer) for i, layer in enumerate(self.layers) if layer.site]
 
     def summary(self) -> str:
         rows = []
-        for i, l in enumerate(self.layers):
-            site = f"{l.site}@{l.block}" if l.site else ""
-            r = f" rsm={l.rsm_ratio:g}" if l.rsm_ratio else ""
-            rows.append(f"{i:4d} {l.type:15s} {str(tuple(int(s) for s in l.shape)):18s} "
-                        f"{l.name:24s} in={list(l.inputs)} {site}{r}")
+        for i, layer in enumerate(self.layers):
+            site = f"{layer.site}@{layer.block}" if layer.site else ""
+            r = f" rsm={layer.rsm_ratio:g}" if layer.rsm_ratio else ""
+            rows.append(f"{i:4d} {layer.type:15s} {str(tuple(int(s) for s in layer.shape)):18s} "
+                        f"{layer.name:24s} in={list(layer.inputs)} {site}{r}")
         return "\n".join(rows)
 
 

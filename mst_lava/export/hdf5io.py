@@ -22,11 +22,22 @@ except ImportError:  # pragma: no cover
     h5py = None
 
 from mst_lava import netx_ops as ops
-from mst_lava.fileio import atomic_write
 from mst_lava.errors import MSTError
-from mst_lava.export.graph import (FORMAT, FORMAT_VERSION, JSON_ATTRS, LAYOUTS, MST_TYPES, MST_VERSION,
-                                   MST_VERSIONS, NEURON_TYPES, STANDARD_TYPES, Layer, NetxGraph, extension_version,
-                                   uses_stream_affine)
+from mst_lava.export.graph import (
+    FORMAT,
+    FORMAT_VERSION,
+    JSON_ATTRS,
+    LAYOUTS,
+    MST_VERSION,
+    MST_VERSIONS,
+    STANDARD_TYPES,
+    Layer,
+    NetxGraph,
+    extension_version,
+    uses_stream_affine,
+)
+from mst_lava.export.layers import LAYER_TYPES
+from mst_lava.fileio import atomic_write
 
 # keys of standard layer groups that we read as arrays (netx reads the same names)
 _STD_KEYS = ("weight", "bias", "stride", "padding", "dilation", "groups", "inChannels", "outChannels",
@@ -34,7 +45,7 @@ _STD_KEYS = ("weight", "bias", "stride", "padding", "dilation", "groups", "inCha
 # netx layer types lava-dl knows; we read the ones our executor runs, refuse nothing netx knows
 _NETX_KNOWN = STANDARD_TYPES + ("dense_rec", "dense_comp", "pool", "convT", "unpool", "average", "concat")
 # layer types of an mst_lava.netx file (dense/flatten: plain netx files only, the MST executors do not run them)
-MST_FILE_TYPES = ("input", "conv") + MST_TYPES
+MST_FILE_TYPES = tuple(LAYER_TYPES)
 
 
 # ----------------------------------------------------------------------------------------
@@ -274,7 +285,8 @@ def read_network(path) -> NetxGraph:
     except MSTError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError, MemoryError) as e:
-        raise MSTError(f"{p} could not be read (truncated or corrupt HDF5: {str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MSTError(f"{p} could not be read (truncated or corrupt HDF5: {why}); "
                        "re-create it with `mst-export`") from None
     graph.path = str(p)
     try:
@@ -583,8 +595,6 @@ def _pair(v):
 
 # the types an MST file's layers may feed into (by the consumer's type)
 _GRID_TYPES = ("input", "conv", "mst_residual", "mst_softmax_av")
-_MST_OUTPUT = {"input": "graded", "conv": "spikes", "mst_residual": "graded", "mst_qk": "spikes",
-               "mst_softmax_av": "spikes", "mst_readout": "graded"}
 
 
 def _validate(graph: NetxGraph, ctx: _Ctx) -> None:
@@ -756,8 +766,9 @@ def _validate_mst_layer(graph: NetxGraph, i: int, L: Layer, ctx: _Ctx, where: st
         if not (0 <= k < i):
             ctx.fail(where, f"input {k} is not an earlier layer (inputs must precede, in topological order)")
     _str(ctx, wm, "output", L.output, ("spikes", "graded"))
-    if L.output != _MST_OUTPUT[L.type]:
-        ctx.fail(wm, f"output is {L.output!r}; a {L.type} layer outputs {_MST_OUTPUT[L.type]!r}")
+    lt = LAYER_TYPES[L.type]
+    if L.output != lt.output:
+        ctx.fail(wm, f"output is {L.output!r}; a {L.type} layer outputs {lt.output!r}")
     lay = _str(ctx, wm, "layout", L.mst.get("layout", "none"), LAYOUTS)
     r = _float(ctx, wm, "rsm_ratio", L.mst.get("rsm_ratio", 0.0))
     if not (0.0 <= r < 1.0):
@@ -780,23 +791,15 @@ def _validate_mst_layer(graph: NetxGraph, i: int, L: Layer, ctx: _Ctx, where: st
     elif r > 0:
         ctx.fail(wm, f"rsm_ratio {r} on a layer that is no RSM site")
     in_shapes = [shapes[k] for k in L.inputs]
-    want_neuron = L.type in ("conv",) + NEURON_TYPES
-    if want_neuron:
+    if lt.neuron:
         if L.neuron is None:
             ctx.fail(where, f"({L.type}) has no 'neuron' group")
         _validate_neuron(L, ctx, where, True, fixed)
     elif L.neuron is not None:
         ctx.fail(where, f"({L.type}) has a 'neuron' group; only conv, mst_qk and mst_softmax_av layers have neurons")
-    flt_need = {"conv": ["weight", "bias"], "mst_residual": ["gain"],
-                "mst_qk": ["scale"], "mst_softmax_av": ["theta_a", "theta_v", "bias"],
-                "mst_readout": ["weight", "bias"]}.get(L.type, [])
-    fix_need = {"conv": ["weight_exp", "bias_exp"], "mst_residual": ["gain", "unit"],
-                "mst_qk": ["scale_mant", "scale_shift"],
-                "mst_softmax_av": ["a_mult", "bias", "v_mant", "v_shift"],
-                "mst_readout": ["weight_exp", "unit"], "input": ["frac_bits"]}.get(L.type, [])
-    _need(L.flt, flt_need, ctx, where + "/mst/float", f"{L.type} float parameters")
+    _need(L.flt, lt.float_keys, ctx, where + "/mst/float", f"{L.type} float parameters")
     if fixed:
-        _need(L.fix, fix_need, ctx, where + "/mst/fixed", f"{L.type} fixed-point parameters")
+        _need(L.fix, lt.fixed_keys, ctx, where + "/mst/fixed", f"{L.type} fixed-point parameters")
     wf, wx = where + "/mst/float", where + "/mst/fixed"
     if L.type == "input":
         if L.inputs:

@@ -34,17 +34,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import mst_lava.lava  # noqa: F401  (Python 3.11 shim before any lava import)
-from mst_lava import netx_ops as ops
 from mst_lava.errors import MSTError
+from mst_lava.export.layers import LAYER_TYPES, rsm_site
 from mst_lava.lava import kernels as K
 from mst_lava.lava import processes as P
 
 GRANULARITIES = ("block", "layer")
-
-
-def _pair(v) -> tuple:
-    a = np.asarray(v if v is not None else 1).reshape(-1)
-    return (int(a[0]), int(a[0])) if a.size == 1 else (int(a[0]), int(a[1]))
 
 
 def load_graph(net):
@@ -117,15 +112,6 @@ class LavaNetwork:
         return f"{len(self.procs)} Lava processes (" + ", ".join(f"{v} {k}" for k, v in kinds.items()) + ")"
 
 
-def _p(layer, precision: str, key: str):
-    """A parameter of ``layer`` in the precision's units: fixed → params/fix, float → flt."""
-    if precision == "fixed":
-        if key in ("weight", "bias"):
-            return layer.params[key]
-        return layer.fix[key]
-    return layer.flt[key]
-
-
 def _group_of(i: int, L, groups: list) -> str:
     name = L.name or f"layer{i}"
     g = name.split(".")[0]
@@ -151,100 +137,30 @@ def kernel_graph(graph, precision: str, T: int, seed: int) -> tuple[list[KNode],
 
     for i, L in enumerate(layers):
         groups.append(_group_of(i, L, groups))
-        shape = tuple(int(s) for s in L.shape) if L.shape is not None else None
+        shape = tuple(int(s) for s in L.shape)
         ins = [out_of[k] for k in L.inputs]
-        spike_in = [layers[k].output == "spikes" for k in L.inputs]
         where = f"layer {i} ({L.name or L.type})"
-        nrn_bias = None
         if L.type == "input":
             out_of[i] = -1                               # the encoder
             continue
-        if L.type in ("conv", "dense", "flatten"):
-            src = L.inputs[0]
-            in_shape = tuple(int(s) for s in layers[src].shape)
-            if L.type == "flatten":
-                kern = K.SynapseKernel("flatten", in_shape=in_shape, out_shape=(int(np.prod(in_shape)),),
-                                       fixed=fixed)
-                shape = kern.out_shape
-            else:
-                w = np.asarray(_p(L, precision, "weight"))
-                b = np.asarray(_p(L, precision, "bias")) if ("bias" in L.params or "bias" in L.flt) else None
-                if L.type == "conv":
-                    w = w.reshape(w.shape[:4])
-                if fixed and b is not None:     # Loihi: the bias is the neuron's, added after the 24-bit wrap
-                    nrn_bias = b.reshape(-1, 1, 1) if L.type == "conv" else b.reshape(-1)
-                    b = None
-                kern = K.SynapseKernel(L.type, w, b, in_shape=in_shape, out_shape=shape,
-                                       stride=_pair(L.params.get("stride", 1)),
-                                       padding=_pair(L.params.get("padding", 0)),
-                                       groups=int(np.asarray(L.params.get("groups", 1)).reshape(-1)[0]),
-                                       fixed=fixed, weight_exp=int(L.fix.get("weight_exp", 0)) if fixed else 0,
-                                       spike_input=spike_in[0])
-            cur = add(kern, ins, shape, i, "synapse")
-        elif L.type == "mst_residual":
-            gains = np.asarray(_p(L, precision, "gain")).reshape(-1)
-            aff = {}
-            if "scale" in L.flt:                   # a BatchNorm on the stream (format §5a)
-                aff = dict(scale=L.fix["scale_mant"], scale_shift=int(L.fix["scale_shift"]),
-                           offset=L.fix["offset"]) if fixed else dict(scale=L.flt["scale"], offset=L.flt["offset"])
-            kern = K.ResidualKernel(gains, spike_in, fixed=fixed, **aff)
-            out_of[i] = add(kern, ins, shape, i, "residual")
-            continue
-        elif L.type == "mst_qk":
-            m = L.mst
-            kw = dict(window=int(m["window"]), shift=int(m["shift"]), heads=int(m["heads"]), fixed=fixed)
-            if fixed:
-                kw.update(scale_mant=int(L.fix["scale_mant"]), scale_shift=int(L.fix["scale_shift"]))
-            else:
-                kw.update(scale=float(L.flt["scale"]))
-            cur = add(K.QKKernel(**kw), ins, shape, i, "qk")
-        elif L.type == "mst_softmax_av":
-            m = L.mst
-            src = L.fix if fixed else L.flt
-            kw = dict(window=int(m["window"]), shift=int(m["shift"]), heads=int(m["heads"]),
-                      grid=tuple(int(v) for v in np.asarray(m["grid"]).reshape(-1)), fixed=fixed,
-                      bias=src["bias"], mask=src.get("mask"))
-            if fixed:
-                if graph.exp_table is None:
-                    raise MSTError(f"{where}: the file has no /mst/exp_table for the integer softmax")
-                kw.update(a_mult=int(L.fix["a_mult"]), v_mant=int(L.fix["v_mant"]), v_shift=int(L.fix["v_shift"]),
-                          exp_table=graph.exp_table,
-                          prob_bits=int(graph.attrs.get("softmax_prob_bits", ops.PROB_BITS)))
-            else:
-                kw.update(theta_a=float(L.flt["theta_a"]), theta_v=float(L.flt["theta_v"]))
-            cur = add(K.SoftmaxAVKernel(**kw), ins, shape, i, "softmax_av")
-        elif L.type == "mst_readout":
-            w = np.asarray(_p(L, precision, "weight"))
-            b = np.asarray(_p(L, precision, "bias"))
-            if fixed and int(L.fix.get("weight_exp", 0)):
-                w = w.astype(np.int64) * (1 << int(L.fix["weight_exp"]))
-            norm = {}
-            if str(L.mst.get("token_norm", "none")) == "layer":     # LayerNorm per token and step (format §5a)
-                norm = dict(norm_eps=float(L.flt["norm_eps"]))
-                if fixed:
-                    norm.update(stream_unit=float(layers[L.inputs[0]].fix["unit"]),
-                                norm_frac_bits=int(L.fix["norm_frac_bits"]))
-            out_of[i] = add(K.ReadoutKernel(w, b, fixed=fixed, **norm), ins, shape, i, "readout")
-            continue
-        else:
+        lt, kind = LAYER_TYPES.get(L.type), K.KERNELS.get(L.type)
+        if lt is None or kind is None:
             raise MSTError(f"{where}: layer type {L.type!r} has no Lava implementation")
-        # neurons of the layer (flatten has none), then RSM
-        if L.neuron is None:
+        P_ = lt.params(graph, i, fixed)
+        cur = add(kind.from_params(P_, fixed), ins, shape, i, kind.role)
+        # neurons of the layer, then RSM
+        if not lt.neuron:
             out_of[i] = cur
             continue
         if str(L.neuron.get("type", "IF")) != "IF" or str(L.neuron.get("reset", "subtract")) != "subtract":
             raise MSTError(f"{where}: neuron type {L.neuron.get('type')!r} is not the MST's IF neuron with "
                            "reset by subtraction; plain netx (CUBA) networks run in lava-dl's netx.hdf5.Network")
         vth = L.threshold(precision)
-        nrn = add(K.IFKernel(shape, vth, fixed=fixed, bias=nrn_bias), [cur], shape, i, "neuron")
+        nrn = add(K.IFKernel(shape, vth, fixed=fixed, bias=lt.neuron_bias(P_, fixed)), [cur], shape, i, "neuron")
         out_of[i] = nrn
-        thr = int(L.mst.get("rsm_threshold", 0) or 0)
-        if L.site and thr > 0:
-            idx = ops.rsm_index(str(L.mst["layout"]), shape, grid=L.mst.get("grid"),
-                                window=int(L.mst.get("window", 0) or 0), shift=int(L.mst.get("shift", 0) or 0),
-                                heads=int(L.mst.get("heads", 1) or 1))
-            rsm = K.RSMKernel(seed=seed, site_id=int(L.mst["site_id"]), block=L.block, index=idx, threshold=thr,
-                              fixed=fixed, cache_steps=T)
+        site = rsm_site(L)
+        if site is not None:
+            rsm = K.RSMKernel(seed=seed, **site, fixed=fixed, cache_steps=T)
             out_of[i] = add(rsm, [nrn], shape, i, "rsm")
     return nodes, out_of
 
@@ -296,11 +212,8 @@ def build_network(net, inputs, T: int, *, precision: str | None = None, granular
     n = int(x.shape[0])
     if n < 1:
         raise MSTError("no inputs to run")
-    if fixed:
-        fb = int(in_layer.fix.get("frac_bits", graph.attrs.get("input_frac_bits", ops.INPUT_FRAC_BITS)))
-        data = ops.quantize_input(x, fb)
-    else:
-        data = x.astype(np.float64)
+    enc = LAYER_TYPES["input"]
+    data = np.asarray(enc.value(enc.params(graph, 0, fixed), x, fixed), dtype=np.int64 if fixed else np.float64)
 
     knodes, out_of = kernel_graph(graph, precision, T, seed)
     readouts = [k for k in knodes if k.role == "readout"]
@@ -374,7 +287,7 @@ def align_latencies(net: LavaNetwork) -> None:
     """
     ell: dict[int, int] = {}
     incoming: dict[int, list] = {}
-    for src, sp, dst, dp in net.edges:
+    for src, _sp, dst, dp in net.edges:
         incoming.setdefault(dst.id, []).append((src, dp))
     for p in net.procs:                      # creation order is topological
         ins = incoming.get(p.id, [])

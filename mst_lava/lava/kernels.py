@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from mst_lava import netx_ops as ops
+from mst_lava.errors import MSTError
+from mst_lava.export.layers import LAYER_TYPES, channel_events, nonzero, synops
 
 _EXACT_F64 = float(2 ** 52)
 
@@ -53,6 +55,11 @@ class Kernel:
             for j, fan in enumerate(self._out_fanouts):
                 self.counts[first + j] += float(fan @ events)
 
+    @classmethod
+    def from_params(cls, P: dict, fixed: bool):
+        """The kernel of a layer from its parameters (``mst_lava.export.layers.LayerType.params``)."""
+        return cls(P, fixed)
+
     def reset(self) -> None:
         """Start a new sample (state back to its initial value)."""
 
@@ -70,10 +77,11 @@ class Kernel:
 class SynapseKernel(Kernel):
     """conv / dense / flatten layer: the input current of the layer's neurons (or the flattened input).
 
-    conv:  float ``I = W_f ⋆ x + b_f``; fixed the raw current ``netx_ops.loihi_current(W ⋆ x,
-    weight_exp)`` (int64; the IF neuron wraps it to 24 bits and adds the bias, as Loihi's
-    compartment does, so a fixed SynapseKernel takes no bias)
-    dense: the same with a matrix product; flatten: C-order reshape.
+    conv: :class:`mst_lava.export.layers.Conv` (float ``I = W_f ⋆ x + b_f``; fixed the raw current
+    ``netx_ops.loihi_current(W ⋆ x, weight_exp)``: the IF neuron wraps it to 24 bits and adds the bias, as
+    Loihi's compartment does, so a fixed SynapseKernel takes no bias), its counts too; ``W ⋆ x`` runs as one
+    matrix product where the kernel shape allows (pointwise, depthwise, non-overlapping patches), else
+    ``netx_ops.conv2d``. dense (plain netx): the same with a matrix product; flatten: C-order reshape.
 
     ``spike_input``: the input is a 0/1 spike tensor rather than a graded value (which also
     costs dense multiply-accumulates). Synaptic ops (format §7): every nonzero input element ×
@@ -81,7 +89,9 @@ class SynapseKernel(Kernel):
     the kernel runs).
     """
 
+    role = "synapse"  # its name in the builder's kernel graph
     count_names = ("synops", "analog_macs")
+    layer = LAYER_TYPES["conv"]
 
     def __init__(self, kind: str, weight=None, bias=None, *, in_shape, out_shape, stride=(1, 1),
                  padding=(0, 0), groups: int = 1, fixed: bool = False, weight_exp: int = 0,
@@ -89,9 +99,6 @@ class SynapseKernel(Kernel):
         super().__init__()
         self.kind, self.fixed = kind, bool(fixed)
         self.in_shape, self.out_shape = tuple(int(s) for s in in_shape), tuple(int(s) for s in out_shape)
-        self.stride = tuple(int(s) for s in np.broadcast_to(np.asarray(stride).reshape(-1), (2,)))
-        self.padding = tuple(int(s) for s in np.broadcast_to(np.asarray(padding).reshape(-1), (2,)))
-        self.groups = int(groups)
         self.weight_exp = int(weight_exp)
         self.spike_input = bool(spike_input)
         dt = np.int64 if self.fixed else np.float64
@@ -102,11 +109,13 @@ class SynapseKernel(Kernel):
         self._mode = None
         self._wf: dict = {}
         if kind == "conv":
+            self.P = self.layer.make_params(self.weight, self.bias, fixed=self.fixed, weight_exp=self.weight_exp,
+                                            stride=stride, padding=padding, groups=groups, in_shape=self.in_shape,
+                                            out_shape=self.out_shape, spike_input=self.spike_input)
+            self.weight, self.stride, self.padding, self.groups = (self.P[k] for k in ("weight", "stride", "padding",
+                                                                                       "groups"))
             Co, Cg, kH, kW = self.weight.shape
             C, H, W = self.in_shape
-            self.fanout = ops.conv_fanout(self.in_shape, self.weight, self.stride, self.padding,
-                                          self.groups).astype(np.float64).reshape(-1)
-            self.dense_macs = float(np.prod(self.out_shape)) * Cg * kH * kW
             if (kH, kW) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0):
                 if self.groups == 1:
                     self._mode, self._w2 = "pointwise", self.weight[:, :, 0, 0]
@@ -117,14 +126,20 @@ class SynapseKernel(Kernel):
                 self._mode = "patch"          # non-overlapping k×k, stride k: one matrix product
                 self._w2 = self.weight.reshape(Co, Cg * kH * kW)
             self._wabs = float(np.abs(self.weight).reshape(Co, -1).sum(axis=1).max(initial=0))
-            if self.bias is not None:
-                self._bias3 = self.bias.reshape(-1, 1, 1)
+            self.fanout = self.P["fanout"].reshape(-1)
         elif kind == "dense":
             self.fanout = ops.dense_fanout(self.weight).astype(np.float64)
             self.dense_macs = float(self.weight.size)
             self._wabs = float(np.abs(self.weight).sum(axis=1).max(initial=0))
         elif kind != "flatten":
             raise ValueError(f"unknown synapse kind {kind!r}")
+
+    @classmethod
+    def from_params(cls, P: dict, fixed: bool):
+        """The kernel of a ``conv`` layer; fixed point: without the bias (its IF neuron adds it)."""
+        return cls("conv", P["weight"], None if fixed else P["bias"], in_shape=P["in_shape"],
+                   out_shape=P["out_shape"], stride=P["stride"], padding=P["padding"], groups=P["groups"], fixed=fixed,
+                   weight_exp=P["weight_exp"], spike_input=P["spike_input"])
 
     # exact integer products through float64 BLAS when every partial sum stays below 2**52
     # (integers up to 2**53 are exact in float64, so the sum needs no rounding)
@@ -156,20 +171,19 @@ class SynapseKernel(Kernel):
     def step(self, t, x):
         if self.kind == "flatten":
             return x.reshape(self.out_shape)
-        # synaptic ops: every nonzero input element × its non-zero synapses (as the torch executor counts);
-        # a graded input also costs dense multiply-accumulates
-        self.counts[0] += float(self.fanout @ (x.reshape(-1) != 0))
+        if self.kind == "conv":
+            c = self.layer.counts(self.P, x != 0, 1)
+            self.counts[0] += c["synops"]
+            self.counts[1] += c["analog_macs"]
+            return self.layer.current(self.P, self._conv(x), self.fixed)
+        # dense (plain netx): every nonzero input × its non-zero synapses; a graded input also costs dense MACs
+        self.counts[0] += synops(self.fanout, x != 0)
         if not self.spike_input:
             self.counts[1] += self.dense_macs
-        if self.kind == "conv":
-            acc = self._conv(x)
-            bias = None if self.bias is None else self._bias3
-        else:
-            acc = self._matmul(self.weight, x.reshape(-1))
-            bias = self.bias
+        acc = self._matmul(self.weight, x.reshape(-1))
         if self.fixed:
             return ops.loihi_current(acc, self.weight_exp)
-        return acc if bias is None else acc + bias
+        return acc if self.bias is None else acc + self.bias
 
 
 # ----------------------------------------------------------------------------------------
@@ -273,58 +287,51 @@ class RSMKernel(Kernel):
 # residual stream, attention, readout
 
 class ResidualKernel(Kernel):
-    """Residual accumulation ``x(t) = Σ_k gain[k] · in_k(t)`` (float or int64); counts synaptic ops (nonzero
-    inputs of non-zero gains) and spike additions."""
+    """Residual accumulation ``x(t) = Σ_k gain[k] · in_k(t)`` (float or int64), format §5a's stream affine on the
+    first input: :class:`mst_lava.export.layers.Residual` (value and counts: synaptic ops = nonzero inputs of
+    non-zero gains, ``residual_adds`` = their spike events)."""
 
+    role = "residual"  # its name in the builder's kernel graph
     count_names = ("synops", "residual_adds")
+    layer = LAYER_TYPES["mst_residual"]
 
     def __init__(self, gains, spike_inputs, *, fixed: bool = False, scale=None, offset=None, scale_shift: int = 0):
         super().__init__()
         self.fixed = bool(fixed)
-        self.gains = [int(g) if self.fixed else float(g) for g in np.asarray(gains).reshape(-1)]
-        self.spike_inputs = [bool(s) for s in spike_inputs]
-        # extension version 2 (format §5a): the first input enters as scale ⊙ x + offset (a BatchNorm on the
-        # stream); fixed: floor(scale_mant ⊙ x / 2**scale_shift) + offset
-        self.scale = None if scale is None else np.asarray(scale).astype(self.dtype).reshape(-1)
-        self.offset = None if offset is None else np.asarray(offset).astype(self.dtype).reshape(-1)
-        self.scale_shift = int(scale_shift)
+        aff = None if scale is None else {"scale": scale, "offset": offset, "shift": scale_shift}
+        self.P = self.layer.make_params(gains, spike_inputs, self.fixed, aff)
+        self.gains = self.P["gains"]
+
+    @classmethod
+    def from_params(cls, P: dict, fixed: bool):
+        a = P["affine"] or {}
+        return cls(P["gains"], P["spike_inputs"], fixed=fixed, scale=a.get("scale"), offset=a.get("offset"),
+                   scale_shift=a.get("shift", 0))
 
     def step(self, t, *xs):
-        acc = None
-        for j, (g, x, sp) in enumerate(zip(self.gains, xs, self.spike_inputs)):
-            if g != 0:                     # an input with gain 0 has no synapse: no op (format §7)
-                nz = np.count_nonzero(x)
-                self.counts[0] += nz
-                if sp:
-                    self.counts[1] += nz
-            term = x * g if g != 1 else x
-            if j == 0 and self.scale is not None:
-                term = ops.stream_affine_fixed(term, self.scale, self.scale_shift, self.offset) if self.fixed else \
-                    ops.stream_affine_float(term, self.scale, self.offset)
-            acc = term.astype(self.dtype) if acc is None else acc + term
-        return acc
+        xs = [np.asarray(x, dtype=self.dtype) for x in xs]
+        c = self.layer.counts(self.P, [nonzero(x) for x in xs])
+        self.counts[0] += c["synops"]
+        self.counts[1] += c["residual_adds"]
+        return self.layer.value(self.P, xs, self.fixed)
 
 
 class QKKernel(Kernel):
-    """The A-site current from the spike product Q·Kᵀ with expectation compensation.
+    """The A-site current from the compensated spike product Q·Kᵀ, one step at a time.
 
-    Keeps the cumulative delivered counts ``S_q``, ``S_k`` (grids ``(C, H, W)``);
-    ``P(t) = S_q(t)·S_k(t)ᵀ`` per shifted window and head (``netx_ops.to_windows``):
-    float ``I = c·(P(t)/t − P(t−1)/(t−1))``; fixed ``F = floor(c_mant·P/(t·2**c_shift))``,
-    ``I = F(t) − F(t−1)`` (t from 1). Output shape ``(nW, h, N, N)``.
-    Counts: ``synops`` = accumulator updates of an event-driven P (each new Q or K spike
-    meets the N tokens of its window and head).
+    Keeps the cumulative delivered counts ``S_q``, ``S_k`` (grids ``(C, H, W)``) and the previous step's value;
+    the value ``F(t)`` and the counts are :class:`mst_lava.export.layers.QK`'s (``netx_ops.qk_value_fixed`` /
+    ``qk_value_float``, the step forms of NetSim's time-batched currents); current ``F(t) − F(t−1)``.
+    Output shape ``(nW, h, N, N)``.
     """
 
+    role = "qk"  # its name in the builder's kernel graph
     count_names = ("synops",)
+    layer = LAYER_TYPES["mst_qk"]
 
-    def __init__(self, *, window: int, shift: int, heads: int, fixed: bool = False, scale: float = 1.0,
-                 scale_mant: int = 0, scale_shift: int = 0):
+    def __init__(self, P: dict, fixed: bool = False):
         super().__init__()
-        self.w, self.shift, self.heads = int(window), int(shift), int(heads)
-        self.fixed = bool(fixed)
-        self.scale, self.mant, self.sh = float(scale), int(scale_mant), int(scale_shift)
-        self.N = self.w * self.w
+        self.P, self.fixed = P, bool(fixed)
         self.reset()
 
     def reset(self):
@@ -332,55 +339,33 @@ class QKKernel(Kernel):
         self.prev = None
 
     def step(self, t, q, k):
-        self.Sq = q.astype(np.int64) if self.Sq is None else self.Sq + q.astype(np.int64)
-        self.Sk = k.astype(np.int64) if self.Sk is None else self.Sk + k.astype(np.int64)
-        self.counts[0] += (np.count_nonzero(q) + np.count_nonzero(k)) * self.N
-        qw = ops.to_windows(self.Sq, self.w, self.shift, self.heads)
-        kw = ops.to_windows(self.Sk, self.w, self.shift, self.heads)
-        t1 = t + 1
-        if self.fixed:
-            P = np.matmul(qw, kw.swapaxes(-1, -2))
-            F = ops.mul_shift_div(P, self.mant, self.sh, t1)
-            cur = F if self.prev is None else F - self.prev
-            self.prev = F
-            return cur
-        P = np.matmul(qw.astype(np.float64), kw.swapaxes(-1, -2).astype(np.float64))
-        Pt = P / t1
-        cur = (Pt if self.prev is None else Pt - self.prev) * self.scale
-        self.prev = Pt
+        q, k = np.asarray(q).astype(np.int64), np.asarray(k).astype(np.int64)
+        self.Sq = q if self.Sq is None else self.Sq + q
+        self.Sk = k if self.Sk is None else self.Sk + k
+        self.counts[0] += self.layer.counts(self.P, nonzero(q), nonzero(k))["synops"]
+        F = self.layer.value(self.P, self.Sq, self.Sk, t + 1, self.fixed)
+        cur = F if self.prev is None else F - self.prev
+        self.prev = F
         return cur
 
 
 class SoftmaxAVKernel(Kernel):
-    """The AV-site current: softmax (relative-position bias, shift mask) of the A rates, times V.
-
-    Cumulative delivered counts ``S_A`` (``(nW, h, N, N)``) and ``S_V`` (grid, windowed to
-    ``(nW, h, N, d)``); ``G(t) = softmax(z(t)) @ V(t)``, ``I = G(t) − G(t−1)`` scattered back
-    to the grid (``netx_ops.from_windows``). Fixed: ``z = (a_mult·S_A)//t + B + M``,
-    ``p = netx_ops.softmax_fixed(z)``, ``G = floor(p·S_V·v_mant / 2**(prob_bits+v_shift))``.
-    Counts: ``synops`` (each new V spike feeds the N rows of its window, each new A spike
-    the d values of its row), ``softmax_elements`` (exponentials evaluated), ``av_macs``.
+    """The AV-site current, one step at a time: cumulative delivered counts ``S_A`` (``(nW, h, N, N)``) and
+    ``S_V`` (grid); ``G(t)`` and the counts are :class:`mst_lava.export.layers.SoftmaxAV`'s
+    (``netx_ops.softmax_av_value_fixed`` / ``softmax_av_value_float``); ``I = G(t) − G(t−1)`` scattered back
+    to the grid (``netx_ops.from_windows``). Counts: ``synops`` (each new V spike feeds the N rows of its
+    window, each new A spike the d values of its row), ``softmax_elements``, ``av_macs``.
     """
 
+    role = "softmax_av"  # its name in the builder's kernel graph
     count_names = ("synops", "softmax_elements", "av_macs")
+    layer = LAYER_TYPES["mst_softmax_av"]
 
-    def __init__(self, *, window: int, shift: int, heads: int, grid, fixed: bool = False,
-                 theta_a: float = 1.0, theta_v: float = 1.0, bias=None, mask=None,
-                 a_mult: int = 0, v_mant: int = 0, v_shift: int = 0, exp_table=None,
-                 prob_bits: int = ops.PROB_BITS):
+    def __init__(self, P: dict, fixed: bool = False):
         super().__init__()
-        self.w, self.shift, self.heads = int(window), int(shift), int(heads)
-        self.H, self.W = (int(grid[0]), int(grid[1]))
-        self.fixed = bool(fixed)
-        self.theta_a, self.theta_v = float(theta_a), float(theta_v)
-        dt = np.int64 if self.fixed else np.float64
-        self.bias = np.asarray(bias).astype(dt)
-        self.mask = None if mask is None else np.asarray(mask).astype(dt)
-        if self.mask is not None:
-            self._mask4 = self.mask.reshape(self.mask.shape[0], 1, self.mask.shape[1], self.mask.shape[2])
-        self.a_mult, self.v_mant, self.v_shift = int(a_mult), int(v_mant), int(v_shift)
-        self.exp_table = None if exp_table is None else np.asarray(exp_table, dtype=np.int64)
-        self.prob_bits = int(prob_bits)
+        if fixed and P.get("exp_table") is None:
+            raise MSTError("the file has no /mst/exp_table for the integer softmax")
+        self.P, self.fixed = P, bool(fixed)
         self.reset()
 
     def reset(self):
@@ -388,64 +373,41 @@ class SoftmaxAVKernel(Kernel):
         self.prev = None
 
     def step(self, t, a, v):
-        self.SA = a.astype(np.int64) if self.SA is None else self.SA + a.astype(np.int64)
-        self.SV = v.astype(np.int64) if self.SV is None else self.SV + v.astype(np.int64)
-        svw = ops.to_windows(self.SV, self.w, self.shift, self.heads)
-        t1 = t + 1
-        if self.fixed:
-            z = (self.SA * self.a_mult) // t1 + self.bias
-            if self.mask is not None:
-                z = z + self._mask4
-            p = ops.softmax_fixed(z, self.exp_table, self.prob_bits)
-            G = ops.mul_shift_div(ops.exact_matmul(p, svw), self.v_mant, self.prob_bits + self.v_shift)
-        else:
-            z = self.SA * (self.theta_a / t1) + self.bias
-            if self.mask is not None:
-                z = z + self._mask4
-            z = z - z.max(axis=-1, keepdims=True)
-            e = np.exp(z)
-            p = e / e.sum(axis=-1, keepdims=True)
-            G = p @ (svw * self.theta_v)
+        a, v = np.asarray(a).astype(np.int64), np.asarray(v).astype(np.int64)
+        self.SA = a if self.SA is None else self.SA + a
+        self.SV = v if self.SV is None else self.SV + v
+        G = self.layer.value(self.P, self.SA, self.SV, t + 1, self.fixed)
         cur = G if self.prev is None else G - self.prev
         self.prev = G
-        d = svw.shape[-1]
-        self.counts[0] += np.count_nonzero(v) * self.w * self.w + np.count_nonzero(a) * d
-        self.counts[1] += z.size
-        self.counts[2] += float(p.size) * d
-        return ops.from_windows(cur, self.w, self.shift, self.H, self.W)
+        c = self.layer.counts(self.P, nonzero(a), nonzero(v), 1)
+        self.counts[0] += c["synops"]
+        self.counts[1] += c["softmax_elements"]
+        self.counts[2] += c["av_macs"]
+        return self.layer.to_grid(self.P, cur)
 
 
 class ReadoutKernel(Kernel):
     """Readout ``y(t) = W · Σ_tokens x(t) + b`` of the last residual node (final BN, mean and head folded);
-    with ``norm_eps`` ``y(t) = W · Σ_tokens LN(x(t)) + b`` (``netx_ops.norm_readout_input``, format §5a).
+    with a token norm ``W · Σ_tokens LN(x(t)) + b`` (format §5a): :class:`mst_lava.export.layers.Readout`'s
+    value and counts (synaptic ops: every nonzero input × the non-zero weights of its channel; analog MACs:
+    ``W.size`` every step)."""
 
-    Synaptic ops: every nonzero input element × the non-zero weights of its channel
-    (``netx_ops.dense_fanout``, format §7); analog MACs: ``W.size`` every step."""
-
+    role = "readout"  # its name in the builder's kernel graph
     count_names = ("synops", "analog_macs")
+    layer = LAYER_TYPES["mst_readout"]
 
-    def __init__(self, weight, bias, *, fixed: bool = False, norm_eps: float | None = None, stream_unit: float = 1.0,
-                 norm_frac_bits: int | None = None):
+    def __init__(self, P: dict, fixed: bool = False):
         super().__init__()
-        self.fixed = bool(fixed)
-        dt = np.int64 if self.fixed else np.float64
-        self.weight = np.asarray(weight).astype(dt)
-        self.bias = np.asarray(bias).astype(dt).reshape(-1)
-        self.macs = float(self.weight.size)
-        self.fanout = ops.dense_fanout(self.weight).astype(np.float64)
-        # extension version 2 (format §5a): a LayerNorm per token and step before the token sum (host, float64)
-        self.norm = None if norm_eps is None else dict(
-            eps=float(norm_eps), unit=float(stream_unit) if self.fixed else 1.0,
-            frac_bits=int(norm_frac_bits) if self.fixed else None)
+        self.P, self.fixed = P, bool(fixed)
 
     def step(self, t, x):
-        if self.norm is not None:
-            pooled = ops.norm_readout_input(x, **self.norm)
-        else:
-            pooled = x.reshape(x.shape[0], -1).sum(axis=1) if x.ndim > 1 else x
-        events = (x != 0).reshape(x.shape[0], -1).sum(axis=1) if x.ndim > 1 else (x != 0)
-        self.counts[0] += float(self.fanout @ events)
-        self.counts[1] += self.macs
-        if self.fixed:
-            return ops.exact_matmul(self.weight, pooled.astype(np.int64)) + self.bias
-        return self.weight @ pooled + self.bias
+        x = np.asarray(x, dtype=self.dtype)
+        c = self.layer.counts(self.P, channel_events(x), 1)
+        self.counts[0] += c["synops"]
+        self.counts[1] += c["analog_macs"]
+        return self.layer.value(self.P, self.layer.pool(self.P, x), self.fixed)
+
+
+# the kernel of each layer type of an MST file (the input layer is the encoder process)
+KERNELS = {"conv": SynapseKernel, "mst_residual": ResidualKernel, "mst_qk": QKKernel,
+           "mst_softmax_av": SoftmaxAVKernel, "mst_readout": ReadoutKernel}

@@ -19,6 +19,7 @@ import numpy as np
 
 import mst_lava.lava  # noqa: F401  (Python 3.11 shim before any lava import)
 from mst_lava.errors import MSTError
+from mst_lava.export.layers import LAYER_TYPES, new_counts
 from mst_lava.lava.builder import LavaNetwork, build_network
 from mst_lava.lava.session import LavaSession
 
@@ -86,9 +87,7 @@ def collect(net: LavaNetwork, scores: np.ndarray, proc_counts: dict) -> tuple[di
         arr = proc_counts[proc.id][:, a:b]
         L = graph.layers[k.layer]
         name = L.name or f"layer{k.layer}"
-        c = counts.setdefault(name, {"site": L.site, "block": L.block, "type": L.type, "spikes": 0, "delivered": 0,
-                                     "dropped": 0, "neurons": int(np.prod(L.shape)), "synops": 0,
-                                     "neuron_updates": 0})
+        c = counts.setdefault(name, new_counts(L))
         ps = per_sample.setdefault(name, {})
         for j, cname in enumerate(k.kernel.count_names):
             if k.role == "rsm" and cname == "events":
@@ -107,7 +106,7 @@ def collect(net: LavaNetwork, scores: np.ndarray, proc_counts: dict) -> tuple[di
         per_sample[name]["synops"] = col
         counts[name]["synops"] = int(round(float(col.sum())))
     for name, c in counts.items():
-        if c["site"] or c["type"] in ("conv", "dense", "mst_qk", "mst_softmax_av"):
+        if c["site"] or LAYER_TYPES[c["type"]].neuron:
             if "delivered" not in per_sample[name] and "spikes" in per_sample[name]:
                 c["delivered"] = c["spikes"]           # no RSM: every spike is delivered
                 per_sample[name]["delivered"] = per_sample[name]["spikes"]

@@ -1,0 +1,442 @@
+"""One object per layer type of an mst_lava.netx file: its parameters, its arithmetic, its counting rule.
+
+The torch executor (:class:`mst_lava.export.netsim.NetSim`, time-batched), the Lava kernels
+(:mod:`mst_lava.lava.kernels`, one sample and one step at a time), the Lava builder and the reader
+(:mod:`mst_lava.export.hdf5io`) all take what depends on a layer's type from :data:`LAYER_TYPES`:
+
+* structure (the reader's checks): ``output`` (``spikes``/``graded``), ``neuron`` (owns an IF
+  population), ``float_keys``/``fixed_keys`` (the ``mst/float``/``mst/fixed`` keys it needs);
+* ``params(graph, i, fixed)``: the layer's parameters in the units of a precision (numpy arrays;
+  fixed point: the integer mantissas), read once from a validated graph;
+* arithmetic, on numpy arrays or torch tensors alike (any leading dims: ``(T, B, ...)`` in NetSim,
+  none in a kernel), each a thin composition of :mod:`mst_lava.netx_ops`: the step form (the value at
+  step t, from the cumulative counts a kernel keeps as state) and the time-batched form (NetSim);
+* ``counts(...)``: the layer's share of the counting rule (docs/netx-mst-format.md §7) from event
+  totals, the same formula whether the totals cover one step of one sample or T steps of a batch.
+
+numpy and netx_ops only: no torch import (the Lava runtime runs without it), no Lava import.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mst_lava import netx_ops as ops
+
+# ----------------------------------------------------------------------------------------
+# helpers shared by the layer types
+
+
+def pair(v) -> tuple[int, int]:
+    """A netx ``stride``/``padding`` value (one or two integers) as ``(y, x)``."""
+    a = np.asarray(1 if v is None else v).reshape(-1)
+    return (int(a[0]), int(a[0])) if a.size == 1 else (int(a[0]), int(a[1]))
+
+
+def new_counts(layer) -> dict:
+    """The counts record of one layer, all zero: the keys every executor reports (format §7); a layer
+    type adds its own (``analog_macs``, ``residual_adds``, ``softmax_elements``, ``av_macs``, overflows)."""
+    return {"site": layer.site, "block": layer.block, "type": layer.type, "spikes": 0, "delivered": 0,
+            "dropped": 0, "neurons": int(np.prod(layer.shape)), "synops": 0, "neuron_updates": 0}
+
+
+def rsm_site(layer) -> dict | None:
+    """The RSM parameters of a layer whose spikes are masked (a site with a ratio > 0), else None:
+    ``site_id``, ``block``, ``threshold`` and the element ``index`` the torch site sees (``netx_ops.rsm_index``)."""
+    thr = int(layer.mst.get("rsm_threshold", 0) or 0)
+    if not layer.site or layer.rsm_ratio <= 0 or thr <= 0:
+        return None
+    m = layer.mst
+    idx = ops.rsm_index(str(m["layout"]), tuple(int(s) for s in layer.shape), grid=m.get("grid"),
+                        window=int(m.get("window", 0) or 0), shift=int(m.get("shift", 0) or 0),
+                        heads=int(m.get("heads", 1) or 1))
+    return {"site_id": int(m["site_id"]), "block": layer.block, "threshold": thr, "index": idx}
+
+
+def synops(fanout, events) -> float:
+    """``Σ fanout · events``: events per input element (any count, any shape matching ``fanout``) × its
+    non-zero synapses. Exact (integers in float64)."""
+    return float(fanout.reshape(-1) @ ops.as_float64(events).reshape(-1))
+
+
+def nonzero(x) -> int:
+    """Number of events (non-zero values) in ``x``."""
+    return int((x != 0).sum())
+
+
+def channel_events(x):
+    """Events per channel of ``(..., C, H, W)`` values: (C,) counts, summed over tokens and leading dims."""
+    C = x.shape[-3]
+    ev = ops.as_int64(x != 0).sum(-1).sum(-1)
+    return ev.reshape(-1, C).sum(0)
+
+
+def _sum_tokens(x):
+    return x.sum(dim=(-2, -1)) if ops.is_torch(x) else x.sum(axis=(-2, -1))
+
+
+def _float_or_fixed(layer, key: str, fixed: bool):
+    """``weight``/``bias`` in a precision's units: the standard dataset (fixed mantissas) or ``mst/float``."""
+    return np.asarray(layer.params[key] if fixed else layer.flt[key])
+
+
+class LayerType:
+    """Base: a layer type of an MST file."""
+
+    type = ""
+    output = "spikes"           # what the layer sends: "spikes" (0/1 events) or "graded" (a value per step)
+    neuron = False              # owns an IF population (its threshold in ``neuron/``)
+    float_keys: tuple = ()      # mst/float keys the type needs
+    fixed_keys: tuple = ()      # mst/fixed keys the type needs in a fixed file
+
+    def params(self, graph, i: int, fixed: bool) -> dict:
+        return {}
+
+    def neuron_bias(self, P, fixed: bool):
+        """The bias the layer's IF neurons add after the 24-bit wrap (fixed-point conv), else None."""
+        return None
+
+    def batched(self, P, ins: list, T: int, B: int, fixed: bool):
+        """Time-batched executor step: inputs ``(T or 1, B, ...)`` (1: the same value every step) → the layer's
+        value (the neurons' input current for a neuron layer) and its counts over the T steps of B samples."""
+        raise NotImplementedError
+
+    def ann(self, P, ins: list):
+        """The float graph as the ANN it came from: rates in, the value (a neuron layer: the QCFS input) out."""
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------------------
+# the layer types
+
+class Input(LayerType):
+    """The image (or event frame), constant over the steps of a sample; fixed point: netx_ops.quantize_input."""
+
+    type, output, fixed_keys = "input", "graded", ("frac_bits",)
+
+    def params(self, graph, i, fixed):
+        L = graph.layers[i]
+        fb = int(L.fix.get("frac_bits", graph.attrs.get("input_frac_bits", ops.INPUT_FRAC_BITS))) if fixed else None
+        return {"frac_bits": fb}
+
+    @staticmethod
+    def value(P, x, fixed: bool):
+        """Fixed point: the quantized image (int64); float: the image as given (the executor picks its dtype)."""
+        return ops.quantize_input(x, P["frac_bits"]) if fixed else x
+
+    def batched(self, P, ins, T, B, fixed):
+        return self.value(P, ins[0], fixed)[None], {}          # (1, B, C, H, W): constant over the steps
+
+    def ann(self, P, ins):
+        return ins[0]
+
+
+class Conv(LayerType):
+    """``conv`` + IF: the synaptic accumulation ``W ⋆ x`` (netx_ops.conv2d), the neuron's input current
+    (fixed: the raw Loihi current ``loihi_current(acc, weight_exp)``, the neuron wraps it to 24 bits and adds
+    the bias; float: ``acc + b``)."""
+
+    type, neuron = "conv", True
+    float_keys, fixed_keys = ("weight", "bias"), ("weight_exp", "bias_exp")
+
+    def params(self, graph, i, fixed):
+        L = graph.layers[i]
+        src = graph.layers[L.inputs[0]]
+        return self.make_params(_float_or_fixed(L, "weight", fixed), _float_or_fixed(L, "bias", fixed), fixed=fixed,
+                                weight_exp=int(L.fix["weight_exp"]) if fixed else 0, stride=L.params.get("stride", 1),
+                                padding=L.params.get("padding", 0), groups=L.params.get("groups", 1),
+                                in_shape=src.shape, out_shape=L.shape, spike_input=src.output == "spikes")
+
+    @staticmethod
+    def make_params(weight, bias, *, fixed: bool, weight_exp: int = 0, stride=1, padding=0, groups=1, in_shape,
+                    out_shape, spike_input: bool = True) -> dict:
+        w = np.asarray(weight)
+        w = w.reshape(w.shape[:4]).astype(np.int64 if fixed else np.float64)
+        in_shape = tuple(int(s) for s in in_shape)
+        stride, padding = pair(stride), pair(padding)
+        groups = int(np.asarray(groups).reshape(-1)[0])
+        return {"weight": w, "bias": None if bias is None else np.asarray(bias).reshape(-1).astype(w.dtype),
+                "weight_exp": int(weight_exp), "stride": stride, "padding": padding, "groups": groups,
+                "in_shape": in_shape, "out_shape": tuple(int(s) for s in out_shape), "spike_input": bool(spike_input),
+                # synaptic ops per input event: its non-zero synapses in the weights this precision runs (§7)
+                "fanout": ops.conv_fanout(in_shape, w, stride, padding, groups).astype(np.float64)}
+
+    @staticmethod
+    def accumulate(P, x):
+        """``W ⋆ x`` for ``x`` (..., C, H, W) (exact int64 in fixed point)."""
+        lead = tuple(x.shape[:-3])
+        acc = ops.conv2d(x.reshape((-1,) + tuple(x.shape[-3:])), P["weight"], None, P["stride"], P["padding"],
+                         P["groups"])
+        return acc.reshape(lead + tuple(acc.shape[1:]))
+
+    @staticmethod
+    def current(P, acc, fixed: bool):
+        """The IF input from the accumulation: fixed the raw current (bias: :meth:`neuron_bias`), float ``acc + b``."""
+        if fixed:
+            return ops.loihi_current(acc, P["weight_exp"])
+        return acc if P["bias"] is None else acc + ops.like(P["bias"], acc).reshape(-1, 1, 1)
+
+    def neuron_bias(self, P, fixed):
+        return P["bias"].reshape(-1, 1, 1) if fixed and P["bias"] is not None else None
+
+    @staticmethod
+    def macs_per_step(P) -> float:
+        """Dense multiply-accumulates of one step on a graded input: every output × in/groups·kH·kW."""
+        return float(np.prod(P["out_shape"])) * float(np.prod(P["weight"].shape[1:]))
+
+    @staticmethod
+    def counts(P, events, steps: int) -> dict:
+        """``events``: events per input element (C, H, W) over ``steps`` sample-steps."""
+        return {"synops": synops(P["fanout"], events),
+                "analog_macs": 0.0 if P["spike_input"] else Conv.macs_per_step(P) * steps}
+
+    def batched(self, P, ins, T, B, fixed):
+        x = ins[0]
+        events = ops.as_int64(x != 0).sum(0).sum(0) * (T if x.shape[0] == 1 else 1)   # per input element
+        return self.current(P, self.accumulate(P, x), fixed), self.counts(P, events, T * B)
+
+    def ann(self, P, ins):
+        return self.current(P, self.accumulate(P, ins[0]), False)
+
+
+class Residual(LayerType):
+    """``x(t) = Σ_k gain[k] · in_k(t)`` (float or int64); extension version 2 (§5a): the first input enters as
+    ``scale ⊙ x + offset`` (fixed: ``floor(scale_mant ⊙ x / 2**scale_shift) + offset``)."""
+
+    type, output = "mst_residual", "graded"
+    float_keys, fixed_keys = ("gain",), ("gain", "unit")
+
+    def params(self, graph, i, fixed):
+        L = graph.layers[i]
+        gains = np.asarray(L.fix["gain"] if fixed else L.flt["gain"]).reshape(-1)
+        aff = None
+        if "scale" in L.flt or "offset" in L.flt:         # format §5a: a BatchNorm on the stream
+            aff = {"scale": L.fix["scale_mant"], "shift": int(L.fix["scale_shift"]), "offset": L.fix["offset"]} \
+                if fixed else {"scale": L.flt["scale"], "offset": L.flt["offset"]}
+        return self.make_params(gains, [graph.layers[k].output == "spikes" for k in L.inputs], fixed, aff)
+
+    @staticmethod
+    def make_params(gains, spike_inputs, fixed: bool, affine: dict | None = None) -> dict:
+        g = [int(v) if fixed else float(v) for v in np.asarray(gains).reshape(-1)]
+        if affine is not None:
+            dt = np.int64 if fixed else np.float64
+            affine = {"scale": np.asarray(affine["scale"]).astype(dt).reshape(-1), "shift": int(affine.get("shift", 0)),
+                      "offset": np.asarray(affine["offset"]).astype(dt).reshape(-1)}
+        return {"gains": g, "spike_inputs": [bool(s) for s in spike_inputs], "affine": affine}
+
+    @staticmethod
+    def value(P, xs, fixed: bool):
+        acc = None
+        for j, (g, x) in enumerate(zip(P["gains"], xs)):
+            term = x * g if g != 1 else x
+            a = P["affine"]
+            if j == 0 and a is not None:
+                term = ops.stream_affine_fixed(term, a["scale"], a["shift"], a["offset"]) if fixed else \
+                    ops.stream_affine_float(term, a["scale"], a["offset"])
+            acc = term if acc is None else acc + term
+        return acc
+
+    @staticmethod
+    def counts(P, nonzeros) -> dict:
+        """``nonzeros``: events of each input. An input with gain 0 has no synapse: no op (§7); the affine adds none."""
+        live = [(n, sp) for n, g, sp in zip(nonzeros, P["gains"], P["spike_inputs"]) if g != 0]
+        return {"synops": float(sum(n for n, _ in live)),
+                "residual_adds": float(sum(n for n, sp in live if sp))}      # spike events added into the stream
+
+    def batched(self, P, ins, T, B, fixed):
+        out = self.value(P, ins, fixed)
+        if out.shape[0] == 1 and T > 1:
+            out = out.expand((T,) + tuple(out.shape[1:])) if ops.is_torch(out) else \
+                np.broadcast_to(out, (T,) + out.shape[1:])
+        return out, self.counts(P, [nonzero(v) * (T if v.shape[0] == 1 else 1) for v in ins])
+
+    def ann(self, P, ins):
+        return self.value(P, ins, False)
+
+
+class _Windowed(LayerType):
+    """Shared by the two dynamic products: windows, shift and heads of the attention (``mst/``)."""
+
+    neuron = True
+
+    @staticmethod
+    def _window(L) -> dict:
+        m = L.mst
+        w = int(m["window"])
+        return {"window": w, "shift": int(m["shift"]), "heads": int(m["heads"]), "N": w * w,
+                "grid": tuple(int(v) for v in np.asarray(m["grid"]).reshape(-1))}
+
+    @staticmethod
+    def windows(P, S):
+        return ops.to_windows(S, P["window"], P["shift"], P["heads"])
+
+
+class QK(_Windowed):
+    """The A-site current from the compensated spike product ``P(t) = S_q(t)·S_k(t)ᵀ`` per window and head
+    (format §5): fixed ``F = floor(mant·P/(t·2**shift))``, float ``F = c·P/t``; current ``F(t) − F(t−1)``."""
+
+    type = "mst_qk"
+    float_keys, fixed_keys = ("scale",), ("scale_mant", "scale_shift")
+
+    def params(self, graph, i, fixed):
+        L = graph.layers[i]
+        P = self._window(L)
+        if fixed:
+            P.update(mant=int(L.fix["scale_mant"]), scale_shift=int(L.fix["scale_shift"]))
+        else:
+            P.update(scale=float(L.flt["scale"]))
+        return P
+
+    def products(self, P, Sq, Sk):
+        """``P = S_q·S_kᵀ`` per window and head from cumulative counts on the grid (..., C, H, W)."""
+        return ops.qk_products(self.windows(P, ops.as_int64(Sq)), self.windows(P, ops.as_int64(Sk)))
+
+    def value(self, P, Sq, Sk, t, fixed: bool):
+        """Step form: F(t) from the cumulative counts at step t (t >= 1)."""
+        prod = self.products(P, Sq, Sk)
+        return ops.qk_value_fixed(prod, t, P["mant"], P["scale_shift"]) if fixed else \
+            ops.qk_value_float(prod, t, P["scale"])
+
+    def currents(self, P, Sq, Sk, fixed: bool):
+        """Time-batched: the currents F(t) − F(t−1) for cumulative counts (T, ...)."""
+        prod = self.products(P, Sq, Sk)
+        return ops.qk_current_fixed(prod, P["mant"], P["scale_shift"]) if fixed else \
+            ops.qk_current_float(prod, P["scale"])
+
+    @staticmethod
+    def counts(P, q_events: int, k_events: int) -> dict:
+        """Accumulator updates of an event-driven P: each new Q or K spike meets the N tokens of its window."""
+        return {"synops": float((q_events + k_events) * P["N"])}
+
+    def batched(self, P, ins, T, B, fixed):
+        Sq, Sk = ops.cumsum0(ops.as_int64(ins[0])), ops.cumsum0(ops.as_int64(ins[1]))
+        return self.currents(P, Sq, Sk, fixed), self.counts(P, nonzero(ins[0]), nonzero(ins[1]))
+
+    def ann(self, P, ins):
+        q, k = self.windows(P, ins[0]), self.windows(P, ins[1])
+        return ops.qk_value_float(q @ k.transpose(-1, -2), 1, P["scale"])
+
+
+class SoftmaxAV(_Windowed):
+    """The AV-site current ``G(t) − G(t−1)``, ``G(t) = softmax(z(t)) @ V(t)`` of the A rates and V counts
+    (relative-position bias, shift mask; fixed: the integer softmax of the exp table), on the V grid."""
+
+    type = "mst_softmax_av"
+    float_keys, fixed_keys = ("theta_a", "theta_v", "bias"), ("a_mult", "bias", "v_mant", "v_shift")
+
+    def params(self, graph, i, fixed):
+        L = graph.layers[i]
+        P = self._window(L)
+        C = int(graph.layers[L.inputs[1]].shape[0])
+        P.update(d=C // P["heads"], a_size=int(np.prod(graph.layers[L.inputs[0]].shape)))
+        if fixed:
+            P.update(a_mult=int(L.fix["a_mult"]), v_mant=int(L.fix["v_mant"]), v_shift=int(L.fix["v_shift"]),
+                     bias=np.asarray(L.fix["bias"]).astype(np.int64),
+                     mask=np.asarray(L.fix["mask"]).astype(np.int64) if "mask" in L.fix else None,
+                     exp_table=None if graph.exp_table is None else np.asarray(graph.exp_table, dtype=np.int64),
+                     prob_bits=int(graph.attrs.get("softmax_prob_bits", ops.PROB_BITS)))
+        else:
+            P.update(theta_a=float(L.flt["theta_a"]), theta_v=float(L.flt["theta_v"]),
+                     bias=np.asarray(L.flt["bias"]).astype(np.float64),
+                     mask=np.asarray(L.flt["mask"]).astype(np.float64) if "mask" in L.flt else None)
+        return P
+
+    @staticmethod
+    def _kw(P, fixed: bool) -> dict:
+        if fixed:
+            return dict(a_mult=P["a_mult"], bias=P["bias"], mask=P["mask"], exp_table=P["exp_table"],
+                        prob_bits=P["prob_bits"], v_mant=P["v_mant"], v_shift=P["v_shift"])
+        return dict(theta_a=P["theta_a"], theta_v=P["theta_v"], bias=P["bias"], mask=P["mask"])
+
+    def value(self, P, SA, SV, t, fixed: bool):
+        """Step form: G(t) per window (nW, h, N, d) from the cumulative A counts and V counts (grid) at step t."""
+        SA, SVw = ops.as_int64(SA), self.windows(P, ops.as_int64(SV))
+        f = ops.softmax_av_value_fixed if fixed else ops.softmax_av_value_float
+        return f(SA, SVw, t, **self._kw(P, fixed))
+
+    def currents(self, P, SA, SV, fixed: bool):
+        """Time-batched currents on the grid (T, ..., C, H, W) for cumulative counts (T, ...)."""
+        SA, SVw = ops.as_int64(SA), self.windows(P, ops.as_int64(SV))
+        f = ops.softmax_av_fixed if fixed else ops.softmax_av_float
+        return self.to_grid(P, f(SA, SVw, **self._kw(P, fixed)))
+
+    @staticmethod
+    def to_grid(P, x):
+        H, W = P["grid"]
+        return ops.from_windows(x, P["window"], P["shift"], H, W)
+
+    @staticmethod
+    def counts(P, a_events: int, v_events: int, steps: int) -> dict:
+        """Each new V spike feeds the N rows of its window, each new A spike the d values of its row; the
+        softmax is evaluated on every A element every step (``softmax_elements``), times d for ``av_macs``."""
+        n_z = float(P["a_size"]) * steps
+        return {"synops": float(v_events * P["N"] + a_events * P["d"]), "softmax_elements": n_z,
+                "av_macs": n_z * P["d"]}
+
+    def batched(self, P, ins, T, B, fixed):
+        SA, SV = ops.cumsum0(ops.as_int64(ins[0])), ops.cumsum0(ops.as_int64(ins[1]))
+        return self.currents(P, SA, SV, fixed), self.counts(P, nonzero(ins[0]), nonzero(ins[1]), T * B)
+
+    def ann(self, P, ins):
+        G = ops.softmax_av_value_float(ins[0], self.windows(P, ins[1]), 1, **self._kw(P, False))
+        return self.to_grid(P, G)
+
+
+class Readout(LayerType):
+    """``y(t) = W · Σ_tokens x(t) + b`` of the last residual (final BN, token mean, head folded); extension
+    version 2: ``Σ_tokens LN(x(t))`` per sample and step on the host (netx_ops.norm_readout_input). Fixed:
+    ``(W · Σ) · 2**weight_exp + b`` in int64; logits = Σ_t y(t) · unit / T."""
+
+    type, output = "mst_readout", "graded"
+    float_keys, fixed_keys = ("weight", "bias"), ("weight_exp", "unit")
+
+    def params(self, graph, i, fixed):
+        L = graph.layers[i]
+        w = _float_or_fixed(L, "weight", fixed).astype(np.int64 if fixed else np.float64)
+        norm = None
+        if str(L.mst.get("token_norm", "none")) == "layer":     # LayerNorm per token and step (format §5a)
+            src = graph.layers[L.inputs[0]]
+            norm = dict(eps=float(L.flt["norm_eps"]), unit=float(src.fix["unit"]) if fixed else 1.0,
+                        frac_bits=int(L.fix["norm_frac_bits"]) if fixed else None)
+        return {"weight": w, "bias": _float_or_fixed(L, "bias", fixed).reshape(-1).astype(w.dtype),
+                "weight_exp": int(L.fix["weight_exp"]) if fixed else 0,
+                "unit": float(L.fix["unit"]) if fixed else 1.0, "norm": norm,
+                "fanout": ops.dense_fanout(w).astype(np.float64)}
+
+    @staticmethod
+    def pool(P, x):
+        """The readout's input (..., C) from the stream (..., C, H, W): the token sum, or with the token norm
+        ``norm_readout_input`` of every sample and step (numpy, float64, on the host)."""
+        if P["norm"] is None:
+            return _sum_tokens(x)
+        xn = x.detach().cpu().numpy() if ops.is_torch(x) else np.asarray(x)
+        lead = xn.shape[:-3]
+        flat = xn.reshape((-1,) + xn.shape[-3:])
+        out = np.array([ops.norm_readout_input(s, **P["norm"]) for s in flat]).reshape(lead + (xn.shape[-3],))
+        return ops.like(out, x)
+
+    @staticmethod
+    def value(P, pooled, fixed: bool):
+        """``y`` (..., K) from the pooled input (..., C)."""
+        W = ops.like(P["weight"], pooled)
+        Wt = W.t() if ops.is_torch(W) else W.T
+        if fixed:
+            return ops.exact_matmul(pooled, Wt) * (1 << P["weight_exp"]) + ops.like(P["bias"], pooled, "int64")
+        x = pooled.to(W.dtype) if ops.is_torch(pooled) else np.asarray(pooled, dtype=W.dtype)
+        return x @ Wt + ops.like(P["bias"], x)
+
+    @staticmethod
+    def counts(P, events, steps: int) -> dict:
+        """``events``: events per input channel (C,). Synaptic ops: × the non-zero weights of the channel (§7);
+        ``analog_macs``: ``K·C`` every step."""
+        return {"synops": synops(P["fanout"], events), "analog_macs": float(np.prod(P["weight"].shape)) * steps}
+
+    def batched(self, P, ins, T, B, fixed):
+        x = ins[0]                                   # (T, B, C, H, W): the residual stream, every step
+        return self.value(P, self.pool(P, x), fixed), self.counts(P, channel_events(x), T * B)
+
+    def ann(self, P, ins):
+        return self.value(P, self.pool(P, ins[0]), False)
+
+
+# every layer type an MST file may hold (the reader's order of "known" types)
+LAYER_TYPES: dict[str, LayerType] = {t.type: t for t in (Input(), Conv(), QK(), SoftmaxAV(), Residual(), Readout())}
