@@ -153,11 +153,18 @@ def clip(x, lo, hi):
     return torch.clamp(x, lo, hi) if is_torch(x) else np.clip(x, lo, hi)
 
 
+_EXACT_F64 = 2.0 ** 52         # float64 holds every integer below 2**53: sums below this need no rounding
+
+
 def exact_matmul(a, b):
-    """Integer matmul, exact: int64 in numpy; float64 in torch (caller keeps |values| < 2**53)."""
+    """Integer matmul, exact: float64 in torch (caller keeps |values| < 2**53); numpy: float64 BLAS where
+    every partial sum provably stays below 2**52 (``max_i Σ_k |a[i, k]| · max |b|``), else int64."""
     if is_torch(a):
         return torch.round(a.to(torch.float64) @ b.to(torch.float64)).to(torch.int64)
-    return np.matmul(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    if a.size and b.size and float(np.abs(a).sum(axis=-1).max()) * float(np.abs(b).max()) < _EXACT_F64:
+        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+    return np.matmul(a, b)
 
 
 def time_index(T: int, ref, ndim: int):
@@ -341,9 +348,22 @@ def conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), groups: int = 1)
     w = np.asarray(weight)
     integer = np.issubdtype(x.dtype, np.integer)
     dt = np.int64 if integer else np.float64
-    x, w = x.astype(dt), w.astype(dt)
+    x, w = x.astype(dt, copy=False), w.astype(dt, copy=False)
     B, C, H, W = x.shape
     Co, Cg, kH, kW = w.shape
+    mm = exact_matmul if integer else np.matmul
+    y = None
+    if (kH, kW, sy, sx, py, px) == (1, 1, 1, 1, 0, 0):
+        if groups == 1:                                     # pointwise: one matrix product over channels
+            y = mm(w.reshape(Co, Cg), x.reshape(B, C, H * W)).reshape(B, Co, H, W)
+        elif Cg == 1 and groups == Co == C:                 # depthwise 1x1: a per-channel scale
+            y = x * w.reshape(1, Co, 1, 1)
+    elif (sy, sx) == (kH, kW) and (py, px) == (0, 0) and groups == 1 and H % kH == 0 and W % kW == 0:
+        Ho, Wo = H // kH, W // kW                           # non-overlapping patches: one matrix product
+        cols = x.reshape(B, C, Ho, kH, Wo, kW).transpose(0, 1, 3, 5, 2, 4).reshape(B, C * kH * kW, Ho * Wo)
+        y = mm(w.reshape(Co, Cg * kH * kW), cols).reshape(B, Co, Ho, Wo)
+    if y is not None:
+        return y if bias is None else y + np.asarray(bias).astype(dt).reshape(1, -1, 1, 1)
     if py or px:
         x = np.pad(x, ((0, 0), (0, 0), (py, py), (px, px)))
     Ho = (x.shape[2] - kH) // sy + 1

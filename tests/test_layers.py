@@ -73,3 +73,29 @@ def test_new_counts_is_the_record_of_both_executors(graphs):
     c = new_counts(L)
     assert c == {"site": L.site, "block": L.block, "type": L.type, "spikes": 0, "delivered": 0, "dropped": 0,
                  "neurons": int(np.prod(L.shape)), "synops": 0, "neuron_updates": 0}
+
+
+def test_exact_matmul_stays_exact_beyond_float64():
+    """numpy: float64 BLAS only where every partial sum is below 2**52; larger products in int64, exactly."""
+    from mst_lava import netx_ops as ops
+    rng = np.random.default_rng(5)
+    for lo in (100, 1 << 29):                       # below / far beyond what float64 holds exactly
+        a = rng.integers(-lo, lo, size=(3, 8), dtype=np.int64)
+        b = rng.integers(-lo, lo, size=(8, 5), dtype=np.int64)
+        want = np.array(a.astype(object) @ b.astype(object), dtype=np.int64)
+        got = ops.exact_matmul(a, b)
+        assert got.dtype == np.int64 and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape,kw", [((6, 4, 1, 1), {}), ((4, 1, 1, 1), {"groups": 4}),
+                                      ((6, 4, 2, 2), {"stride": (2, 2)})])
+def test_conv2d_matrix_schedules_equal_the_general_float_conv(shape, kw):
+    """The pointwise, depthwise and patch schedules of netx_ops.conv2d (numpy) compute torch's conv in float."""
+    import torch
+
+    from mst_lava import netx_ops as ops
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((3, 4, 8, 8)), rng.standard_normal(shape)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), None, kw.get("stride", 1), 0, 1,
+                                     kw.get("groups", 1)).numpy()
+    np.testing.assert_allclose(ops.conv2d(x, w, None, **kw), ref, rtol=1e-12, atol=1e-12)

@@ -24,8 +24,6 @@ from mst_lava import netx_ops as ops
 from mst_lava.errors import MSTError
 from mst_lava.export.layers import LAYER_TYPES, channel_events, nonzero, synops
 
-_EXACT_F64 = float(2 ** 52)
-
 
 class Kernel:
     """Base class. ``inputs``: number of input arrays; ``step`` returns one output array."""
@@ -79,8 +77,7 @@ class SynapseKernel(Kernel):
 
     conv: :class:`mst_lava.export.layers.Conv` (float ``I = W_f ⋆ x + b_f``; fixed the raw current
     ``netx_ops.loihi_current(W ⋆ x, weight_exp)``: the IF neuron wraps it to 24 bits and adds the bias, as
-    Loihi's compartment does, so a fixed SynapseKernel takes no bias), its counts too; ``W ⋆ x`` runs as one
-    matrix product where the kernel shape allows (pointwise, depthwise, non-overlapping patches), else
+    Loihi's compartment does, so a fixed SynapseKernel takes no bias), its counts too; ``W ⋆ x`` is
     ``netx_ops.conv2d``. dense (plain netx): the same with a matrix product; flatten: C-order reshape.
 
     ``spike_input``: the input is a 0/1 spike tensor rather than a graded value (which also
@@ -106,31 +103,16 @@ class SynapseKernel(Kernel):
             raise ValueError("a fixed-point SynapseKernel takes no bias: the IF neuron adds it after the 24-bit wrap")
         self.weight = None if weight is None else np.asarray(weight).astype(dt)
         self.bias = None if bias is None else np.asarray(bias).astype(dt)
-        self._mode = None
-        self._wf: dict = {}
         if kind == "conv":
             self.P = self.layer.make_params(self.weight, self.bias, fixed=self.fixed, weight_exp=self.weight_exp,
                                             stride=stride, padding=padding, groups=groups, in_shape=self.in_shape,
                                             out_shape=self.out_shape, spike_input=self.spike_input)
             self.weight, self.stride, self.padding, self.groups = (self.P[k] for k in ("weight", "stride", "padding",
                                                                                        "groups"))
-            Co, Cg, kH, kW = self.weight.shape
-            C, H, W = self.in_shape
-            if (kH, kW) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0):
-                if self.groups == 1:
-                    self._mode, self._w2 = "pointwise", self.weight[:, :, 0, 0]
-                elif self.groups == C == Co:
-                    self._mode, self._w2 = "depthwise", self.weight[:, 0, 0, 0].reshape(C, 1, 1)
-            elif (self.stride == (kH, kW) and self.padding == (0, 0) and self.groups == 1
-                  and H % kH == 0 and W % kW == 0):
-                self._mode = "patch"          # non-overlapping k×k, stride k: one matrix product
-                self._w2 = self.weight.reshape(Co, Cg * kH * kW)
-            self._wabs = float(np.abs(self.weight).reshape(Co, -1).sum(axis=1).max(initial=0))
             self.fanout = self.P["fanout"].reshape(-1)
         elif kind == "dense":
             self.fanout = ops.dense_fanout(self.weight).astype(np.float64)
             self.dense_macs = float(self.weight.size)
-            self._wabs = float(np.abs(self.weight).sum(axis=1).max(initial=0))
         elif kind != "flatten":
             raise ValueError(f"unknown synapse kind {kind!r}")
 
@@ -141,32 +123,11 @@ class SynapseKernel(Kernel):
                    out_shape=P["out_shape"], stride=P["stride"], padding=P["padding"], groups=P["groups"], fixed=fixed,
                    weight_exp=P["weight_exp"], spike_input=P["spike_input"])
 
-    # exact integer products through float64 BLAS when every partial sum stays below 2**52
-    # (integers up to 2**53 are exact in float64, so the sum needs no rounding)
-    def _matmul(self, w, x):
-        if not self.fixed:
-            return w @ x
-        if self.spike_input or float(np.abs(x).max(initial=0)) * self._wabs < _EXACT_F64:
-            wf = self._wf.get(id(w))
-            if wf is None:
-                wf = self._wf[id(w)] = w.astype(np.float64)
-            return (wf @ x.astype(np.float64)).astype(np.int64)
-        return ops.exact_matmul(w, x)
-
-    def _conv(self, x):
-        C, H, W = self.in_shape
-        if self._mode == "pointwise":
-            y = self._matmul(self._w2, x.reshape(C, H * W)).reshape(-1, H, W)
-        elif self._mode == "depthwise":
-            y = self._w2 * x
-        elif self._mode == "patch":
-            Co, Cg, kH, kW = self.weight.shape
-            Ho, Wo = H // kH, W // kW
-            cols = x.reshape(C, Ho, kH, Wo, kW).transpose(0, 2, 4, 1, 3).reshape(C * kH * kW, Ho * Wo)
-            y = self._matmul(self._w2, cols).reshape(Co, Ho, Wo)
-        else:
-            y = ops.conv2d(x[None], self.weight, None, self.stride, self.padding, self.groups)[0]
-        return y
+    @property
+    def pointwise(self) -> bool:
+        """A 1×1 conv with stride 1, no padding, one group (what Lava's own Conv process can run for it)."""
+        return self.kind == "conv" and self.weight.shape[2:] == (1, 1) and self.stride == (1, 1) \
+            and self.padding == (0, 0) and self.groups == 1
 
     def step(self, t, x):
         if self.kind == "flatten":
@@ -175,12 +136,12 @@ class SynapseKernel(Kernel):
             c = self.layer.counts(self.P, x != 0, 1)
             self.counts[0] += c["synops"]
             self.counts[1] += c["analog_macs"]
-            return self.layer.current(self.P, self._conv(x), self.fixed)
+            return self.layer.current(self.P, self.layer.accumulate(self.P, x), self.fixed)
         # dense (plain netx): every nonzero input × its non-zero synapses; a graded input also costs dense MACs
         self.counts[0] += synops(self.fanout, x != 0)
         if not self.spike_input:
             self.counts[1] += self.dense_macs
-        acc = self._matmul(self.weight, x.reshape(-1))
+        acc = (ops.exact_matmul if self.fixed else np.matmul)(self.weight, x.reshape(-1))
         if self.fixed:
             return ops.loihi_current(acc, self.weight_exp)
         return acc if self.bias is None else acc + self.bias
@@ -192,7 +153,8 @@ class SynapseKernel(Kernel):
 class IFKernel(Kernel):
     """Integrate-and-fire, reset by subtraction, ``v0 = vth/2`` (``vth//2`` fixed), spike on ``v >= vth``.
 
-    Input: the current of the step; output: the 0/1 spikes (``graded=True``: spike · vth).
+    Input: the current of the step; output: the 0/1 spikes (``graded=True``: spike · vth). A step is
+    ``netx_ops.if_scan`` over one step from the kernel's voltage, the function NetSim scans over T.
     Fixed point (Loihi's 24-bit compartment, ``netx_ops.if_step_fixed``): the input is the raw
     synaptic current; it wraps to 24 bits, ``bias`` is added and the voltage saturates at
     ±(2**23 − 1). With ``weight_exp`` (an int) the input is a raw synaptic accumulation (e.g.
@@ -220,20 +182,15 @@ class IFKernel(Kernel):
         self.v = ops.if_init(self.vth, self.shape, np.zeros(0), self.fixed)
 
     def step(self, t, current):
+        cur = np.asarray(current)
         if self.fixed:
-            raw = np.asarray(current).astype(np.int64)
+            cur = cur.astype(np.int64)
             if self.weight_exp is not None:
-                raw = ops.loihi_current(raw, self.weight_exp)
-            u = ops.wrap24(raw)
-            self.counts[2] += np.count_nonzero(u != raw)
-            self.v, s, sat = ops.if_step_fixed(self.v, u, self.vth, self.bias)
-            self.counts[3] += np.count_nonzero(sat)
-        else:
-            if self.bias is not None:
-                current = current + self.bias
-            self.v, s = ops.if_step(self.v, current, self.vth)
-        self.counts[0] += np.count_nonzero(s)
-        self.counts[1] += self.size
+                cur = ops.loihi_current(cur, self.weight_exp)
+        # one step of the scan NetSim runs over T (24-bit wrap, bias, saturation and their counts included)
+        s, self.v, ovf = ops.if_scan(cur[None], self.vth, self.fixed, T=1, v0=self.v, bias=self.bias)
+        s = s[0]
+        self.counts[:4] += (np.count_nonzero(s), self.size, ovf["current_overflows"], ovf["voltage_overflows"])
         out = s.astype(self.dtype)
         self._count_out(out)
         return out * self.vth if self.graded else out
