@@ -106,11 +106,13 @@ def like(a, ref, dtype: str | None = None):
 
 
 def as_int64(x):
-    return x.to(torch.int64) if is_torch(x) else np.asarray(x).astype(np.int64)
+    """``x`` as int64 (itself when it is already: do not write into the result)."""
+    return x.to(torch.int64) if is_torch(x) else np.asarray(x).astype(np.int64, copy=False)
 
 
 def as_float64(x):
-    return x.to(torch.float64) if is_torch(x) else np.asarray(x).astype(np.float64)
+    """``x`` as float64 (itself when it is already: do not write into the result)."""
+    return x.to(torch.float64) if is_torch(x) else np.asarray(x).astype(np.float64, copy=False)
 
 
 def permute(x, axes):
@@ -344,42 +346,82 @@ def conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), groups: int = 1)
         if bias is not None:
             y = y + like(bias, y).to(y.dtype).view(1, -1, 1, 1)
         return y
-    x = np.asarray(x)
-    w = np.asarray(weight)
-    integer = np.issubdtype(x.dtype, np.integer)
-    dt = np.int64 if integer else np.float64
-    x, w = x.astype(dt, copy=False), w.astype(dt, copy=False)
-    B, C, H, W = x.shape
-    Co, Cg, kH, kW = w.shape
-    mm = exact_matmul if integer else np.matmul
-    y = None
-    if (kH, kW, sy, sx, py, px) == (1, 1, 1, 1, 0, 0):
-        if groups == 1:                                     # pointwise: one matrix product over channels
-            y = mm(w.reshape(Co, Cg), x.reshape(B, C, H * W)).reshape(B, Co, H, W)
-        elif Cg == 1 and groups == Co == C:                 # depthwise 1x1: a per-channel scale
+    return ConvPlan(weight, stride, padding, groups)(x, bias)
+
+
+class ConvPlan:
+    """``W ⋆ x`` (numpy) for a fixed weight, planned once: pointwise, depthwise and non-overlapping patch convs
+    run as one matrix product, others over sliding windows; integer products are exact (float64 BLAS while
+    every partial sum is provably below 2**52: the weight's largest row |sum| × max |x|, else int64).
+    :func:`conv2d` plans per call; an executor stepping one layer many times (a Lava kernel) keeps one."""
+
+    def __init__(self, weight, stride=(1, 1), padding=(0, 0), groups: int = 1):
+        w = np.asarray(weight)
+        self.integer = w.dtype.kind in "iub"
+        self.w = w.astype(np.int64 if self.integer else np.float64)
+        Co, Cg, kH, kW = self.w.shape
+        self.stride = (int(stride[0]), int(stride[1]))
+        self.padding = (int(padding[0]), int(padding[1]))
+        self.groups = int(groups)
+        geo = (kH, kW) + self.stride + self.padding
+        self.mode = None
+        if geo == (1, 1, 1, 1, 0, 0) and self.groups == 1:
+            self.mode = "pointwise"
+        elif geo == (1, 1, 1, 1, 0, 0) and Cg == 1 and self.groups == Co:
+            self.mode = "depthwise"
+        elif self.stride == (kH, kW) and self.padding == (0, 0) and self.groups == 1:
+            self.mode = "patch"               # when H, W are multiples of the kernel (checked per call)
+        self.w2 = self.w.reshape(Co, Cg * kH * kW)
+        self.w2f = self.w2.astype(np.float64)
+        self.row_abs = float(np.abs(self.w2).sum(axis=1).max(initial=0))
+
+    def _mm(self, cols, integer: bool):
+        """``w2 @ cols`` (cols (B, K, n)): exact for integers."""
+        if not integer:
+            return np.matmul(self.w2f, cols)
+        if cols.size == 0 or max(-int(cols.min()), int(cols.max())) * self.row_abs < _EXACT_F64:
+            return np.matmul(self.w2f, cols.astype(np.float64)).astype(np.int64)
+        return np.matmul(self.w2, cols)
+
+    def __call__(self, x, bias=None):
+        x = np.asarray(x)
+        integer = x.dtype.kind in "iub" and self.integer
+        dt = np.int64 if integer else np.float64
+        x = x.astype(dt, copy=False)
+        w = self.w if integer or not self.integer else self.w.astype(np.float64)
+        B, C, H, W = x.shape
+        Co, Cg, kH, kW = w.shape
+        y = None
+        if self.mode == "pointwise":                  # one matrix product over channels
+            y = self._mm(x.reshape(B, C, H * W), integer).reshape(B, Co, H, W)
+        elif self.mode == "depthwise" and C == Co:    # a per-channel scale
             y = x * w.reshape(1, Co, 1, 1)
-    elif (sy, sx) == (kH, kW) and (py, px) == (0, 0) and groups == 1 and H % kH == 0 and W % kW == 0:
-        Ho, Wo = H // kH, W // kW                           # non-overlapping patches: one matrix product
-        cols = x.reshape(B, C, Ho, kH, Wo, kW).transpose(0, 1, 3, 5, 2, 4).reshape(B, C * kH * kW, Ho * Wo)
-        y = mm(w.reshape(Co, Cg * kH * kW), cols).reshape(B, Co, Ho, Wo)
-    if y is not None:
-        return y if bias is None else y + np.asarray(bias).astype(dt).reshape(1, -1, 1, 1)
-    if py or px:
-        x = np.pad(x, ((0, 0), (0, 0), (py, py), (px, px)))
-    Ho = (x.shape[2] - kH) // sy + 1
-    Wo = (x.shape[3] - kW) // sx + 1
-    cols = np.lib.stride_tricks.sliding_window_view(x, (kH, kW), axis=(2, 3))[:, :, ::sy, ::sx][:, :, :Ho, :Wo]
-    # cols: B, C, Ho, Wo, kH, kW
-    og = Co // groups
-    outs = []
-    for g in range(groups):
-        xg = cols[:, g * Cg:(g + 1) * Cg]
-        wg = w[g * og:(g + 1) * og]
-        outs.append(np.einsum("bchwij,ocij->bohw", xg, wg, optimize=True))
-    y = np.concatenate(outs, axis=1)
-    if bias is not None:
-        y = y + np.asarray(bias).astype(dt).reshape(1, -1, 1, 1)
-    return y
+        elif self.mode == "patch" and H % kH == 0 and W % kW == 0:
+            Ho, Wo = H // kH, W // kW                 # non-overlapping patches: one matrix product
+            cols = x.reshape(B, C, Ho, kH, Wo, kW).transpose(0, 1, 3, 5, 2, 4).reshape(B, C * kH * kW, Ho * Wo)
+            y = self._mm(cols, integer).reshape(B, Co, Ho, Wo)
+        if y is None:
+            y = self._windows(x, w)
+        if bias is not None:
+            y = y + np.asarray(bias).astype(dt).reshape(1, -1, 1, 1)
+        return y
+
+    def _windows(self, x, w):
+        (sy, sx), (py, px), groups = self.stride, self.padding, self.groups
+        Co, Cg, kH, kW = w.shape
+        if py or px:
+            x = np.pad(x, ((0, 0), (0, 0), (py, py), (px, px)))
+        Ho = (x.shape[2] - kH) // sy + 1
+        Wo = (x.shape[3] - kW) // sx + 1
+        cols = np.lib.stride_tricks.sliding_window_view(x, (kH, kW), axis=(2, 3))[:, :, ::sy, ::sx][:, :, :Ho, :Wo]
+        # cols: B, C, Ho, Wo, kH, kW
+        og = Co // groups
+        outs = []
+        for g in range(groups):
+            xg = cols[:, g * Cg:(g + 1) * Cg]
+            wg = w[g * og:(g + 1) * og]
+            outs.append(np.einsum("bchwij,ocij->bohw", xg, wg, optimize=True))
+        return np.concatenate(outs, axis=1)
 
 
 def _taps_cover(n: int, k: int, s: int, p: int, d: int, n_out: int) -> np.ndarray:

@@ -55,19 +55,22 @@ def rsm_site(layer) -> dict | None:
 def synops(fanout, events) -> float:
     """``Σ fanout · events``: events per input element (any count, any shape matching ``fanout``) × its
     non-zero synapses. Exact (integers in float64)."""
-    return float(fanout.reshape(-1) @ ops.as_float64(events).reshape(-1))
+    if ops.is_torch(events):
+        return float(fanout.reshape(-1) @ events.reshape(-1).to(fanout.dtype))
+    return float(np.dot(fanout.reshape(-1), events.reshape(-1)))
 
 
 def nonzero(x) -> int:
     """Number of events (non-zero values) in ``x``."""
-    return int((x != 0).sum())
+    return int((x != 0).sum()) if ops.is_torch(x) else int(np.count_nonzero(x))
 
 
 def channel_events(x):
     """Events per channel of ``(..., C, H, W)`` values: (C,) counts, summed over tokens and leading dims."""
     C = x.shape[-3]
-    ev = ops.as_int64(x != 0).sum(-1).sum(-1)
-    return ev.reshape(-1, C).sum(0)
+    if ops.is_torch(x):
+        return (x != 0).to(ops.torch.int64).sum(-1).sum(-1).reshape(-1, C).sum(0)
+    return np.count_nonzero(np.reshape(x, (-1, C, x.shape[-2] * x.shape[-1])), axis=-1).sum(axis=0)
 
 
 def _sum_tokens(x):
@@ -158,14 +161,18 @@ class Conv(LayerType):
                 "weight_exp": int(weight_exp), "stride": stride, "padding": padding, "groups": groups,
                 "in_shape": in_shape, "out_shape": tuple(int(s) for s in out_shape), "spike_input": bool(spike_input),
                 # synaptic ops per input event: its non-zero synapses in the weights this precision runs (§7)
-                "fanout": ops.conv_fanout(in_shape, w, stride, padding, groups).astype(np.float64)}
+                "fanout": ops.conv_fanout(in_shape, w, stride, padding, groups).astype(np.float64),
+                "plan": ops.ConvPlan(w, stride, padding, groups),          # W ⋆ x on numpy, planned once
+                # dense multiply-accumulates of one step on a graded input: every output × in/groups·kH·kW
+                "macs": float(np.prod(out_shape)) * float(np.prod(w.shape[1:]))}
 
     @staticmethod
     def accumulate(P, x):
         """``W ⋆ x`` for ``x`` (..., C, H, W) (exact int64 in fixed point)."""
         lead = tuple(x.shape[:-3])
-        acc = ops.conv2d(x.reshape((-1,) + tuple(x.shape[-3:])), P["weight"], None, P["stride"], P["padding"],
-                         P["groups"])
+        x = x.reshape((-1,) + tuple(x.shape[-3:]))
+        acc = ops.conv2d(x, P["weight"], None, P["stride"], P["padding"], P["groups"]) if ops.is_torch(x) \
+            else P["plan"](x)
         return acc.reshape(lead + tuple(acc.shape[1:]))
 
     @staticmethod
@@ -179,15 +186,10 @@ class Conv(LayerType):
         return P["bias"].reshape(-1, 1, 1) if fixed and P["bias"] is not None else None
 
     @staticmethod
-    def macs_per_step(P) -> float:
-        """Dense multiply-accumulates of one step on a graded input: every output × in/groups·kH·kW."""
-        return float(np.prod(P["out_shape"])) * float(np.prod(P["weight"].shape[1:]))
-
-    @staticmethod
     def counts(P, events, steps: int) -> dict:
         """``events``: events per input element (C, H, W) over ``steps`` sample-steps."""
         return {"synops": synops(P["fanout"], events),
-                "analog_macs": 0.0 if P["spike_input"] else Conv.macs_per_step(P) * steps}
+                "analog_macs": 0.0 if P["spike_input"] else P["macs"] * steps}
 
     def batched(self, P, ins, T, B, fixed):
         x = ins[0]

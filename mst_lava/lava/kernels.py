@@ -6,9 +6,11 @@ same arithmetic runs whether a layer is its own Lava process (``granularity="lay
 one of many kernels fused into a wide :class:`~mst_lava.lava.processes.Segment` process
 (``granularity="block"``, the fast default).
 
-Semantics are those of docs/netx-mst-format.md; integer arithmetic is delegated to
-:mod:`mst_lava.netx_ops` (the functions the torch fixed-point executor uses too), so fixed
-point parity with torch holds by construction. Kernels work on one sample and one logical
+Semantics are those of docs/netx-mst-format.md. A kernel keeps the state of one layer
+(cumulative counts, the previous step's value, the membrane); its arithmetic and counting rule
+are its layer type's in :mod:`mst_lava.export.layers` (``KERNELS`` maps each type to its kernel),
+compositions of :mod:`mst_lava.netx_ops` that the torch executor runs time-batched, so parity
+with torch holds by construction. Kernels work on one sample and one logical
 step at a time: ``t`` is the 0-based step inside the sample (the torch step index);
 formulas that count steps from 1 use ``t + 1``.
 
@@ -153,8 +155,7 @@ class SynapseKernel(Kernel):
 class IFKernel(Kernel):
     """Integrate-and-fire, reset by subtraction, ``v0 = vth/2`` (``vth//2`` fixed), spike on ``v >= vth``.
 
-    Input: the current of the step; output: the 0/1 spikes (``graded=True``: spike · vth). A step is
-    ``netx_ops.if_scan`` over one step from the kernel's voltage, the function NetSim scans over T.
+    Input: the current of the step; output: the 0/1 spikes (``graded=True``: spike · vth).
     Fixed point (Loihi's 24-bit compartment, ``netx_ops.if_step_fixed``): the input is the raw
     synaptic current; it wraps to 24 bits, ``bias`` is added and the voltage saturates at
     ±(2**23 − 1). With ``weight_exp`` (an int) the input is a raw synaptic accumulation (e.g.
@@ -182,15 +183,21 @@ class IFKernel(Kernel):
         self.v = ops.if_init(self.vth, self.shape, np.zeros(0), self.fixed)
 
     def step(self, t, current):
-        cur = np.asarray(current)
+        # one step of netx_ops.if_scan (what NetSim scans over T), its counts as if_scan counts them
         if self.fixed:
-            cur = cur.astype(np.int64)
+            raw = np.asarray(current).astype(np.int64)
             if self.weight_exp is not None:
-                cur = ops.loihi_current(cur, self.weight_exp)
-        # one step of the scan NetSim runs over T (24-bit wrap, bias, saturation and their counts included)
-        s, self.v, ovf = ops.if_scan(cur[None], self.vth, self.fixed, T=1, v0=self.v, bias=self.bias)
-        s = s[0]
-        self.counts[:4] += (np.count_nonzero(s), self.size, ovf["current_overflows"], ovf["voltage_overflows"])
+                raw = ops.loihi_current(raw, self.weight_exp)
+            u = ops.wrap24(raw)
+            self.counts[2] += np.count_nonzero(u != raw)
+            self.v, s, sat = ops.if_step_fixed(self.v, u, self.vth, self.bias)
+            self.counts[3] += np.count_nonzero(sat)
+        else:
+            if self.bias is not None:
+                current = current + self.bias
+            self.v, s = ops.if_step(self.v, current, self.vth)
+        self.counts[0] += np.count_nonzero(s)
+        self.counts[1] += self.size
         out = s.astype(self.dtype)
         self._count_out(out)
         return out * self.vth if self.graded else out
