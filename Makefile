@@ -39,6 +39,7 @@ demo-fmnist: setup data
 	$(VENV)/bin/mst demo --dataset fmnist
 
 test: setup
+	$(VPY) -m ruff check .
 	$(VPY) -m pytest -q tests
 
 test-slow: setup

@@ -12,8 +12,8 @@ torch (the Lava runtime runs without it).
 """
 from __future__ import annotations
 
-from mst_lava.lazy import lazy_attributes
 from mst_lava.export.graph import FORMAT, FORMAT_VERSION, Layer, NetxGraph
+from mst_lava.lazy import lazy_attributes
 
 # name → module that defines it (imported when the name is first used)
 _LAZY = {"read_network": "mst_lava.export.hdf5io", "write_network": "mst_lava.export.hdf5io",

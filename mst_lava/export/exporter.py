@@ -530,7 +530,8 @@ def quantize_graph(graph: NetxGraph) -> None:
                        input_frac_bits=ops.INPUT_FRAC_BITS)
 
 
-def export_checkpoint(ckpt_path, out_path, *, precision: str = "float", mask=None, seed: int | None = None) -> NetxGraph:
+def export_checkpoint(ckpt_path, out_path, *, precision: str = "float", mask=None,
+                      seed: int | None = None) -> NetxGraph:
     """Load a checkpoint, export it and write the .net file (atomic). Returns the graph."""
     from mst_lava.checkpoint import load_checkpoint
     from mst_lava.export.hdf5io import write_network

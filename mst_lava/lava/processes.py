@@ -37,8 +37,6 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-
-import mst_lava.lava  # noqa: F401  (Python 3.11 shim before any lava import)
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
@@ -49,6 +47,7 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+import mst_lava.lava  # noqa: F401  (Python 3.11 shim before any lava import)
 from mst_lava.lava import kernels as K
 
 MAX_PORTS = 8          # in0..in7 / out0..out7 of Residual and Segment
@@ -210,7 +209,8 @@ class Segment(_Timed):
             raise ValueError(f"a Segment has at most {MAX_PORTS} input and output ports")
         n_counts = sum(len(k.count_names) for k, _ in plan)
         super().__init__(T=T, n_samples=n_samples, latency=latency, n_counts=n_counts, name=name,
-                         pipelined=pipelined, plan=list(plan), outputs=list(outputs), n_in=len(in_shapes), n_out=len(out_shapes))
+                         pipelined=pipelined, plan=list(plan), outputs=list(outputs), n_in=len(in_shapes),
+                         n_out=len(out_shapes))
         for i in range(MAX_PORTS):
             setattr(self, f"in{i}", InPort(shape=_shape(in_shapes[i]) if i < len(in_shapes) else _UNUSED))
             setattr(self, f"out{i}", OutPort(shape=_shape(out_shapes[i]) if i < len(out_shapes) else _UNUSED))

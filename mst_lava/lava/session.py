@@ -250,6 +250,7 @@ def _patch_lava() -> None:
     Ctrl-C or SIGTERM during start-up stops it there, not after the last of 100 forks."""
     from lava.magma.runtime.message_infrastructure import multiprocessing as mpi
     from lava.magma.runtime.message_infrastructure import shared_memory_manager as m
+
     from mst_lava.interrupts import check
     cls = m.SharedMemoryManager
     if not getattr(cls.create_shared_memory, "_mst_patched", False):
