@@ -50,9 +50,11 @@ def training_section() -> list[str]:
     for h in hist:
         L.append(f"| {h['epoch'] + 1} | {h['loss']:.4f} | {_pct(h['ann_acc'])} | {h['time_s']:.0f} |")
     hit = next((h for h in hist if h["ann_acc"] >= 0.915), None)
-    L += ["", f"Final: **{_pct(hist[-1]['ann_acc'])} %** after {len(hist)} epochs. "
-              + (f"First ≥ 91.5 %: epoch {hit['epoch'] + 1}, {hit['time_s'] / 60:.1f} min of wall time."
-                 if hit else "91.5 % was not reached.")]
+    final_ok = hist[-1]["ann_acc"] >= 0.915
+    L += ["", f"Final (the shipped checkpoint): **{_pct(hist[-1]['ann_acc'])} %** after {len(hist)} epochs, target "
+              f"91.5 %: **{'met' if final_ok else 'not met'}**. "
+              + (f"First epoch at ≥ 91.5 %: {hit['epoch'] + 1}, {hit['time_s'] / 60:.1f} min of wall time"
+                 + ("." if final_ok else " (not kept by the last epoch).") if hit else "91.5 % was not reached.")]
     for r in (50, 75):
         p = ROOT / "export" / f"fmnist_rsm{r}.pt"
         if p.exists():
