@@ -181,7 +181,7 @@ def train(cfg: TrainConfig) -> dict:
     if arch not in TRAIN_ARCHS:
         raise MSTError(f"unknown architecture {arch!r}; choose from {', '.join(TRAIN_ARCHS)}")
     if cfg.levels is not None and (cfg.resume or cfg.init):
-        raise MSTError("--levels sets up a fresh model; a --resume or --init checkpoint keeps its own L")
+        raise MSTError("--qcfs-levels sets up a fresh model; a --resume or --init checkpoint keeps its own L")
     model = None
     if cfg.resume:
         ckpt = read_checkpoint(cfg.out)

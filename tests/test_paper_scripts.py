@@ -78,3 +78,18 @@ def test_tables_from_reports(tmp_path, monkeypatch):
         assert (res / f).stat().st_size > 0, f
     row = next(line for line in md.splitlines() if line.startswith("| MST (Q, K, A masked) | 0 % |"))
     assert "| 1.00 |" in row                                  # the unmasked row against itself
+
+
+def test_training_steps_resume_only_an_interrupted_checkpoint(tmp_path):
+    from mst_lava.checkpoint import save_checkpoint
+    from mst_lava.model import build_model
+    run = _module("run")
+    ck = tmp_path / "r.pt"
+    assert run._train_resume(ck) == []                                  # nothing yet: a fresh run
+    m = build_model("digits", embed_dim=8, heads=(2, 2), mlp_ratio=1.0)
+    save_checkpoint(ck, m, dataset="digits", train_state={"epoch": 0, "optimizer": {}})
+    assert run._train_resume(ck) == ["--resume"]
+    save_checkpoint(ck, m, dataset="digits")                            # finished, no training state
+    assert run._train_resume(ck) == []
+    ck.write_bytes(b"not a checkpoint")
+    assert run._train_resume(ck) == []

@@ -139,7 +139,7 @@ def test_train_baselines_and_levels(tmp_path):
     assert read_checkpoint(m)["arch"] == "mst" and read_checkpoint(m)["config"]["L"] == 8
     for kw, msg in ((dict(arch="resnet50", dataset="digits"), "unknown architecture"),
                     (dict(arch="vgg16", init=str(out)), "checkpoint is 'resnet18'"),
-                    (dict(levels=4, init=str(out)), "--levels"),
+                    (dict(levels=4, init=str(out)), "--qcfs-levels"),
                     (dict(arch="resnet18", dataset="digits", preset="swin-t"), "unknown preset")):
         with pytest.raises(MSTError, match=msg):
             train(TrainConfig(epochs=1, limit_train=32, out=str(tmp_path / "x.pt"), progress=False, **kw))

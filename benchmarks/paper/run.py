@@ -59,11 +59,11 @@ def _train_resume(out: Path) -> list[str]:
     """--resume when ``out`` is a checkpoint with a training state (an interrupted run of this step)."""
     if not out.exists():
         return []
+    from mst_lava.checkpoint import read_checkpoint
+    from mst_lava.errors import MSTError
     try:
-        import torch
-        ck = torch.load(out, map_location="cpu", weights_only=False)
-        return ["--resume"] if isinstance(ck, dict) and "train_state" in ck else []
-    except Exception:        # unreadable: let `mst train` start over and overwrite it
+        return ["--resume"] if "train_state" in read_checkpoint(out) else []
+    except MSTError:         # unreadable: let `mst train` start over and overwrite it
         return []
 
 
