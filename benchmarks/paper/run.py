@@ -162,6 +162,9 @@ def main(argv=None) -> int:
             else:
                 failed.add(name)
                 print(f"FAILED {name} (exit {proc.returncode}; see {RUNS / (name + '.log')})", flush=True)
+                if proc.returncode in (130, -2):          # interrupted (Ctrl-C): start nothing more
+                    pending.clear()
+                    print("interrupted: run this command again to continue", flush=True)
         blocked = [s for s in pending if any(d in failed or (d not in names and not done(d)) for d in s.after)]
         for s in blocked:
             pending.remove(s)
