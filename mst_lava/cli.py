@@ -35,8 +35,9 @@ def _add_train(sub) -> None:
                    help="architecture: the MST (default), or the QCFS ResNet-18 / VGG-16 baselines of the paper's "
                         "power table (their preset is digits, fmnist or cifar; --mask act=R masks every block)")
     p.add_argument("--qcfs-levels", type=at.positive_int, default=None, metavar="L",
-                   help="QCFS quantization levels L of a fresh model (default: the preset's, 16); fewer levels "
-                        "let the SNN reach the ANN's accuracy in fewer time steps")
+                   help="QCFS quantization levels L of a fresh model (default: the preset's, 16); with --init, the "
+                        "trained model is re-quantized to L levels and fine-tuned; fewer levels let the SNN "
+                        "reach the ANN's accuracy in fewer time steps")
     p.add_argument("--epochs", type=at.positive_int, default=30, help="training epochs (default 30)")
     p.add_argument("--batch-size", type=at.positive_int, default=64,
                    help="training samples per step, per process under torchrun (default 64)")

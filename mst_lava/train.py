@@ -29,7 +29,7 @@ from mst_lava.data import DEFAULT_PRESET, as_images, get_dataset
 from mst_lava.data.static import BatchLoader, TensorImages
 from mst_lava.errors import MSTError
 from mst_lava.model import PRESETS, build_model, set_ann_masks
-from mst_lava.model.qcfs import iter_sites
+from mst_lava.model.qcfs import iter_sites, set_levels
 from mst_lava.model.rsm import parse_mask_spec
 
 TRAIN_ARCHS = ("mst", "resnet18", "vgg16")
@@ -70,7 +70,7 @@ class TrainConfig:
     progress: bool = True
     limit_train: int | None = None   # use only the first N training images (smoke tests)
     arch: str | None = None          # mst, resnet18 or vgg16 (None: the checkpoint's, else mst)
-    levels: int | None = None        # QCFS quantization levels L of a fresh model (None: the preset's)
+    levels: int | None = None        # QCFS levels L of a fresh model, or of an --init model re-quantized
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -180,8 +180,8 @@ def train(cfg: TrainConfig) -> dict:
     arch = cfg.arch or "mst"
     if arch not in TRAIN_ARCHS:
         raise MSTError(f"unknown architecture {arch!r}; choose from {', '.join(TRAIN_ARCHS)}")
-    if cfg.levels is not None and (cfg.resume or cfg.init):
-        raise MSTError("--qcfs-levels sets up a fresh model; a --resume or --init checkpoint keeps its own L")
+    if cfg.levels is not None and cfg.resume:
+        raise MSTError("--qcfs-levels cannot change a --resume run; it keeps its own L")
     model = None
     if cfg.resume:
         ckpt = read_checkpoint(cfg.out)
@@ -195,6 +195,8 @@ def train(cfg: TrainConfig) -> dict:
         cfg.dataset = ckpt.get("dataset") or cfg.dataset
     elif cfg.init:
         model, ckpt = load_checkpoint(cfg.init)
+        if cfg.levels is not None:      # re-quantize a trained model to L levels and fine-tune it
+            set_levels(model, cfg.levels)
     if cfg.resume or cfg.init:
         if cfg.arch and cfg.arch != ckpt["arch"]:
             raise MSTError(f"--arch {cfg.arch}: the {'--resume' if cfg.resume else '--init'} checkpoint is "

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import torch
+
 from mst_lava.checkpoint import read_checkpoint
 from mst_lava.cli import main
 from mst_lava.train import TrainConfig, make_optimizer, train
@@ -137,12 +139,22 @@ def test_train_baselines_and_levels(tmp_path):
     train(TrainConfig(dataset="digits", epochs=1, batch_size=32, limit_train=32, levels=8, out=str(m),
                       progress=False))
     assert read_checkpoint(m)["arch"] == "mst" and read_checkpoint(m)["config"]["L"] == 8
+    from mst_lava.model.qcfs import iter_sites
+    m4 = tmp_path / "m4.pt"       # --init with levels: the trained model re-quantized to L = 4, λ kept
+    train(TrainConfig(epochs=1, batch_size=32, limit_train=32, levels=4, init=str(m), out=str(m4), lr=0.0,
+                      progress=False))
+    model4, ck4 = load_checkpoint(m4)
+    assert ck4["config"]["L"] == 4 and {s.L for _, s in iter_sites(model4)} == {4}
+    lam8 = {k: v for k, v in read_checkpoint(m)["state_dict"].items() if k.endswith(".lam")}
+    assert all(torch.equal(v, ck4["state_dict"][k]) for k, v in lam8.items())
     for kw, msg in ((dict(arch="resnet50", dataset="digits"), "unknown architecture"),
                     (dict(arch="vgg16", init=str(out)), "checkpoint is 'resnet18'"),
-                    (dict(levels=4, init=str(out)), "--qcfs-levels"),
+                    (dict(levels=4, resume=True, out=str(m)), "--qcfs-levels"),
+                    (dict(levels=1 << 17, init=str(m)), "L"),
                     (dict(arch="resnet18", dataset="digits", preset="swin-t"), "unknown preset")):
         with pytest.raises(MSTError, match=msg):
-            train(TrainConfig(epochs=1, limit_train=32, out=str(tmp_path / "x.pt"), progress=False, **kw))
+            train(TrainConfig(**{"epochs": 1, "limit_train": 32, "out": str(tmp_path / "x.pt"), "progress": False,
+                                 **kw}))
 
 
 def test_cli_arch_and_qcfs_levels(tmp_path):

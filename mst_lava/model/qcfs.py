@@ -101,3 +101,11 @@ def iter_sites(model: nn.Module) -> Iterator[tuple[str, QCFS]]:
     for name, m in model.named_modules():
         if isinstance(m, QCFS):
             yield name, m
+
+
+def set_levels(model: nn.Module, L: int) -> None:
+    """Re-quantize a model to ``L`` QCFS levels (every site and the saved config); λ is kept."""
+    import dataclasses
+    model.cfg = dataclasses.replace(model.cfg, L=int(L))    # the config validates the range
+    for _, site in iter_sites(model):
+        site.L = int(L)
