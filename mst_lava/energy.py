@@ -13,6 +13,9 @@ Two views, both per inference (one sample, T steps), from :meth:`OpCounter.summa
     softmax evaluations have no constant and are listed as counts. Layers reading the input
     image directly (direct encoding: the same values every step) are counted every step, as
     the simulator runs them; ``papers_total_first_layer_once_pJ`` prices them once per inference.
+    Patch merging is priced as the counts say it runs (``summary["merge_input"]``: dense MACs on
+    the graded residual stream, or accumulations of the stream's spike events with composed
+    weights); ``merge_alternative`` prices the other formulation from the same run.
 
 The ANN baseline is E_MAC × the ANN's MACs (layers and attention matmuls) on the same input.
 Operations without a neuromorphic mapping are never folded into a total silently.
@@ -140,14 +143,25 @@ def theoretical_energy(summary: dict, profile="cmos45nm", precision: str = "fp32
     listed = [_line("softmax evaluations (elements)", t["softmax_elements"], None,
                     "no per-op constant in the profile: not priced")]
     papers = sum(x["energy_pJ"] for x in core)
+    full = papers + sum(x["energy_pJ"] for x in extra)
     T = summary.get("T") or 1
     once = papers - e_mac * t["constant_input_macs"] * (1 - 1 / T)
+    mode = summary.get("merge_input", "graded")
+    delta = e_ac * t["merge_event_synops"] - e_mac * t["merge_graded_macs"]   # graded → events
+    if mode == "events":
+        delta = -delta
+    other = "graded" if mode == "events" else "events"
     return {"profile": prof["name"], "precision": precision, "T": summary.get("T"),
             "E_AC_pJ": e_ac, "E_MAC_pJ": e_mac, "lines": core + extra + listed,
             "papers_total_pJ": papers,
             "constant_input_macs": t["constant_input_macs"],
             "papers_total_first_layer_once_pJ": once,
-            "total_with_residual_and_dynamic_pJ": papers + sum(x["energy_pJ"] for x in extra)}
+            "total_with_residual_and_dynamic_pJ": full,
+            "merge_input": mode,
+            "merge_alternative": {"merge_input": other, "papers_total_pJ": papers + delta,
+                                  "total_with_residual_and_dynamic_pJ": full + delta,
+                                  "papers_total_first_layer_once_pJ": once + delta}
+            if t["merge_graded_macs"] else None}
 
 
 def ann_energy(ann: dict, profile="cmos45nm", precision: str = "fp32") -> dict:
@@ -173,6 +187,10 @@ def energy_report(summary: dict, ann: dict | None = None, precision: str = "fp32
             out["theoretical"]["ratio_to_ann"] = out["theoretical"]["papers_total_pJ"] / a["total_pJ"]
             out["theoretical"]["ratio_to_ann_with_extra"] = \
                 out["theoretical"]["total_with_residual_and_dynamic_pJ"] / a["total_pJ"]
+            alt = out["theoretical"]["merge_alternative"]
+            if alt is not None:
+                alt["ratio_to_ann"] = alt["papers_total_pJ"] / a["total_pJ"]
+                alt["ratio_to_ann_with_extra"] = alt["total_with_residual_and_dynamic_pJ"] / a["total_pJ"]
     return out
 
 

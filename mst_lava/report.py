@@ -13,6 +13,7 @@ when a plot is drawn.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -96,6 +97,7 @@ def markdown_summary(r: dict) -> str:
           f"- attention products: {r.get('attention', 'paper')} ("
           + ("expectation-compensated, as the exported network runs" if r.get("attention") == "compensated"
              else "the paper's: Q·Kᵀ and softmax·V of each step's spikes") + ")",
+          f"- patch merging reads: {_MERGE_WORDS[r.get('merge_input', 'graded')]}",
           f"- ANN accuracy: **{_pct(r['ann']['accuracy'])} %**"]
     for lab, a in r["ann"].get("masked", {}).items():
         L.append(f"- ANN accuracy with RSM {lab}: {_pct(a['mean'])} ± {_pct(a['std'])} % "
@@ -129,7 +131,7 @@ def markdown_summary(r: dict) -> str:
     L += ["", f"## Energy per inference at T={tm}", ""]
     L += ["| mask | Loihi (synops+updates+spikes) | Loihi, inactive-update price | 45 nm theoretical "
           f"({r.get('precision', 'fp32')}, papers' formula) | + residual & dynamic products | ANN (45 nm) | "
-          "SNN/ANN |", "|---|---|---|---|---|---|---|"]
+          "SNN/ANN | SNN/ANN, + residual & dynamic |", "|---|---|---|---|---|---|---|---|"]
     for c in r["configs"]:
         e = c["energy"][tm]
         lo = next((h for h in e["hardware"] if h["profile"] == "loihi" and h.get("available")), None)
@@ -138,9 +140,18 @@ def markdown_summary(r: dict) -> str:
         L.append(f"| {c['label']} | {format_energy(lo['total_pJ']) if lo else '—'} | "
                  f"{format_energy(lo['total_pJ_low']) if lo else '—'} | {format_energy(th['papers_total_pJ'])} | "
                  f"{format_energy(th['total_with_residual_and_dynamic_pJ'])} | "
-                 f"{format_energy(an.get('total_pJ'))} | {th.get('ratio_to_ann', float('nan')):.3f} |")
+                 f"{format_energy(an.get('total_pJ'))} | {th.get('ratio_to_ann', float('nan')):.3f} | "
+                 f"{th.get('ratio_to_ann_with_extra', float('nan')):.3f} |")
     e0 = r["configs"][0]["energy"][tm]
     th0 = e0["theoretical"]
+    alt = th0.get("merge_alternative")
+    if alt:
+        L += ["", f"With patch merging reading {_MERGE_WORDS[alt['merge_input']]} (`--merge-input "
+                  f"{alt['merge_input']}`, same run): {format_energy(alt['papers_total_pJ'])} (papers' formula), "
+                  f"{format_energy(alt['total_with_residual_and_dynamic_pJ'])} with residual and dynamic products, "
+                  f"SNN/ANN {alt.get('ratio_to_ann', float('nan')):.3f} / "
+                  f"{alt.get('ratio_to_ann_with_extra', float('nan')):.3f} ({r['configs'][0]['label']})."]
+    L += energy_vs_T(r)
     if th0.get("constant_input_macs"):
         L += ["", f"The layer reading the input image sees the same values every step (direct encoding); it is "
                   f"counted every step above ({fmt_num(th0['constant_input_macs'])} MACs per inference). Computed once "
@@ -187,6 +198,40 @@ def markdown_summary(r: dict) -> str:
     L += ["", "## What is counted", ""] + [f"- {n}" for n in COUNT_NOTES]
     L += ["", "Plots: `accuracy_vs_T.png`, `firing_rate.png`, `spikes_per_block.png`, `energy_breakdown.png`.", ""]
     return "\n".join(L)
+
+
+_MERGE_WORDS = {"graded": "the graded residual stream (dense MACs every step)",
+                "events": "the residual stream's spike trains (composed weights, accumulations per spike)"}
+
+
+def _ratio(pj: float, ann: float | None) -> str:
+    return f"{pj / ann:.3f}" if ann else "—"
+
+
+def energy_vs_T(r: dict) -> list[str]:
+    """Markdown: accuracy and 45 nm energy (with residual and dynamic products) against the ANN at every T,
+    as run and with the other patch-merging formulation, each also with the image encoded once."""
+    L = ["", "## Energy vs time steps (45 nm theoretical, with residual and dynamic products)", "",
+         "SNN/ANN with the same constants. *Image once*: the layer reading the constant image computed once "
+         "per inference instead of every step.", "",
+         "| mask | T | SNN accuracy (%) | energy | SNN/ANN | image once | merge on the other input | "
+         "other input, image once |", "|---|---|---|---|---|---|---|---|"]
+    for c in r["configs"]:
+        for t in r["T"]:
+            e = c["energy"][str(t)]
+            th, ann = e["theoretical"], e.get("ann", {}).get("total_pJ")
+            once = th["papers_total_pJ"] - th["papers_total_first_layer_once_pJ"]
+            alt = th.get("merge_alternative")
+            ratio = functools.partial(_ratio, ann=ann)
+            full = th["total_with_residual_and_dynamic_pJ"]
+            cells = [format_energy(full), ratio(full), ratio(full - once)]
+            if alt:
+                af = alt["total_with_residual_and_dynamic_pJ"]
+                cells += [f"{ratio(af)} ({alt['merge_input']})", ratio(af - once)]
+            else:
+                cells += ["—", "—"]
+            L.append(f"| {c['label']} | {t} | {_pct(c['accuracy'][str(t)]['mean'])} | " + " | ".join(cells) + " |")
+    return L
 
 
 def energy_breakdown(config: dict, t: str) -> tuple[list[dict], float]:

@@ -213,3 +213,92 @@ def test_mst_attribution():
     assert a["matmul_macs"] == sum(2 * 16 * 16 * (dim // h) * nw * h
                                    for dim, h, nw in ((16, 2, 4), (16, 2, 4), (32, 4, 1), (32, 4, 1)))
     assert a["macs"] == a["layer_macs"] + a["matmul_macs"]
+
+
+def test_event_driven_merge_counts_and_re_expression(monkeypatch):
+    """Patch merging as an exact re-expression on the stream's spike trains: the stage-0 stream is the
+    sum of the embedding's and every block's Proj and MLP2 spike trains; merging each train with the
+    composed weights gives the graded merge's current; its synaptic ops are each event × the non-zero
+    composed synapses leaving it, recounted here by brute force; both formulations are in every run."""
+    from mst_lava.model.mst import Block
+    torch.manual_seed(0)
+    m = make_spiky(build_model("digits", embed_dim=16, heads=(2, 4), mlp_ratio=2.0), seed=1).double()
+    mg = m.merges[0]
+    with torch.no_grad():
+        mg.reduction.weight[:, :5] = 0.0          # zero synapses cost nothing
+        mg.reduction.weight[3, 7] = 0.0
+        mg.norm.weight[9] = 0.0                   # a BN scale of 0 removes a stream channel's synapses
+    captured = {"src": [], "merge_in": []}
+    for meth in ("attention_branch", "mlp_branch"):
+        orig = getattr(Block, meth)
+
+        def wrap(self, *a, _orig=orig, **k):
+            out = _orig(self, *a, **k)
+            if self.index < 2:                    # stage 0
+                captured["src"].append(out.detach().clone())
+            return out
+        monkeypatch.setattr(Block, meth, wrap)
+    hooks = [m.embed_act.register_forward_hook(lambda mod, i, o: captured["src"].append(o.detach().clone())),
+             mg.register_forward_pre_hook(lambda mod, i: captured["merge_in"].append(i[0].detach().clone()))]
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    T = 3
+    counts = {}
+    for mode in ("graded", "events"):
+        captured["src"].clear()
+        captured["merge_in"].clear()
+        c = OpCounter(m, merge_input=mode)
+        simulate_reference(m, x, T, mask={"MLP2": 0.3, "Proj": 0.2}, seed=0, counter=c)
+        counts[mode] = c.summary()
+    for h in hooks:
+        h.remove()
+    g = mg.norm.weight / torch.sqrt(mg.norm.running_var + mg.norm.eps)
+    h_ = mg.norm.bias - g * mg.norm.running_mean
+    nz = ((mg.reduction.weight * g) != 0).double()                     # (2C, 4C)
+    C = nz.shape[1] // 4
+    srcs = captured["src"]                                            # per step: embed, 2 × (attn, mlp)
+    assert len(srcs) == 5 * T and len(captured["merge_in"]) == T
+    brute = 0.0
+    for t in range(T):
+        step = srcs[5 * t:5 * t + 5]
+        stream = sum(step)
+        assert torch.allclose(stream, captured["merge_in"][t], rtol=0, atol=1e-12)   # a sum of spike trains
+        graded = mg.reduction(mg.norm(mg.gather(stream)))
+        composed = sum(mg.gather(s) @ (mg.reduction.weight * g).T for s in step) + mg.reduction.weight @ h_
+        assert torch.allclose(graded, composed, rtol=0, atol=1e-9)          # the same current
+        for s in step:
+            ind = (s != 0).double()
+            for k, (dy, dx) in enumerate(((0, 0), (1, 0), (0, 1), (1, 1))):
+                brute += float((ind[:, dy::2, dx::2, :] @ nz[:, k * C:(k + 1) * C].T).sum())
+    B = x.shape[0]
+    gr, ev = counts["graded"], counts["events"]
+    assert ev["totals"]["merge_event_synops"] * B == pytest.approx(brute) and brute > 0
+    for s in (gr, ev):   # both formulations counted in every run
+        assert s["totals"]["merge_event_synops"] == ev["totals"]["merge_event_synops"]
+        assert s["totals"]["merge_graded_macs"] == T * 4 * 4 * 2 * C * 4 * C
+    ly_g = {d["name"]: d for d in gr["layers"]}
+    ly_e = {d["name"]: d for d in ev["layers"]}
+    assert ly_g["merges.0.reduction"]["macs"] == gr["totals"]["merge_graded_macs"]
+    assert ly_e["merges.0.reduction"]["macs"] == 0
+    assert ly_e["merges.0.reduction"]["synops"] == ev["totals"]["merge_event_synops"]
+    assert ly_e["merges.0.reduction"]["input"] == "stream spikes (event-driven)"
+    assert ev["totals"]["synops"] == pytest.approx(gr["totals"]["synops"] + ev["totals"]["merge_event_synops"])
+    assert ev["totals"]["analog_macs"] == pytest.approx(gr["totals"]["analog_macs"] - gr["totals"]["merge_graded_macs"])
+    # the merge's event synops are attributed to the source sites (per-site synops_out)
+    site_e = {d["name"]: d["synops_out"] for d in ev["sites"]}
+    site_g = {d["name"]: d["synops_out"] for d in gr["sites"]}
+    assert sum(site_e.values()) - sum(site_g.values()) == pytest.approx(ev["totals"]["merge_event_synops"])
+    assert site_e["embed_act"] > site_g["embed_act"]
+
+
+def test_event_driven_merge_needs_a_stream_of_spikes():
+    """The official topology's BatchNorm on the stream makes it no plain sum of spike trains: the merge
+    stays graded (dense MACs) even when events are asked for; an unknown formulation is refused."""
+    torch.manual_seed(0)
+    m = make_spiky(build_model("digits", embed_dim=16, heads=(2, 4), mlp_ratio=2.0, mlp_skip_norm=True),
+                   seed=1).double()
+    c = OpCounter(m, merge_input="events")
+    simulate_reference(m, torch.randn(4, 1, 8, 8, dtype=torch.float64), 2, counter=c)
+    ly = {d["name"]: d for d in c.summary()["layers"]}
+    assert ly["merges.0.reduction"]["macs"] > 0 and ly["merges.0.reduction"]["synops"] == 0
+    with pytest.raises(ValueError, match="merge_input"):
+        OpCounter(m, merge_input="spikes")

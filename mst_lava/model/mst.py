@@ -373,9 +373,14 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
         self.act = QCFS("merge", stage, cfg.L, cfg.lam_init)
 
+    @staticmethod
+    def gather(x: torch.Tensor) -> torch.Tensor:
+        """(..., H, W, C) → (..., H/2, W/2, 4C): the 2×2 neighbourhoods, channel k·C + c."""
+        return torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :], x[..., 0::2, 1::2, :],
+                          x[..., 1::2, 1::2, :]], dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.act(self.reduction(self.norm(x)))
+        return self.act(self.reduction(self.norm(self.gather(x))))
 
 
 class MST(nn.Module):

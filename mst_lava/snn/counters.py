@@ -24,7 +24,18 @@ How it works, generically (any model built from QCFS sites, the MST and the base
   softmax·V = V spikes × N + A spikes × d (see :mod:`mst_lava.snn.attention`);
 * softmax evaluations (elements and rows), counted apart;
 * adding a spike tensor to a tensor of the same shape (the residual stream) is a
-  residual accumulation: one per delivered spike, counted apart;
+  residual accumulation: one per delivered spike, counted apart; the sum remembers, per
+  element, how many events of which site it is made of (the stream is a weighted sum of
+  spike trains: the embedding's or merge's, each block's Proj and MLP2);
+* patch merging reads the residual stream. ``merge_input="graded"`` (the default, what
+  ``mst-export`` writes unless told otherwise) counts its linear layer as dense MACs on a
+  graded input, every step; ``"events"`` counts the exact re-expression that takes the
+  stream's spike trains directly with composed weights (reduction · BN scale · θ of the
+  source): each source event × the non-zero composed synapses leaving it (2C per event).
+  Both are counted in every run (``totals["merge_graded_macs"]``, ``["merge_event_synops"]``),
+  so a report can price the other formulation; the chosen one enters the layer table.
+  A stream that passed through anything but additions of spikes (the official topology's
+  BatchNorm on the stream) has no event record and stays graded;
 * products of two analog tensors (the ANN's attention) are counted as MACs.
 
 Counts accumulate on the device (no per-step synchronisation) and are read into Python
@@ -44,6 +55,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from mst_lava import netx_ops as ops
+from mst_lava.model.mst import PatchMerging
 from mst_lava.model.qcfs import QCFS, iter_sites
 from mst_lava.model.rsm import BLOCK_SITES
 
@@ -102,6 +114,16 @@ def linear_fanout(lin: nn.Linear) -> torch.Tensor:
     return torch.as_tensor(ops.dense_fanout(lin.weight), dtype=torch.float32, device=lin.weight.device)
 
 
+def merge_fanout(merge: PatchMerging) -> torch.Tensor:
+    """(4C,) float32: non-zero synapses leaving one stream element of each gathered channel in the
+    event-driven patch merging, whose composed weights are reduction · BN scale (· θ of the source,
+    never 0): :func:`mst_lava.netx_ops.dense_fanout` of ``R · g``."""
+    bn = merge.norm
+    g = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    w = merge.reduction.weight.detach() * g
+    return torch.as_tensor(ops.dense_fanout(w.cpu().numpy()), dtype=torch.float32)
+
+
 class _Mode(TorchFunctionMode):
     def __init__(self, counter: "OpCounter"):
         super().__init__()
@@ -120,6 +142,8 @@ class _Mode(TorchFunctionMode):
         return out
 
 
+MERGE_INPUTS = ("graded", "events")   # patch merging on the graded stream, or on its spike trains
+_MERGE_KEYS = ("merge_graded_macs", "merge_event_synops")
 _EXACT = 1 << 23          # float32 sums of 0/1 (or small integers) below this many terms are exact
 
 
@@ -160,8 +184,14 @@ class OpCounter:
         c.checkpoint(1); c.summary(1)
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, merge_input: str = "graded"):
+        if merge_input not in MERGE_INPUTS:
+            raise ValueError(f"merge_input must be one of {MERGE_INPUTS}, not {merge_input!r}")
         self.model = model
+        self.merge_input = merge_input
+        self._stream: dict[int, tuple] = {}
+        self._merge_events: dict = {}
+        self._no_merge_alternative = False
         self.names = {m: n for n, m in model.named_modules()}
         self._tags: dict[int, tuple] = {}
         self._const: dict[int, weakref.ref] = {}
@@ -184,6 +214,7 @@ class OpCounter:
         self._B = int(batch)
         self._tags.clear()
         self._const.clear()
+        self._stream.clear()
 
     @contextmanager
     def active(self):
@@ -191,6 +222,8 @@ class OpCounter:
         for m in self.model.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 self._hooks.append(m.register_forward_hook(self._layer_hook))
+            if isinstance(m, PatchMerging):
+                self._hooks.append(m.register_forward_pre_hook(self._merge_hook))
         mode = _Mode(self)
         try:
             with mode:
@@ -200,6 +233,7 @@ class OpCounter:
                 h.remove()
             self._hooks.clear()
             self._tags.clear()
+            self._stream.clear()
 
     @contextmanager
     def quiet(self):
@@ -300,7 +334,18 @@ class OpCounter:
         else:
             per_out = module.in_features
         if tag is None:
-            self._add(("layer_macs", name, typ, kind, ""), int(out.numel()) * per_out)
+            macs = int(out.numel()) * per_out
+            events = self._merge_events.pop(module, None)
+            if events is not None:              # patch merging on the residual stream (both formulations)
+                self._add(("merge_graded_macs", name), macs)
+                for src, syn in events.items():
+                    self._add(("merge_event_synops", name, src), syn)
+                if self.merge_input == "events":
+                    for src, syn in events.items():
+                        self._add(("layer_synops", name, typ, "stream spikes (event-driven)", "stream"), syn)
+                        self._add(("site_synops", src), syn)
+                    return
+            self._add(("layer_macs", name, typ, kind, ""), macs)
             return
         if isinstance(module, nn.Conv2d):
             if isinstance(module.padding, str) or module.padding_mode != "zeros":
@@ -385,21 +430,69 @@ class OpCounter:
         if name in _ADD:
             if len(args) >= 2 and isinstance(args[1], torch.Tensor) and isinstance(a0, torch.Tensor) \
                     and a0.shape == args[1].shape:
+                parts = []
                 for t in (a0, args[1]):
                     tag = self.tag_of(t)
                     if tag is not None and tag.factor == 1.0:
-                        self._add(("residual", self.names.get(tag.site, tag.label)), exact_total(_indicator(t)))
+                        src = self.names.get(tag.site, tag.label)
+                        col = self._event_columns(t)
+                        self._add(("residual", src), col.sum())
+                        parts.append({src: col})
+                    else:
+                        parts.append(self._stream_record(t))
+                if name.endswith("_"):
+                    self._tags.pop(id(a0), None)
+                if isinstance(out, torch.Tensor) and out.shape == a0.shape and None not in parts:
+                    rec = dict(parts[0])
+                    for src, col in parts[1].items():
+                        rec[src] = rec[src] + col if src in rec else col
+                    self._set_stream(out, rec)
+                return
             if name.endswith("_"):
                 self._tags.pop(id(a0), None)
             return
         if name.endswith("_") and not name.startswith("__"):
             self._tags.pop(id(a0), None)      # in-place change of a tagged tensor: not spikes any more
 
+    # ---- the residual stream as spike trains (event-driven patch merging) ---------------------
+    @staticmethod
+    def _event_columns(t: torch.Tensor) -> torch.Tensor:
+        """Events per element of one sample's layout, summed over the leading (time·batch) dimension
+        (float64, exact): shape ``t.shape[1:]``."""
+        ind = _indicator(t)
+        return _column_sum(ind.reshape(ind.shape[0], -1)).reshape(t.shape[1:])
+
+    def _set_stream(self, t: torch.Tensor, record: dict) -> None:
+        self._stream = {k: v for k, v in self._stream.items() if v[0]() is not None}
+        self._stream[id(t)] = (weakref.ref(t), record)
+
+    def _stream_record(self, t) -> dict | None:
+        e = self._stream.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return None if e is None or e[0]() is not t else e[1]
+
+    def _merge_hook(self, module, inputs) -> None:
+        """Before a patch merging runs: the synaptic ops of its event-driven form, per source site."""
+        record = self._stream_record(inputs[0])
+        if record is None:
+            return
+        prev, self._quiet = self._quiet, True
+        try:
+            key = (module, "merge", str(inputs[0].device))
+            fan = self._fanout.get(key)
+            if fan is None:
+                fan = self._fanout[key] = merge_fanout(module).to(inputs[0].device, torch.float64)
+            self._merge_events[module.reduction] = {
+                src: (module.gather(col).reshape(-1, fan.numel()).sum(0) * fan).sum() for src, col in record.items()}
+        finally:
+            self._quiet = prev
+
     # ---- reading -------------------------------------------------------------------------
     def checkpoint(self, t: int) -> None:
         """Add the running counts of the current input (its first t steps) to the totals at t."""
         tot = self.totals.setdefault(int(t), defaultdict(int))
         for k, v in self._cur.items():
+            if self._no_merge_alternative and k[0] in _MERGE_KEYS:
+                continue
             tot[k] += int(round(float(v))) if isinstance(v, torch.Tensor) else int(v)
         for k, v in self._static.items():
             tot[k] += int(v)
@@ -411,7 +504,8 @@ class OpCounter:
     def state(self) -> dict:
         """The integer totals so far, as JSON-able data (:meth:`load_state` restores them)."""
         return {"totals": [[t, [[list(k), v] for k, v in tot.items()]] for t, tot in self.totals.items()],
-                "samples": [[t, n] for t, n in self.samples.items()], "site_info": self.site_info}
+                "samples": [[t, n] for t, n in self.samples.items()], "site_info": self.site_info,
+                "merge_alternative": not self._no_merge_alternative}
 
     def load_state(self, state: dict) -> None:
         """Continue from :meth:`state` (a resumed evaluation): totals add to what was counted before."""
@@ -422,6 +516,8 @@ class OpCounter:
             self.site_info = {str(k): dict(v) for k, v in state["site_info"].items()}
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"not an OpCounter state ({e})") from None
+        # a state saved before both merge formulations were counted: the alternative stays unknown
+        self._no_merge_alternative = not state.get("merge_alternative", False)
 
     def raw(self, t: int | None = None) -> dict:
         """Integer totals over all samples at checkpoint t (default: the largest)."""
@@ -435,7 +531,8 @@ class OpCounter:
             raise RuntimeError("no counts yet: run a simulation with this counter first")
         if t is None:
             t = max(self.totals)
-        return summarize(self.raw(t), self.samples[int(t)], int(t), self.site_info)
+        return {**summarize(self.raw(t), self.samples[int(t)], int(t), self.site_info),
+                "merge_input": self.merge_input}
 
 
 def _advanced_index(idx) -> bool:
@@ -489,6 +586,8 @@ def summarize(raw: dict, samples: int, T: int, site_info: dict) -> dict:
         "softmax_elements": sum(s["elements"] for s in softmax),
         "residual_accumulations": sum(s["residual_accumulations"] for s in sites),
         "analog_matmul_macs": sum(m["macs"] for m in matmul),
+        "merge_graded_macs": per(sum(v for k, v in raw.items() if k[0] == "merge_graded_macs")),
+        "merge_event_synops": per(sum(v for k, v in raw.items() if k[0] == "merge_event_synops")),
     }
     totals["firing_rate"] = totals["spikes_emitted"] / totals["neuron_updates"] if totals["neuron_updates"] else 0.0
     groups: dict[str, dict] = {}

@@ -23,7 +23,7 @@ from mst_lava import argtypes as at
 from mst_lava.errors import MSTError
 from mst_lava.model import rsm
 from mst_lava.snn.attention import MODES, check_attention
-from mst_lava.snn.counters import OpCounter, ann_counts
+from mst_lava.snn.counters import MERGE_INPUTS, OpCounter, ann_counts
 from mst_lava.snn.simulate import simulate
 
 DEFAULT_T = "8,16,32,64,128"
@@ -49,6 +49,11 @@ def register(subparsers) -> None:
                    help="attention products: paper (Q·Kᵀ and softmax·V of each step's spikes, the paper's "
                         "conversion; default) or compensated (the exported network's expectation-compensated "
                         "products, what mst-export/NetSim/Lava run)")
+    p.add_argument("--merge-input", default="graded", choices=MERGE_INPUTS,
+                   help="what patch merging reads, for the counts and energy: graded (the residual stream's "
+                        "values, dense MACs every step; default, as mst-export writes) or events (the stream's "
+                        "spike trains with composed weights: accumulations per spike; the same currents). The "
+                        "report prices the other formulation too")
     p.add_argument("--report", type=at.path_text, default="snn_report", help="output folder (default snn_report)")
     p.add_argument("--n", type=at.positive_int, default=None, help="evaluate the first N test samples only")
     p.add_argument("--batch-size", type=at.positive_int, default=64,
@@ -173,7 +178,8 @@ def _mean_std(v: list[float]) -> dict:
 
 def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], seeds: list[int], *,
              device, dtype=torch.float32, t_chunk=None, precision="fp32", progress=True,
-             attention: str = "paper", state: dict | None = None, save=None) -> dict:
+             attention: str = "paper", merge_input: str = "graded", state: dict | None = None,
+             save=None) -> dict:
     """Evaluate the converted ``model`` on ``loader``: accuracy at each T, counts and energy per config.
 
     ``attention``: ``"paper"`` or ``"compensated"`` attention products (see :func:`mst_lava.snn.simulate`).
@@ -190,7 +196,7 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
     bar = tqdm(total=len(runs) * n_batches, desc="snn-eval", unit="batch", disable=not progress,
                dynamic_ncols=True)
     results = []
-    counters = [OpCounter(model) for _ in configs]
+    counters = [OpCounter(model, merge_input) for _ in configs]
     if state is not None and state.get("counters"):
         for c, s in zip(counters, state["counters"]):
             if s is not None:
@@ -235,7 +241,8 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
         energy = {str(t): energy_report(counts[str(t)], ann, precision) for t in Ts}
         results.append({"label": mask_label(cfg), "mask": cfg, "seeds": cseeds, "accuracy": accuracy,
                         "counts": counts, "energy": energy})
-    return {"T": Ts, "n_samples": n_samples, "attention": attention, "configs": results, "ann_counts": ann,
+    return {"T": Ts, "n_samples": n_samples, "attention": attention, "merge_input": merge_input,
+            "configs": results, "ann_counts": ann,
             "sim_wall_s": wall}
 
 
@@ -291,7 +298,8 @@ def _run_snn_eval(args) -> int:
     prog = EvalProgress(args.report, {
         "checkpoint_sha256": file_sha256(args.checkpoint), "dataset": name, "data": args.data, "n": n,
         "batch_size": args.batch_size, "T": Ts, "configs": configs, "seeds": seeds, "attention": args.attention,
-        "dtype": args.dtype, "pepper": densities}, args.resume)
+        "dtype": args.dtype, "pepper": densities, **({"merge_input": args.merge_input}
+                                                     if args.merge_input != "graded" else {})}, args.resume)
     if prog.resumed:
         print(f"resuming from {prog.path}", file=sys.stderr)
     t0 = time.perf_counter()
@@ -305,7 +313,7 @@ def _run_snn_eval(args) -> int:
         prog.save()
     ann_acc, ann_masked = prog.ann["accuracy"], prog.ann["masked"]
     common = dict(device=device, dtype=dtype, t_chunk=args.t_chunk, precision=args.energy_precision,
-                  attention=args.attention, save=prog.save)
+                  attention=args.attention, merge_input=args.merge_input, save=prog.save)
     ev = evaluate(model, loader, n, Ts, configs, seeds, state=prog.phase("clean"), **common)
     pepper = []
     for d in densities:
