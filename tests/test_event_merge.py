@@ -72,6 +72,18 @@ def test_versions_and_structure(files):
         assert np.abs(m.params["weight"][:, k * C:(k + 1) * C]).max() >= 64
 
 
+def test_inspect_counts_the_synapses_of_every_source(files):
+    """`mst inspect`: the event-driven merge stores one weight set per source (S times the graded merge's)."""
+    from mst_lava.inspect_net import inspect_graph
+    rows = {}
+    for mi in ("graded", "events"):
+        rep = inspect_graph(read_network(files / f"fixed_{mi}.net"))
+        rows[mi] = next(r for r in rep["layers"] if r["name"] == "merge1")
+    g, e = rows["graded"], rows["events"]
+    assert e["synapses"] == 5 * g["synapses"] and e["fan_in"] == 5 * g["fan_in"] and e["fan_out"] == g["fan_out"]
+    assert len(e["weight_exps"]) == 5 and e["weight_exp"] == max(e["weight_exps"])
+
+
 def test_float_events_equal_graded_up_to_rounding(files):
     gg, ge = read_network(files / "float_graded.net"), read_network(files / "float_events.net")
     x = _digits(8)
