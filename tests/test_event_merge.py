@@ -150,6 +150,24 @@ def test_lava_equals_torch_and_verify_passes(files, capsys):
     assert rc == 0 and "PASS" in out and "merge@1" in out, out
 
 
+def test_one_process_per_layer_runs_the_merge_as_a_source_synapse(files):
+    """granularity "layer": the merge is its own Lava process (SourceSynapse, one input port per source), exact."""
+    import mst_lava.lava  # noqa: F401
+    from mst_lava.lava import processes as P
+    from mst_lava.lava import runner
+    from mst_lava.lava.builder import build_network
+    g = read_network(files / "fixed_events.net")
+    x = _digits(2)
+    net = build_network(g, x.numpy(), 4, granularity="layer")
+    merges = [p for p in net.procs if isinstance(p, P.SourceSynapse)]
+    assert len(merges) == 1 and merges[0].proc_params["n_in"] == 5
+    res = runner.run_network(net, progress=False)
+    ref = NetSim(g).run(x, 4)
+    for k in ("spikes", "synops", "analog_macs", "neuron_updates"):
+        assert res.counts["merge1"][k] == ref.counts["merge1"][k], k
+    np.testing.assert_array_equal(res.scores, ref.readout.sum(0).numpy())
+
+
 def test_export_help_and_bad_choice():
     from mst_lava.export.cli import build_parser
     text = " ".join(build_parser().format_help().split())
