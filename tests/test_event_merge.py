@@ -37,7 +37,8 @@ def _digits(n: int = 8) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """small_model(0) (stage 0: embed + 2 blocks → merge1) as a checkpoint and as graded/events files."""
+    """small_model(0) (stage 0: embed + 2 blocks → merge1) as a checkpoint and as graded/events files, with RSM
+    on two of the merge's sources (embed, Proj)."""
     from mst_lava.checkpoint import save_checkpoint
     from mst_lava.cli import export_main
     d = tmp_path_factory.mktemp("event_merge")
@@ -45,7 +46,7 @@ def files(tmp_path_factory):
     for prec in ("float", "fixed"):
         for mi in ("graded", "events"):
             rc = export_main([str(d / "m.pt"), "-o", str(d / f"{prec}_{mi}.net"), "--precision", prec,
-                              "--merge-input", mi])
+                              "--merge-input", mi, "--mask", "embed=0.25", "Proj=0.5"])
             assert rc == 0
     return d
 
@@ -142,6 +143,7 @@ def test_lava_equals_torch_and_verify_passes(files, capsys):
     assert tor["predictions"] == lava["predictions"] and tor["scores"] == lava["scores"]
     assert tor["counts_per_layer_total"] == lava["counts_per_layer_total"]
     assert tor["per_inference"] == lava["per_inference"]
+    assert lava["counts_per_layer_total"]["embed"]["dropped"] > 0           # RSM acts on a source of the merge
     merge = lava["counts_per_layer_total"]["merge1"]
     assert merge["analog_macs"] == 0 and merge["synops"] > 0
     rc = main(["verify", str(files / "m.pt"), str(net), "--precision", "fixed", "--n", "2", "--T", "8",
