@@ -138,7 +138,10 @@ def _bit_widths(L) -> dict:
     if L.type in ("conv", "mst_readout") and L.fix:
         w = np.abs(np.asarray(L.params["weight"]).astype(np.int64))
         out["weight_bits"] = _bits_signed(int(w.max(initial=0)))
-        out["weight_exp"] = int(L.fix["weight_exp"])
+        e = np.asarray(L.fix["weight_exp"]).reshape(-1)
+        out["weight_exp"] = int(e.max(initial=0))       # an event-driven merge (§5b) has one per input: the largest
+        if e.size > 1:
+            out["weight_exps"] = [int(v) for v in e]
         b = np.asarray(L.params["bias"]).astype(np.int64)
         be = int(L.fix.get("bias_exp", 0))
         out["bias_bits"] = _bits_signed(int(np.abs(b >> be).max(initial=0)))
@@ -312,7 +315,8 @@ def inspect_graph(graph, target: str = "loihi2") -> dict:
         where, what = _placement(L, graph, lim["graded"])
         row["maps_to"], row["mapping"] = where, what
         if L.type == "conv":
-            w, g = _conv_geometry(L, layers[L.inputs[0]].shape)
+            C0, H0, W0 = layers[L.inputs[0]].shape          # several spike inputs (§5b): one conv over their stacked
+            w, g = _conv_geometry(L, (C0 * len(L.inputs), H0, W0))      # channels, one weight set per input
             tot, nz, fi, fo = _conv_synapses(w, g)
             row.update(synapses=tot, nonzero_synapses=nz, fan_in=fi, fan_out=fo)
             if where == "neurocore":

@@ -1,4 +1,5 @@
-"""``mst-export model.pt -o export/model.net [--precision float|fixed] [--mask SITE=R ...] [--seed S]``."""
+"""``mst-export model.pt -o export/model.net [--precision float|fixed] [--mask SITE=R ...] [--seed S]
+[--merge-input graded|events]``."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,7 @@ examples:
   mst-export export/digits.pt -o export/digits.net
   mst-export export/digits.pt -o export/digits_fixed.net --precision fixed
   mst-export model.pt -o masked.net --mask Q=0.75 K=0.75 A=0.75 --seed 1000
+  mst-export export/fmnist.pt -o fmnist_events.net --precision fixed --merge-input events
 
 RSM sites: SC1 Q K A V AV Proj SC2 MLP1 MLP2 embed merge (SITE@BLOCK=R for one block); one --mask
 holds the whole configuration, as in every mst command.
@@ -46,6 +48,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     at.add_mask_option(p, "the ratios the checkpoint was trained with")
     p.add_argument("--seed", type=at.seed, default=0,
                    help=f"RSM mask seed written into the file, in [0, {at.SEED_MAX}] (default 0)")
+    p.add_argument("--merge-input", choices=("graded", "events"), default="graded",
+                   help="what each patch merging reads. graded: the stage's graded residual stream, a dense "
+                        "multiply-accumulate per input value every step (analog MACs; extension version 1 or 2 "
+                        "files, as before). events: the spike trains that stream sums (the stage's embed or merge "
+                        "spikes, every block's Proj and MLP2 spikes), one composed weight set per train "
+                        "(merge weight × the train's residual gain; with the official topology's stream BatchNorm "
+                        "also its scale, its offset folded into the bias), so each spike costs accumulations only; "
+                        "fixed point: one 8-bit weight exponent per train, all sharing the neurons' membrane unit. "
+                        "Equal to graded up to float rounding in float; its own rounding in fixed point. Needs "
+                        "extension version 3 (format section 5b): older mst_lava releases refuse such files. "
+                        "Default: graded")
     p.add_argument("--summary", action="store_true", help="print the exported layer table")
 
 
@@ -64,7 +77,8 @@ def run(args) -> int:
     if mask:
         check_mask_sites(mask, meta_model(ckpt, args.checkpoint), "--mask")
     del ckpt
-    graph = export_checkpoint(args.checkpoint, out, precision=args.precision, mask=mask, seed=args.seed)
+    graph = export_checkpoint(args.checkpoint, out, precision=args.precision, mask=mask, seed=args.seed,
+                              merge_input=args.merge_input)
     n_sites = len(graph.sites())
     masked = {f"{layer.site}@{layer.block}": layer.rsm_ratio for _, layer in graph.sites() if layer.rsm_ratio > 0}
     if args.summary:

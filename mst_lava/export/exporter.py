@@ -18,6 +18,8 @@ from mst_lava.export.graph import Layer, NetxGraph
 from mst_lava.model.rsm import SITES, drop_threshold, parse_mask_spec, ratio_for
 
 MERGE_OFFSETS = ((0, 0), (1, 0), (0, 1), (1, 1))   # (dy, dx) of PatchMerging's gather, in order
+# what a patch merging reads (format §5b): the graded residual stream, or the spike trains it sums (one weight set each)
+MERGE_INPUTS = ("graded", "events")
 
 
 def _np(t) -> np.ndarray:
@@ -113,6 +115,21 @@ class _Builder:
                       flt={"weight": weight, "bias": np.asarray(bias, dtype=np.float64)}, mst=dict(extra or {}))
         return self.add(self.site(layer, qcfs, layout))
 
+    def source_conv(self, name, srcs: list[int], weights: list, bias, qcfs, layout, *, stride=1) -> int:
+        """A conv with one weight set per spike input (format §5b): ``weights[k]`` (out, C, kH, kW) acts on
+        ``srcs[k]``; stored side by side on the input-channel axis, ``weight`` (out, S·C, kH, kW)."""
+        W = np.concatenate([np.asarray(w, dtype=np.float64) for w in weights], axis=1)
+        Co, SC, kH, kW = W.shape
+        C, H, Wd = self.layers[srcs[0]].shape
+        Ho, Wo = (H - kH) // stride + 1, (Wd - kW) // stride + 1
+        params = {"weight": W.astype(np.float32), "bias": np.asarray(bias, dtype=np.float32),
+                  "stride": np.array([stride, stride]), "padding": np.array([0, 0]), "dilation": np.array([1, 1]),
+                  "groups": np.int64(1), "inChannels": np.int64(SC), "outChannels": np.int64(Co),
+                  "kernelSize": np.array([kH, kW])}
+        layer = Layer(type="conv", shape=(Co, Ho, Wo), name=name, inputs=list(srcs), output="spikes", params=params,
+                      flt={"weight": W, "bias": np.asarray(bias, dtype=np.float64)}, mst={})
+        return self.add(self.site(layer, qcfs, layout))
+
     def residual(self, name, srcs: list[int], gains: list[float], stage: int, scale=None, offset=None) -> int:
         """``Σ_k gains[k] · in_k``; with ``scale``/``offset`` (C,) the first input (graded, gain 1) enters as
         ``scale ⊙ in_0 + offset`` (extension version 2: a BatchNorm on the stream, format §5a)."""
@@ -127,11 +144,16 @@ class _Builder:
 
 
 def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
-                 ckpt: dict | None = None) -> NetxGraph:
-    """The network graph of a trained MST (eval mode), in ``precision`` "float" or "fixed"."""
+                 ckpt: dict | None = None, merge_input: str = "graded") -> NetxGraph:
+    """The network graph of a trained MST (eval mode), in ``precision`` "float" or "fixed".
+
+    ``merge_input``: "graded" (a patch merging reads the graded residual stream, every step) or "events"
+    (it reads the spike trains the stream sums, one composed weight set per train: format §5b)."""
     from mst_lava.model.mst import MST
     if precision not in ("float", "fixed"):
         raise MSTError(f"precision must be 'float' or 'fixed', not {precision!r}")
+    if merge_input not in MERGE_INPUTS:
+        raise MSTError(f"merge input must be one of {', '.join(MERGE_INPUTS)}, not {merge_input!r}")
     if not isinstance(model, MST):
         raise MSTError(f"mst-export exports Masked Spiking Transformers; got {type(model).__name__}")
     mask = parse_mask_spec(mask) if mask else {}
@@ -164,7 +186,10 @@ def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
                 bias = R @ h
                 if mg.reduction.bias is not None:
                     bias = bias + _np(mg.reduction.bias)
-                m = b.conv(f"merge{s + 1}", res, W, bias, mg.act, "grid", stride=2)
+                if merge_input == "events":
+                    m = _event_merge(b, f"merge{s + 1}", res, W, bias, mg.act)
+                else:
+                    m = b.conv(f"merge{s + 1}", res, W, bias, mg.act, "grid", stride=2)
                 stage = s + 1
                 res = b.residual(f"stage{stage}.in", [m], [_theta(mg.act)], stage)
         # readout: final BN (or LayerNorm: applied per token and step by the readout, §5a), token mean, head
@@ -253,6 +278,49 @@ def _linear_bn(lin, bn, theta_in: float) -> tuple[np.ndarray, np.ndarray]:
         g, h = bn_fold(bn)
         W, bias = W * g[:, None], bias * g + h
     return W, bias
+
+
+def stream_sources(layers: list, r: int) -> tuple[list[tuple[int, np.ndarray]], np.ndarray]:
+    """The residual stream ``r`` as spike trains: ``x(t) = Σ_k g_k ⊙ s_k(t) + c`` (float, per channel).
+
+    Walks the stage's chain of ``mst_residual`` nodes (graded inputs are earlier residuals, gain 1) and
+    returns ``[(spike layer index, g_k (C,))]`` in chain order, each source once, and the constant ``c`` (C,).
+    A stream affine (§5a, ``scale ⊙ in_0 + offset``) multiplies the gains of every source under it by
+    ``scale`` and adds ``offset`` to the constant: the map stays affine, so the composition is exact."""
+    L = layers[r]
+    C = int(L.shape[0])
+    gains: dict[int, np.ndarray] = {}
+    const = np.zeros(C)
+    for j, (k, g) in enumerate(zip(L.inputs, np.asarray(L.flt["gain"], dtype=np.float64).reshape(-1))):
+        scale, offset = np.full(C, g), np.zeros(C)
+        if j == 0 and "scale" in L.flt:
+            scale = scale * np.asarray(L.flt["scale"], dtype=np.float64).reshape(-1)
+            offset = np.asarray(L.flt["offset"], dtype=np.float64).reshape(-1)
+        src = layers[k]
+        if src.output == "spikes":
+            sub, c = [(k, np.ones(C))], np.zeros(C)
+        elif src.type == "mst_residual":
+            sub, c = stream_sources(layers, k)
+        else:
+            raise MSTError(f"residual {L.name}: input {src.name} ({src.type}) is neither spikes nor a residual; the "
+                           "stream cannot be written as spike trains (export with --merge-input graded)")
+        for kk, gk in sub:
+            gains[kk] = gains.get(kk, 0.0) + scale * gk
+        const = const + scale * c + offset
+    return list(gains.items()), const
+
+
+def _event_merge(b: _Builder, name: str, res: int, W: np.ndarray, bias: np.ndarray, act) -> int:
+    """Patch merging on the spike trains of the stage's stream (format §5b): with ``x = Σ_k g_k ⊙ s_k + c``,
+    ``W ⋆ x + bias = Σ_k (W·g_k) ⋆ s_k + (bias + Σ_{c,dy,dx} W[o, c, dy, dx]·c[c])`` (2×2 stride-2 patches
+    without padding cover every position, so a constant field adds a constant per output channel). The stage's
+    last residual node then feeds nothing and is dropped."""
+    srcs, const = stream_sources(b.layers, res)
+    weights = [W * g[None, :, None, None] for _, g in srcs]
+    bias = np.asarray(bias, dtype=np.float64) + np.einsum("ocyx,c->o", W, const)
+    if res == len(b.layers) - 1 and not any(res in L.inputs for L in b.layers):
+        b.layers.pop()                       # the merge was its only reader
+    return b.source_conv(name, [k for k, _ in srcs], weights, bias, act, "grid", stride=2)
 
 
 # ----------------------------------------------------------------------------------------
@@ -355,6 +423,37 @@ def quantize_synapse(w_scaled: np.ndarray, bias: np.ndarray, theta: float, x_bou
                    f"{float(np.max(np.abs(bias), initial=0)):.6g}, largest |weight·unit| "
                    f"{float(np.max(np.abs(rows), initial=0)):.6g}; at weight_exp {e}: {what}); the threshold is "
                    f"too large or too small for its weights to be represented")
+
+
+def quantize_source_synapse(weights: list, bias: np.ndarray, theta: float, name: str = "layer"):
+    """Fixed-point parameters of a conv with one weight set per spike input (format §5b), all summing into one
+    IF population: one bit-accurate Dense per source (8-bit mantissas, its own exponent in [−8, 7]) into one LIF.
+
+    The neurons' membrane unit ``m``, threshold and bias are :func:`quantize_synapse`'s for all the weights
+    together (the largest |w| of any source maps to 127). Each source k then takes the smallest exponent
+    ``e_k`` whose quantum ``Δ_k = m · 2**(e_k + 6)`` still holds its own largest |w| in 127, so a source with
+    smaller weights keeps (nearly) 8 bits of its own instead of the shared quantum's fewer. Returns
+    ``(mantissas per source, exponents, FixedSynapse of the shared neuron)``; ``max_current`` is the worst case
+    ``max_o Σ_k Σ_i |W_k[o, i]| · 2**(e_k + 6)``."""
+    Co = np.asarray(weights[0]).shape[0]
+    allw = np.concatenate([np.asarray(w, dtype=np.float64).reshape(Co, -1) for w in weights], axis=1)
+    q = quantize_synapse(allw, bias, theta, 1.0, name=name)
+    m = q.membrane_unit
+    mants, exps = [], []
+    worst = np.zeros(Co)
+    for w in weights:
+        w = np.asarray(w, dtype=np.float64)
+        amax = float(np.max(np.abs(w), initial=0.0))
+        e = next((e for e in range(ops.WEIGHT_EXP_MIN, ops.WEIGHT_EXP_MAX + 1)
+                  if np.round(amax / (m * 2.0 ** (e + ops.ACT_SHIFT))) <= ops.WEIGHT_MANT_MAX), ops.WEIGHT_EXP_MAX)
+        Wq = np.clip(np.round(w / (m * 2.0 ** (e + ops.ACT_SHIFT))), -ops.WEIGHT_MANT_MAX,
+                     ops.WEIGHT_MANT_MAX).astype(np.int64)
+        mants.append(Wq)
+        exps.append(e)
+        worst += np.abs(Wq.reshape(Co, -1)).sum(axis=1) * 2.0 ** (e + ops.ACT_SHIFT)
+    q.max_current = float(worst.max(initial=0.0))
+    q.headroom = q.max_current <= ops.CURRENT_MAX
+    return mants, exps, q
 
 
 def quantize_readout(w_scaled: np.ndarray, bias: np.ndarray, name: str = "readout"):
@@ -481,6 +580,19 @@ def quantize_graph(graph: NetxGraph) -> None:
                                f"spikes (|x| <= {ops.PAYLOAD_MAX})")
             unit[i] = r
             bound[i] = bnd
+        elif t == "conv" and len(layer.inputs) > 1:          # one weight set per spike input (§5b)
+            S = len(layer.inputs)
+            W = np.asarray(layer.flt["weight"], dtype=np.float64)
+            cg = W.shape[1] // S
+            mants, exps, q = quantize_source_synapse([W[:, k * cg:(k + 1) * cg] for k in range(S)],
+                                                     np.asarray(layer.flt["bias"]), float(layer.neuron["threshold"]),
+                                                     name=layer.name)
+            layer.params["weight"] = np.concatenate(mants, axis=1).astype(np.int16)
+            layer.params["bias"] = q.bias
+            layer.fix = {"weight_exp": np.asarray(exps, dtype=np.int64), "bias_exp": np.int64(q.bias_exp),
+                         "input_unit": 1.0, "membrane_unit": float(q.membrane_unit),
+                         "max_current": float(q.max_current)}
+            _set_fixed_neuron(layer, q.vth_mant)
         elif t in ("conv", "dense"):
             src = layer.inputs[0]
             spikes = L[src].output == "spikes"
@@ -531,7 +643,7 @@ def quantize_graph(graph: NetxGraph) -> None:
 
 
 def export_checkpoint(ckpt_path, out_path, *, precision: str = "float", mask=None,
-                      seed: int | None = None) -> NetxGraph:
+                      seed: int | None = None, merge_input: str = "graded") -> NetxGraph:
     """Load a checkpoint, export it and write the .net file (atomic). Returns the graph."""
     from mst_lava.checkpoint import load_checkpoint
     from mst_lava.export.hdf5io import write_network
@@ -540,7 +652,8 @@ def export_checkpoint(ckpt_path, out_path, *, precision: str = "float", mask=Non
         raise MSTError(f"{ckpt_path} holds a {ckpt.get('arch')} model; mst-export exports MST checkpoints only")
     if mask is None:
         mask = ckpt.get("mask") or {}
-    graph = export_model(model, precision=precision, mask=mask, seed=0 if seed is None else seed, ckpt=ckpt)
+    graph = export_model(model, precision=precision, mask=mask, seed=0 if seed is None else seed, ckpt=ckpt,
+                         merge_input=merge_input)
     graph.attrs["source"] = str(ckpt_path)
     write_network(out_path, graph)
     return graph

@@ -34,6 +34,7 @@ from mst_lava.export.graph import (
     Layer,
     NetxGraph,
     extension_version,
+    uses_source_weights,
     uses_stream_affine,
 )
 from mst_lava.export.layers import LAYER_TYPES
@@ -815,7 +816,18 @@ def _validate_mst_layer(graph: NetxGraph, i: int, L: Layer, ctx: _Ctx, where: st
         ctx.fail(where, f"({L.type}) has no inputs")
     # what may feed what
     src_types = [layers[k].type for k in L.inputs]
-    if L.type in ("conv", "mst_readout"):
+    if L.type == "conv" and len(L.inputs) > 1:       # one weight set per spike input (extension version 3, §5b)
+        for k in L.inputs:
+            if layers[k].output != "spikes" or layers[k].type not in _GRID_TYPES:
+                ctx.fail(where, f"(conv) has {len(L.inputs)} inputs, and input layer {k} ({layers[k].type}, "
+                                f"{layers[k].output}) is not a spiking grid layer; a conv with several inputs takes "
+                                "spike trains only (format §5b)")
+            if tuple(shapes[k]) != tuple(shapes[L.inputs[0]]):
+                ctx.fail(where, f"(conv) input layer {k} has shape {tuple(shapes[k])}, input layer {L.inputs[0]} "
+                                f"{tuple(shapes[L.inputs[0]])}; the inputs of a conv share one shape")
+        if len(set(L.inputs)) != len(L.inputs):
+            ctx.fail(where, "(conv) lists an input layer twice; one weight set per input layer")
+    elif L.type in ("conv", "mst_readout"):
         if len(L.inputs) != 1:
             ctx.fail(where, f"({L.type}) takes one input, has {len(L.inputs)}")
         ok = ("mst_residual",) if L.type == "mst_readout" else _GRID_TYPES
@@ -846,6 +858,9 @@ def _validate_mst_layer(graph: NetxGraph, i: int, L: Layer, ctx: _Ctx, where: st
     if v2 and graph.mst_version is not None and graph.mst_version < 2:
         ctx.fail(where, f"uses {'a stream scale/offset' if L.type == 'mst_residual' else 'mst/token_norm'}, a field "
                         f"of extension version 2, but /mst has version {graph.mst_version}")
+    if uses_source_weights(L) and graph.mst_version is not None and graph.mst_version < 3:
+        ctx.fail(where, f"is a conv with {len(L.inputs)} spike inputs (one weight set each), a layer of extension "
+                        f"version 3, but /mst has version {graph.mst_version}")
     if L.type == "mst_readout":
         x_bound = bounds.get(L.inputs[0], 1)
         tn = _str(ctx, wm, "token_norm", L.mst.get("token_norm", "none"), ("none", "layer"))
@@ -858,14 +873,18 @@ def _validate_mst_layer(graph: NetxGraph, i: int, L: Layer, ctx: _Ctx, where: st
                 x_bound = ops.norm_bound(int(in_shapes[0][0]), fbits)
         _validate_synapse(L, ctx, where, fixed, in_shapes[0], layers[L.inputs[0]], x_bound)
     elif L.type == "conv":
-        _validate_synapse(L, ctx, where, fixed, in_shapes[0], layers[L.inputs[0]], bounds.get(L.inputs[0], 1))
+        # several spike inputs (§5b): their weight sets side by side, as one conv over their stacked channels
+        S = len(L.inputs)
+        in_shape = in_shapes[0] if S == 1 else (S * int(in_shapes[0][0]),) + tuple(in_shapes[0][1:])
+        _validate_synapse(L, ctx, where, fixed, in_shape, layers[L.inputs[0]], bounds.get(L.inputs[0], 1), S)
     elif L.type == "mst_residual":
         _validate_residual(L, ctx, where, fixed, in_shapes, layers, bounds, i)
     elif L.type in ("mst_qk", "mst_softmax_av"):
         _validate_attention(graph, L, ctx, where, fixed, in_shapes)
 
 
-def _validate_synapse(L: Layer, ctx: _Ctx, where: str, fixed: bool, in_shape, src: Layer, x_bound: int) -> None:
+def _validate_synapse(L: Layer, ctx: _Ctx, where: str, fixed: bool, in_shape, src: Layer, x_bound: int,
+                      n_sources: int = 1) -> None:
     wf, wx = where + "/mst/float", where + "/mst/fixed"
     if "weight" not in L.params:
         ctx.fail(where, f"({L.type}) has no 'weight'")
@@ -883,18 +902,25 @@ def _validate_synapse(L: Layer, ctx: _Ctx, where: str, fixed: bool, in_shape, sr
         ctx.fail(where, "mst/float/weight and weight differ in shape")
     Co = int(np.asarray(w).shape[0]) if np.asarray(w).ndim else 0
     if L.type == "conv":
-        _check_conv(L, in_shape, ctx, where, w)
         if len(in_shape) != 3:
             ctx.fail(where, f"(conv) input has shape {tuple(in_shape)}; a conv takes a (C, H, W) grid")
+        if n_sources > 1 and _int(ctx, where, "groups", L.params.get("groups", 1), 1) != 1:
+            ctx.fail(where, f"groups is {L.params.get('groups')}; a conv with several inputs (one weight set each, "
+                            "format §5b) has groups 1")
+        _check_conv(L, in_shape, ctx, where, w)
     else:
         if wi.ndim != 2 or wi.shape[0] != int(np.prod(L.shape)) or wi.shape[1] != in_shape[0]:
             ctx.fail(where, f"readout weight {wi.shape} does not map {in_shape[0]} channels to {L.shape}")
     if fb.shape != (Co,):
         ctx.fail(wf, f"bias has shape {fb.shape}, expected ({Co},)")
     if fixed:
-        if L.type == "conv":
+        if L.type == "conv" and n_sources > 1:             # one exponent per input (§5b)
+            e = _int_array(ctx, wx, "weight_exp", L.fix["weight_exp"], ops.WEIGHT_EXP_MIN, ops.WEIGHT_EXP_MAX,
+                           shape=(n_sources,), why="Loihi's weight exponent, one per input")
+        elif L.type == "conv":
             e = _int(ctx, wx, "weight_exp", L.fix["weight_exp"], ops.WEIGHT_EXP_MIN, ops.WEIGHT_EXP_MAX,
                      "Loihi's weight exponent")
+        if L.type == "conv":
             be = _int(ctx, wx, "bias_exp", L.fix["bias_exp"], ops.BIAS_EXP_MIN, ops.BIAS_EXP_MAX,
                       "Loihi's bias exponent is unsigned 3-bit")
             lim = ops.BIAS_MANT_MAX << be

@@ -136,18 +136,27 @@ class Input(LayerType):
 class Conv(LayerType):
     """``conv`` + IF: the synaptic accumulation ``W ⋆ x`` (netx_ops.conv2d), the neuron's input current
     (fixed: the raw Loihi current ``loihi_current(acc, weight_exp)``, the neuron wraps it to 24 bits and adds
-    the bias; float: ``acc + b``)."""
+    the bias; float: ``acc + b``).
+
+    Several spike inputs (extension version 3, format §5b, the event-driven merge): one weight set ``W_k`` per
+    input (``weight`` holds them side by side on the input-channel axis) and, in fixed point, one weight
+    exponent ``e_k`` each; ``P["sources"]`` holds one single-input parameter set per input (bias None) and the
+    current is their sum: fixed ``Σ_k loihi_current(W_k ⋆ s_k, e_k)``, float ``Σ_k W_k ⋆ s_k + b``."""
 
     type, neuron = "conv", True
     float_keys, fixed_keys = ("weight", "bias"), ("weight_exp", "bias_exp")
 
     def params(self, graph, i, fixed):
         L = graph.layers[i]
-        src = graph.layers[L.inputs[0]]
-        return self.make_params(_float_or_fixed(L, "weight", fixed), _float_or_fixed(L, "bias", fixed), fixed=fixed,
-                                weight_exp=int(L.fix["weight_exp"]) if fixed else 0, stride=L.params.get("stride", 1),
-                                padding=L.params.get("padding", 0), groups=L.params.get("groups", 1),
-                                in_shape=src.shape, out_shape=L.shape, spike_input=src.output == "spikes")
+        srcs = [graph.layers[k] for k in L.inputs]
+        W, b = _float_or_fixed(L, "weight", fixed), _float_or_fixed(L, "bias", fixed)
+        geo = dict(stride=L.params.get("stride", 1), padding=L.params.get("padding", 0),
+                   groups=L.params.get("groups", 1), out_shape=L.shape)
+        if len(srcs) == 1:
+            return self.make_params(W, b, fixed=fixed, weight_exp=int(L.fix["weight_exp"]) if fixed else 0,
+                                    in_shape=srcs[0].shape, spike_input=srcs[0].output == "spikes", **geo)
+        exps = np.asarray(L.fix["weight_exp"]).reshape(-1) if fixed else np.zeros(len(srcs), dtype=np.int64)
+        return self.make_source_params(W, b, fixed=fixed, weight_exps=exps, in_shapes=[s.shape for s in srcs], **geo)
 
     @staticmethod
     def make_params(weight, bias, *, fixed: bool, weight_exp: int = 0, stride=1, padding=0, groups=1, in_shape,
@@ -166,9 +175,24 @@ class Conv(LayerType):
                 # dense multiply-accumulates of one step on a graded input: every output × in/groups·kH·kW
                 "macs": float(np.prod(out_shape)) * float(np.prod(w.shape[1:]))}
 
+    @classmethod
+    def make_source_params(cls, weight, bias, *, fixed: bool, weight_exps, stride=1, padding=0, groups=1,
+                           in_shapes, out_shape) -> dict:
+        """Parameters of a conv with one weight set per spike input (§5b): ``weight`` (out, S·C/groups, kH, kW),
+        source k's set the k-th block of C/groups input channels, ``weight_exps`` (S,)."""
+        w = np.asarray(weight)
+        w = w.reshape(w.shape[:4])
+        S = len(in_shapes)
+        cg = w.shape[1] // S
+        srcs = [cls.make_params(w[:, k * cg:(k + 1) * cg], None, fixed=fixed, weight_exp=int(weight_exps[k]),
+                                stride=stride, padding=padding, groups=groups, in_shape=in_shapes[k],
+                                out_shape=out_shape, spike_input=True) for k in range(S)]
+        b = None if bias is None else np.asarray(bias).reshape(-1).astype(srcs[0]["weight"].dtype)
+        return {"sources": srcs, "bias": b, "out_shape": tuple(int(s) for s in out_shape), "spike_input": True}
+
     @staticmethod
     def accumulate(P, x):
-        """``W ⋆ x`` for ``x`` (..., C, H, W) (exact int64 in fixed point)."""
+        """``W ⋆ x`` for ``x`` (..., C, H, W) (exact int64 in fixed point); a single-input parameter set."""
         lead = tuple(x.shape[:-3])
         x = x.reshape((-1,) + tuple(x.shape[-3:]))
         acc = ops.conv2d(x, P["weight"], None, P["stride"], P["padding"], P["groups"]) if ops.is_torch(x) \
@@ -182,22 +206,39 @@ class Conv(LayerType):
             return ops.loihi_current(acc, P["weight_exp"])
         return acc if P["bias"] is None else acc + ops.like(P["bias"], acc).reshape(-1, 1, 1)
 
+    @classmethod
+    def input_current(cls, P, xs: list, fixed: bool):
+        """The IF input of the layer from its inputs' values ``xs``: one input ``current(accumulate(x))``; one
+        weight set per spike input (§5b) the sum over the inputs of each one's current (fixed: every source
+        shifted by its own exponent, as one bit-accurate Dense per source feeding one LIF), float plus ``b``."""
+        if "sources" not in P:
+            return cls.current(P, cls.accumulate(P, xs[0]), fixed)
+        total = None
+        for Pk, x in zip(P["sources"], xs):
+            cur = cls.current(Pk, cls.accumulate(Pk, x), fixed)        # Pk has no bias: float gives W_k ⋆ s_k
+            total = cur if total is None else total + cur
+        return total if fixed else cls.current({"bias": P["bias"]}, total, False)
+
     def neuron_bias(self, P, fixed):
         return P["bias"].reshape(-1, 1, 1) if fixed and P["bias"] is not None else None
 
     @staticmethod
     def counts(P, events, steps: int) -> dict:
-        """``events``: events per input element (C, H, W) over ``steps`` sample-steps."""
+        """``events``: events per input element (C, H, W) over ``steps`` sample-steps; one weight set per input
+        (§5b): a list, one per input, and ``synops`` the sum of each input's events × its non-zero synapses."""
+        if "sources" in P:
+            return {"synops": sum(synops(Pk["fanout"], ev) for Pk, ev in zip(P["sources"], events)),
+                    "analog_macs": 0.0}
         return {"synops": synops(P["fanout"], events),
                 "analog_macs": 0.0 if P["spike_input"] else P["macs"] * steps}
 
     def batched(self, P, ins, T, B, fixed):
-        x = ins[0]
-        events = ops.as_int64(x != 0).sum(0).sum(0) * (T if x.shape[0] == 1 else 1)   # per input element
-        return self.current(P, self.accumulate(P, x), fixed), self.counts(P, events, T * B)
+        # events per input element over the T steps of the B samples (an input constant over the steps: × T)
+        events = [ops.as_int64(x != 0).sum(0).sum(0) * (T if x.shape[0] == 1 else 1) for x in ins]
+        return self.input_current(P, ins, fixed), self.counts(P, events if "sources" in P else events[0], T * B)
 
     def ann(self, P, ins):
-        return self.current(P, self.accumulate(P, ins[0]), False)
+        return self.input_current(P, ins, False)
 
 
 class Residual(LayerType):

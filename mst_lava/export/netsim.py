@@ -64,10 +64,12 @@ class NetSim:
     # -- parameters on the device ------------------------------------------------------
     def _device_params(self, P: dict, dtype) -> dict:
         """A layer's numpy parameters (:mod:`mst_lava.export.layers`) as tensors on the device: integers
-        int64, floats ``dtype``, the synaptic fan-outs float64 (exact counts)."""
+        int64, floats ``dtype``, the synaptic fan-outs float64 (exact counts); per-input sets alike."""
         out = {}
         for k, v in P.items():
-            if isinstance(v, np.ndarray):
+            if k == "sources":                     # one parameter set per spike input (format §5b)
+                v = [self._device_params(Pk, dtype) for Pk in v]
+            elif isinstance(v, np.ndarray):
                 integer = v.dtype.kind in "iub"
                 dt = torch.int64 if integer else torch.float64 if k == "fanout" else dtype
                 v = torch.as_tensor(v.astype(np.int64 if integer else np.float64), device=self.device).to(dt)

@@ -146,6 +146,8 @@ def kernel_graph(graph, precision: str, T: int, seed: int) -> tuple[list[KNode],
         lt, kind = LAYER_TYPES.get(L.type), K.KERNELS.get(L.type)
         if lt is None or kind is None:
             raise MSTError(f"{where}: layer type {L.type!r} has no Lava implementation")
+        if len(ins) > P.MAX_IN_PORTS:
+            raise MSTError(f"{where}: {len(ins)} inputs; a Lava process of this runtime takes at most {P.MAX_IN_PORTS}")
         P_ = lt.params(graph, i, fixed)
         cur = add(kind.from_params(P_, fixed), ins, shape, i, kind.role)
         # neurons of the layer, then RSM
@@ -334,6 +336,8 @@ def _single_process(k: KNode, knodes, common, graph, pipeline: bool = False):
     name = _name(graph, k)
     kern = k.kernel
     shp = lambda j: knodes[j].shape if j >= 0 else tuple(int(s) for s in graph.layers[0].shape)  # noqa: E731
+    if k.role == "synapse" and isinstance(kern, K.SourceSynapseKernel):
+        return P.SourceSynapse(kernel=kern, name=name, pipelined=pipeline, **common)
     if k.role == "synapse":
         return P.Synapse(kernel=kern, name=name, pipelined=pipeline, **common)
     if k.role == "neuron":
@@ -351,7 +355,7 @@ def _single_process(k: KNode, knodes, common, graph, pipeline: bool = False):
 
 
 def _single_in_ports(proc, k: KNode) -> list:
-    if isinstance(proc, P.Residual):
+    if isinstance(proc, (P.Residual, P.SourceSynapse)):
         return [f"in{i}" for i in range(len(k.inputs))]
     if isinstance(proc, P.SpikeProduct):
         return ["q_in", "k_in"]

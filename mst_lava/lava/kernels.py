@@ -120,7 +120,10 @@ class SynapseKernel(Kernel):
 
     @classmethod
     def from_params(cls, P: dict, fixed: bool):
-        """The kernel of a ``conv`` layer; fixed point: without the bias (its IF neuron adds it)."""
+        """The kernel of a ``conv`` layer; fixed point: without the bias (its IF neuron adds it). A conv with one
+        weight set per spike input (format §5b) gets a :class:`SourceSynapseKernel`."""
+        if "sources" in P:
+            return SourceSynapseKernel(P, fixed)
         return cls("conv", P["weight"], None if fixed else P["bias"], in_shape=P["in_shape"],
                    out_shape=P["out_shape"], stride=P["stride"], padding=P["padding"], groups=P["groups"], fixed=fixed,
                    weight_exp=P["weight_exp"], spike_input=P["spike_input"])
@@ -147,6 +150,32 @@ class SynapseKernel(Kernel):
         if self.fixed:
             return ops.loihi_current(acc, self.weight_exp)
         return acc if self.bias is None else acc + self.bias
+
+
+class SourceSynapseKernel(Kernel):
+    """A ``conv`` with several spike inputs and one weight set per input (format §5b, the event-driven patch
+    merging): the current of its neurons is :meth:`mst_lava.export.layers.Conv.input_current` of the step's spike
+    tensors (fixed: ``Σ_k loihi_current(W_k ⋆ s_k, e_k)``, what one bit-accurate Dense per source summing into
+    one LIF computes; the IF neuron adds the bias), and its counts are ``Conv.counts`` (synaptic ops: Σ_k events of
+    source k × their non-zero synapses in ``W_k``; no analog MACs)."""
+
+    role = "synapse"  # its name in the builder's kernel graph
+    count_names = ("synops", "analog_macs")
+    layer = LAYER_TYPES["conv"]
+
+    def __init__(self, P: dict, fixed: bool = False):
+        super().__init__()
+        self.fixed = bool(fixed)
+        self.P = P              # fixed point: input_current leaves the bias to the IF neuron (after the wrap)
+        self.in_shapes = [Pk["in_shape"] for Pk in P["sources"]]
+        self.out_shape = tuple(P["out_shape"])
+
+    def step(self, t, *xs):
+        xs = [np.asarray(x, dtype=self.dtype) for x in xs]
+        c = self.layer.counts(self.P, [x != 0 for x in xs], 1)
+        self.counts[0] += c["synops"]
+        self.counts[1] += c["analog_macs"]
+        return self.layer.input_current(self.P, xs, self.fixed)
 
 
 # ----------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Processes (ports in brackets):
 ``InputEncoder``   [out] the analog image of the current sample every step (event data:
                    the frame of the step); fixed point: ``netx_ops.quantize_input`` values
 ``Synapse``        [s_in → a_out] conv / dense / flatten synapses (input current)
+``SourceSynapse``  [in0..in15 → a_out] a conv with one weight set per spike input (format §5b)
 ``IFNeuron``       [a_in → s_out] integrate-and-fire, reset by subtraction, v0 = θ/2
 ``RSM``            [s_in → s_out] Random Spike Masking: drops spike events
 ``Residual``       [in0..in7 → out] residual accumulation Σ gain_k · in_k
@@ -50,7 +51,8 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 import mst_lava.lava  # noqa: F401  (Python 3.11 shim before any lava import)
 from mst_lava.lava import kernels as K
 
-MAX_PORTS = 8          # in0..in7 / out0..out7 of Residual and Segment
+MAX_PORTS = 8          # in0..in7 / out0..out7 of Residual
+MAX_IN_PORTS = 16      # in0..in15 of Segment and SourceSynapse (an event-driven merge reads 1 + 2·depth spike trains)
 _UNUSED = (1,)         # shape of a port a process does not use
 
 
@@ -94,6 +96,21 @@ class Synapse(_Timed):
                          name=name, kernel=kernel, pipelined=pipelined)
         self.s_in = InPort(shape=kernel.in_shape)
         self.a_out = OutPort(shape=kernel.out_shape)
+
+
+class SourceSynapse(_Timed):
+    """Zero-latency (or pipelined) conv with one weight set per spike input: :class:`kernels.SourceSynapseKernel`."""
+
+    def __init__(self, *, kernel: K.SourceSynapseKernel, T: int = 0, n_samples: int = 1, latency: int = 0,
+                 name=None, pipelined: bool = False):
+        n = len(kernel.in_shapes)
+        if n > MAX_IN_PORTS:
+            raise ValueError(f"SourceSynapse takes at most {MAX_IN_PORTS} inputs")
+        super().__init__(T=T, n_samples=n_samples, latency=latency, n_counts=len(kernel.count_names),
+                         name=name, kernel=kernel, pipelined=pipelined, n_in=n)
+        for i in range(MAX_IN_PORTS):
+            setattr(self, f"in{i}", InPort(shape=_shape(kernel.in_shapes[i]) if i < n else _UNUSED))
+        self.a_out = OutPort(shape=_shape(kernel.out_shape))
 
 
 class IFNeuron(_Timed):
@@ -205,14 +222,15 @@ class Segment(_Timed):
 
     def __init__(self, *, plan, outputs, in_shapes, out_shapes, T: int, n_samples: int = 1,
                  latency: int = 0, name=None, pipelined: bool = False):
-        if len(in_shapes) > MAX_PORTS or len(out_shapes) > MAX_PORTS:
-            raise ValueError(f"a Segment has at most {MAX_PORTS} input and output ports")
+        if len(in_shapes) > MAX_IN_PORTS or len(out_shapes) > MAX_PORTS:
+            raise ValueError(f"a Segment has at most {MAX_IN_PORTS} input and {MAX_PORTS} output ports")
         n_counts = sum(len(k.count_names) for k, _ in plan)
         super().__init__(T=T, n_samples=n_samples, latency=latency, n_counts=n_counts, name=name,
                          pipelined=pipelined, plan=list(plan), outputs=list(outputs), n_in=len(in_shapes),
                          n_out=len(out_shapes))
-        for i in range(MAX_PORTS):
+        for i in range(MAX_IN_PORTS):
             setattr(self, f"in{i}", InPort(shape=_shape(in_shapes[i]) if i < len(in_shapes) else _UNUSED))
+        for i in range(MAX_PORTS):
             setattr(self, f"out{i}", OutPort(shape=_shape(out_shapes[i]) if i < len(out_shapes) else _UNUSED))
 
 
@@ -404,6 +422,22 @@ PyResidualModelFloat, PyResidualModelFixed = _both(
     _ResidualBase, "Residual")
 
 
+# --- SourceSynapse
+class _SourceSynapseBase(_KernelModel):
+    out_name = "a_out"
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.in_names = tuple(f"in{i}" for i in range(int(proc_params["n_in"])))
+
+
+PySourceSynapseModelFloat, PySourceSynapseModelFixed = _both(
+    SourceSynapse,
+    dict(_ports("in", MAX_IN_PORTS, _F), a_out=_F(PyOutPort.VEC_DENSE), counts=LavaPyType(np.ndarray, float)),
+    dict(_ports("in", MAX_IN_PORTS, _I), a_out=_I(PyOutPort.VEC_DENSE), counts=LavaPyType(np.ndarray, float)),
+    _SourceSynapseBase, "SourceSynapse")
+
+
 # --- SpikeProduct / SoftmaxAV
 class _QKBase(_KernelModel):
     in_names, out_name = ("q_in", "k_in"), "a_out"
@@ -532,18 +566,20 @@ class _SegmentBase(_TimedModel):
 
 PySegmentModelFloat, PySegmentModelFixed = _both(
     Segment,
-    dict(_ports("in", MAX_PORTS, _F), **_ports("out", MAX_PORTS, _F), counts=LavaPyType(np.ndarray, float)),
-    dict(_ports("in", MAX_PORTS, _I), **_ports("out", MAX_PORTS, _I), counts=LavaPyType(np.ndarray, float)),
+    dict(_ports("in", MAX_IN_PORTS, _F), **_ports("out", MAX_PORTS, _F), counts=LavaPyType(np.ndarray, float)),
+    dict(_ports("in", MAX_IN_PORTS, _I), **_ports("out", MAX_PORTS, _I), counts=LavaPyType(np.ndarray, float)),
     _SegmentBase, "Segment")
 
 
 MODELS = {
     "floating_pt": {InputEncoder: PyInputEncoderModelFloat, Synapse: PySynapseModelFloat,
+                    SourceSynapse: PySourceSynapseModelFloat,
                     IFNeuron: PyIFNeuronModelFloat, RSM: PyRSMModelFloat, Residual: PyResidualModelFloat,
                     SpikeProduct: PySpikeProductModelFloat, SoftmaxAV: PySoftmaxAVModelFloat,
                     Readout: PyReadoutModelFloat, DelayLine: PyDelayLineModelFloat,
                     Segment: PySegmentModelFloat},
     "fixed_pt": {InputEncoder: PyInputEncoderModelFixed, Synapse: PySynapseModelFixed,
+                 SourceSynapse: PySourceSynapseModelFixed,
                  IFNeuron: PyIFNeuronModelFixed, RSM: PyRSMModelFixed, Residual: PyResidualModelFixed,
                  SpikeProduct: PySpikeProductModelFixed, SoftmaxAV: PySoftmaxAVModelFixed,
                  Readout: PyReadoutModelFixed, DelayLine: PyDelayLineModelFixed,
