@@ -176,13 +176,8 @@ def markdown_summary(r: dict) -> str:
                      f"{ln['pJ_each'] if ln['pJ_each'] is not None else 'not mapped'} | "
                      f"{format_energy(ln['energy_pJ'])} |")
     c0 = r["configs"][0]
-    rows, total = energy_breakdown(c0, tm)
-    L += ["", f"## Where the energy goes ({c0['label']}, T={tm}, 45 nm theoretical with residual and dynamic "
-              "products)", "", "| layer or operation class | synops (accumulates) | MACs (multiply-accumulates) | "
-              "energy | share |", "|---|---|---|---|---|"]
-    for row in rows:
-        L.append(f"| {row['name']} | {fmt_num(row['synops'])} | {fmt_num(row['macs'])} | "
-                 f"{format_energy(row['energy_pJ'])} | {100 * row['energy_pJ'] / total if total else 0:.1f} % |")
+    L += breakdown_markdown(*energy_breakdown(c0["counts"][tm], c0["energy"][tm]["theoretical"]),
+                            f"{c0['label']}, T={tm}")
     L += ["", f"## Per layer ({c0['label']}, T={tm})", "", "| layer | type | input | from site | synops | MACs |",
           "|---|---|---|---|---|---|"]
     for ly in c0["counts"][tm]["layers"]:
@@ -234,13 +229,14 @@ def energy_vs_T(r: dict) -> list[str]:
     return L
 
 
-def energy_breakdown(config: dict, t: str) -> tuple[list[dict], float]:
+def energy_breakdown(counts: dict, theoretical: dict) -> tuple[list[dict], float]:
     """Theoretical (45 nm) energy per layer and per non-layer operation class, largest first,
-    and their total (= the report's "+ residual & dynamic products" figure)."""
-    th = config["energy"][t]["theoretical"]
+    and their total (= the report's "+ residual & dynamic products" figure); ``counts`` is a
+    per-inference summary (``snn-eval``'s or ``mst run``'s), ``theoretical`` its energy view."""
+    th = theoretical
     e_ac, e_mac = th["E_AC_pJ"], th["E_MAC_pJ"]
-    rows = [{"name": f"{ly['name']} ({ly['input']})", "synops": ly["synops"], "macs": ly["macs"],
-             "energy_pJ": ly["synops"] * e_ac + ly["macs"] * e_mac} for ly in config["counts"][t]["layers"]]
+    rows = [{"name": f"{ly['name']} ({ly['input']})" if ly.get("input") else ly["name"], "synops": ly["synops"],
+             "macs": ly["macs"], "energy_pJ": ly["synops"] * e_ac + ly["macs"] * e_mac} for ly in counts["layers"]]
     for ln in th["lines"][2:]:               # after the two layer lines: residual, dynamic products, matmuls
         if ln["energy_pJ"]:
             acc = ln["pJ_each"] == e_ac
@@ -250,20 +246,53 @@ def energy_breakdown(config: dict, t: str) -> tuple[list[dict], float]:
     return rows, sum(row["energy_pJ"] for row in rows)
 
 
-def plot_energy_breakdown(r: dict, path) -> None:
+def breakdown_markdown(rows: list[dict], total: float, what: str) -> list[str]:
+    """The "Where the energy goes" table of :func:`energy_breakdown`'s rows."""
+    L = ["", f"## Where the energy goes ({what}, 45 nm theoretical with residual and dynamic products)", "",
+         "| layer or operation class | synops (accumulates) | MACs (multiply-accumulates) | energy | share |",
+         "|---|---|---|---|---|"]
+    for row in rows:
+        L.append(f"| {row['name']} | {fmt_num(row['synops'])} | {fmt_num(row['macs'])} | "
+                 f"{format_energy(row['energy_pJ'])} | {100 * row['energy_pJ'] / total if total else 0:.1f} % |")
+    return L
+
+
+def plot_breakdown(rows: list[dict], total: float, title: str, path) -> None:
+    """Bar chart of the 15 largest rows of :func:`energy_breakdown`."""
     plt = _plt()
-    tm = str(max(int(t) for t in r["T"]))
-    rows, total = energy_breakdown(r["configs"][0], tm)
     rows = rows[:15][::-1]
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
     ax.barh([row["name"] for row in rows], [row["energy_pJ"] / 1e6 for row in rows], color="tab:orange")
-    ax.set_xlabel(f"energy per inference, µJ (45 nm theoretical, T={tm}); total {total / 1e6:.3g} µJ")
+    ax.set_xlabel(f"energy per inference, µJ (45 nm theoretical); total {total / 1e6:.3g} µJ")
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(alpha=0.3, axis="x")
-    ax.set_title(f"where the energy goes: {r['configs'][0]['label']}", fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_run_breakdown(r: dict, path) -> bool:
+    """``mst run``'s chart of :func:`energy_breakdown`; False (nothing drawn) without matplotlib or energy."""
+    if not r.get("energy"):
+        return False
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    th = r["energy"]["theoretical"]
+    rows, total = energy_breakdown(r["per_inference"], th)
+    title = f"where the energy goes: {r['network']}, T={r['T']}, {th['precision']}"
+    atomic_write(Path(path), lambda tmp: _plot_into(lambda _, f: plot_breakdown(rows, total, title, f), r, tmp),
+                 "plot")
+    return True
+
+
+def plot_energy_breakdown(r: dict, path) -> None:
+    tm = str(max(int(t) for t in r["T"]))
+    c0 = r["configs"][0]
+    rows, total = energy_breakdown(c0["counts"][tm], c0["energy"][tm]["theoretical"])
+    plot_breakdown(rows, total, f"where the energy goes: {c0['label']}, T={tm}", path)
 
 
 def _plt():
@@ -395,13 +424,13 @@ def per_inference_summary(res) -> dict:
             tot["softmax_elements"] += c.get("softmax_elements", 0) / n
         elif typ == "mst_readout":
             tot["analog_macs"] += c.get("analog_macs", 0) / n
-        else:
-            if c.get("analog_macs", 0):
-                tot["analog_macs"] += c["analog_macs"] / n
-            else:
-                tot["synops"] += c.get("synops", 0) / n
-            layers.append({"name": name, "type": typ, "synops": c.get("synops", 0) / n,
-                           "macs": c.get("analog_macs", 0) / n})
+            layers.append({"name": name, "type": typ, "synops": 0.0, "macs": c.get("analog_macs", 0) / n})
+        else:     # a graded input's work is its dense MACs; its events (format §7 synops) are listed apart
+            graded = bool(c.get("analog_macs", 0))
+            tot["analog_macs" if graded else "synops"] += c["analog_macs" if graded else "synops"] / n
+            layers.append({"name": name, "type": typ, "synops": 0.0 if graded else c.get("synops", 0) / n,
+                           "macs": c.get("analog_macs", 0) / n,
+                           **({"graded_input_events_synops": c.get("synops", 0) / n} if graded else {})})
         if c["site"]:
             up = c.get("neuron_updates", 0)
             tot["spikes_emitted"] += c["spikes"] / n
@@ -511,6 +540,7 @@ def run_markdown(r: dict) -> str:
         th = e["theoretical"]
         L.append(f"- 45 nm theoretical ({th['precision']}): {format_energy(th['papers_total_pJ'])} "
                  f"({format_energy(th['total_with_residual_and_dynamic_pJ'])} with residual and dynamic products)")
+        L += breakdown_markdown(*energy_breakdown(s, th), f"T={r['T']}, {th['precision']}")
     else:
         L.append(f"- {r.get('energy_note')}")
     L += ["", "## Per site", "",

@@ -15,13 +15,13 @@ stream sums (one composed weight set per train) instead of a conv on the graded 
 from __future__ import annotations
 
 import json
-import shutil
 
 import h5py
 import numpy as np
 import pytest
 import torch
 from model_fixtures import small_model
+from test_net_limits import _edited
 
 from mst_lava.errors import MSTError
 from mst_lava.export import NetSim, export_model, read_network, write_network
@@ -180,13 +180,6 @@ def test_export_help_and_bad_choice():
 
 # ----------------------------------------------------------------------------------------
 # the reader
-
-def _edited(src, dst, edit):
-    shutil.copy(src, dst)
-    with h5py.File(dst, "r+") as f:
-        edit(f)
-    return dst
-
 
 def _merge(f):
     for k in sorted(f["layer"], key=int):

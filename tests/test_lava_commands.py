@@ -41,8 +41,17 @@ def test_run_writes_predictions_counts_and_energy(tiny, capsys):
     assert t["synops"] > 0 and t["neuron_updates"] > 0
     sites = {(s["site"], s["block"]) for s in r["per_inference"]["sites"]}
     assert ("Q", 0) in sites and ("embed", 0) in sites
-    assert r["energy"] is not None or r["energy_note"]
+    assert r["energy"] is not None
     assert (rep / "summary.md").read_text().startswith("# Lava run")
+    # where the energy goes: every layer and operation class once, summing to the report's total
+    from mst_lava.report import energy_breakdown
+    th = r["energy"]["theoretical"]
+    rows, total = energy_breakdown(r["per_inference"], th)
+    assert total == pytest.approx(th["total_with_residual_and_dynamic_pJ"], rel=1e-12)
+    names = [row["name"] for row in rows]
+    assert "merge1" in names and "readout" in names and len(names) == len(set(names))
+    assert "## Where the energy goes" in (rep / "summary.md").read_text()
+    assert (rep / "energy_breakdown.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_run_loihi_backend_without_lava_loihi_is_a_clear_error(tiny, capsys):

@@ -60,7 +60,7 @@ def test_snn_eval_writes_report(ckpt, tmp_path):
     assert "| unmasked |" in md and "Loihi 2" in md and "What is counted" in md
     # the energy breakdown: layers plus the other op classes add up to the report's total
     from mst_lava.report import energy_breakdown
-    rows, total = energy_breakdown(unm, "4")
+    rows, total = energy_breakdown(unm["counts"]["4"], unm["energy"]["4"]["theoretical"])
     assert total == pytest.approx(unm["energy"]["4"]["theoretical"]["total_with_residual_and_dynamic_pJ"], rel=1e-9)
     assert rows == sorted(rows, key=lambda row: -row["energy_pJ"]) and "Where the energy goes" in md
 

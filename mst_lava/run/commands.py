@@ -82,7 +82,15 @@ def cmd_verify(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from mst_lava.report import per_inference_summary, run_energy, run_lines, run_markdown, write_json, write_text
+    from mst_lava.report import (
+        per_inference_summary,
+        plot_run_breakdown,
+        run_energy,
+        run_lines,
+        run_markdown,
+        write_json,
+        write_text,
+    )
     from mst_lava.run.lava_backend import uses_process_graph_options
     at.resolve_dataset_options(args, "run")
     if args.T < 1:
@@ -131,4 +139,6 @@ def cmd_run(args) -> int:
         write_json(out / "report.json", report)
         write_text(out / "summary.md", run_markdown(report))
         print(f"wrote {out / 'report.json'} and {out / 'summary.md'}")
+        if plot_run_breakdown(report, out / "energy_breakdown.png"):
+            print(f"wrote {out / 'energy_breakdown.png'}")
     return 0
