@@ -302,3 +302,26 @@ def test_event_driven_merge_needs_a_stream_of_spikes():
     assert ly["merges.0.reduction"]["macs"] > 0 and ly["merges.0.reduction"]["synops"] == 0
     with pytest.raises(ValueError, match="merge_input"):
         OpCounter(m, merge_input="spikes")
+
+
+def test_state_saved_before_the_merge_alternative_was_counted():
+    """A resumed evaluation whose progress predates the two merge formulations keeps counting the merge as it
+    did (graded MACs) and reports no alternative instead of one counted over part of the samples."""
+    torch.manual_seed(0)
+    m = make_spiky(build_model("digits", embed_dim=16, heads=(2, 4), mlp_ratio=2.0), seed=1).double()
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    c = OpCounter(m)
+    simulate(m, x, 2, counter=c)
+    state = c.state()
+    assert state["merge_alternative"] is True
+    full = c.summary()["totals"]
+    old = {k: v for k, v in state.items() if k != "merge_alternative"}
+    old["totals"] = [[t, [kv for kv in items if kv[0][0] not in ("merge_graded_macs", "merge_event_synops")]]
+                     for t, items in old["totals"]]
+    c2 = OpCounter(m)
+    c2.load_state(old)
+    simulate(m, x, 2, counter=c2)
+    t2 = c2.summary()["totals"]
+    assert t2["merge_graded_macs"] == 0 and t2["merge_event_synops"] == 0
+    assert t2["analog_macs"] == full["analog_macs"] and t2["synops"] == full["synops"]    # per inference, 8 samples
+    assert c2.state()["merge_alternative"] is False
