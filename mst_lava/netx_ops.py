@@ -48,6 +48,8 @@ WEIGHT_EXP_MIN = -8          # Loihi weight exponent range (4-bit signed)
 WEIGHT_EXP_MAX = 7
 ACT_SHIFT = 6                # synaptic input << 6 into the current (Lava: act_shift)
 VTH_SHIFT = 6                # threshold = vThMant << 6 (Lava: vth_shift)
+# what a patch merging reads (format §5b): the graded residual stream, or the spike trains it sums
+MERGE_INPUTS = ("graded", "events")
 VTH_MANT_BITS = 17           # vThMant in [1, 2**17 - 1] (unsigned 17 bits)
 VTH_MANT_MAX = (1 << VTH_MANT_BITS) - 1
 BIAS_MANT_BITS = 13          # bias mantissa in [-4095, 4095] (signed 13 bits)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from mst_lava import argtypes as at
+from mst_lava import netx_ops as ops
 from mst_lava.errors import MSTError
 
 DESCRIPTION = """\
@@ -48,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     at.add_mask_option(p, "the ratios the checkpoint was trained with")
     p.add_argument("--seed", type=at.seed, default=0,
                    help=f"RSM mask seed written into the file, in [0, {at.SEED_MAX}] (default 0)")
-    p.add_argument("--merge-input", choices=("graded", "events"), default="graded",
+    p.add_argument("--merge-input", choices=ops.MERGE_INPUTS, default="graded",
                    help="what each patch merging reads. graded: the stage's graded residual stream, a dense "
                         "multiply-accumulate per input value every step (analog MACs; extension version 1 or 2 "
                         "files, as before). events: the spike trains that stream sums (the stage's embed or merge "

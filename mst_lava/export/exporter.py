@@ -18,8 +18,6 @@ from mst_lava.export.graph import Layer, NetxGraph
 from mst_lava.model.rsm import SITES, drop_threshold, parse_mask_spec, ratio_for
 
 MERGE_OFFSETS = ((0, 0), (1, 0), (0, 1), (1, 1))   # (dy, dx) of PatchMerging's gather, in order
-# what a patch merging reads (format §5b): the graded residual stream, or the spike trains it sums (one weight set each)
-MERGE_INPUTS = ("graded", "events")
 
 
 def _np(t) -> np.ndarray:
@@ -152,8 +150,8 @@ def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
     from mst_lava.model.mst import MST
     if precision not in ("float", "fixed"):
         raise MSTError(f"precision must be 'float' or 'fixed', not {precision!r}")
-    if merge_input not in MERGE_INPUTS:
-        raise MSTError(f"merge input must be one of {', '.join(MERGE_INPUTS)}, not {merge_input!r}")
+    if merge_input not in ops.MERGE_INPUTS:
+        raise MSTError(f"merge input must be one of {', '.join(ops.MERGE_INPUTS)}, not {merge_input!r}")
     if not isinstance(model, MST):
         raise MSTError(f"mst-export exports Masked Spiking Transformers; got {type(model).__name__}")
     mask = parse_mask_spec(mask) if mask else {}

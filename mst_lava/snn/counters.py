@@ -142,7 +142,6 @@ class _Mode(TorchFunctionMode):
         return out
 
 
-MERGE_INPUTS = ("graded", "events")   # patch merging on the graded stream, or on its spike trains
 _MERGE_KEYS = ("merge_graded_macs", "merge_event_synops")
 _EXACT = 1 << 23          # float32 sums of 0/1 (or small integers) below this many terms are exact
 
@@ -185,8 +184,8 @@ class OpCounter:
     """
 
     def __init__(self, model: nn.Module, merge_input: str = "graded"):
-        if merge_input not in MERGE_INPUTS:
-            raise ValueError(f"merge_input must be one of {MERGE_INPUTS}, not {merge_input!r}")
+        if merge_input not in ops.MERGE_INPUTS:
+            raise ValueError(f"merge_input must be one of {ops.MERGE_INPUTS}, not {merge_input!r}")
         self.model = model
         self.merge_input = merge_input
         self._stream: dict[int, tuple] = {}

@@ -22,8 +22,9 @@ import torch
 from mst_lava import argtypes as at
 from mst_lava.errors import MSTError
 from mst_lava.model import rsm
+from mst_lava.netx_ops import MERGE_INPUTS
 from mst_lava.snn.attention import MODES, check_attention
-from mst_lava.snn.counters import MERGE_INPUTS, OpCounter, ann_counts
+from mst_lava.snn.counters import OpCounter, ann_counts
 from mst_lava.snn.simulate import simulate
 
 DEFAULT_T = "8,16,32,64,128"
