@@ -19,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mst_lava.energy import formulation_totals  # noqa: E402
+
 
 def rows(label: str, report: dict) -> list[dict]:
     cfg = next(c for c in report["configs"] if not c["mask"])
@@ -26,17 +28,11 @@ def rows(label: str, report: dict) -> list[dict]:
     out = []
     for t in report["T"]:
         e = cfg["energy"][str(t)]
-        th, ann_pj = e["theoretical"], e["ann"]["total_pJ"]
-        once = th["papers_total_pJ"] - th["papers_total_first_layer_once_pJ"]
-        forms = {th["merge_input"]: th["total_with_residual_and_dynamic_pJ"]}
-        alt = th.get("merge_alternative")
-        if alt:
-            forms[alt["merge_input"]] = alt["total_with_residual_and_dynamic_pJ"]
+        ann_pj = e["ann"]["total_pJ"]
         acc = cfg["accuracy"][str(t)]["mean"]
         out.append({"label": label, "T": t, "acc": acc, "ann_acc": ann_acc, "loss": ann_acc - acc,
                     "n": report["n_samples"], "L": (report.get("model_config") or {}).get("L"),
-                    "ratios": {(m, o): (pj - (once if o else 0.0)) / ann_pj
-                               for m, pj in forms.items() for o in (False, True)},
+                    "ratios": {k: pj / ann_pj for k, pj in formulation_totals(e["theoretical"]).items()},
                     "ann_pj": ann_pj, "command": report.get("command", "")})
     return out
 

@@ -164,6 +164,19 @@ def theoretical_energy(summary: dict, profile="cmos45nm", precision: str = "fp32
             if t["merge_graded_macs"] else None}
 
 
+def formulation_totals(theoretical: dict) -> dict[tuple[str, bool], float]:
+    """Totals with residual and dynamic products (pJ) of one run's counts in every formulation they price:
+    ``(merge_input, image_once)`` → energy, for the merge as run and its alternative (when there is one),
+    each with the image layer every step (False) or once per inference (True)."""
+    th = theoretical
+    once = th["papers_total_pJ"] - th["papers_total_first_layer_once_pJ"]
+    forms = {th["merge_input"]: th["total_with_residual_and_dynamic_pJ"]}
+    alt = th.get("merge_alternative")
+    if alt:
+        forms[alt["merge_input"]] = alt["total_with_residual_and_dynamic_pJ"]
+    return {(m, o): pj - (once if o else 0.0) for m, pj in forms.items() for o in (False, True)}
+
+
 def ann_energy(ann: dict, profile="cmos45nm", precision: str = "fp32") -> dict:
     """ANN baseline: E_MAC × MACs (layers + attention matmuls), softmax listed apart."""
     prof = load_profile(profile) if not isinstance(profile, dict) else profile

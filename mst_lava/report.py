@@ -19,7 +19,7 @@ import os
 import platform
 from pathlib import Path
 
-from mst_lava.energy import format_energy
+from mst_lava.energy import format_energy, formulation_totals
 from mst_lava.fileio import atomic_write, ensure_dir
 from mst_lava.model.rsm import format_mask
 
@@ -215,14 +215,13 @@ def energy_vs_T(r: dict) -> list[str]:
         for t in r["T"]:
             e = c["energy"][str(t)]
             th, ann = e["theoretical"], e.get("ann", {}).get("total_pJ")
-            once = th["papers_total_pJ"] - th["papers_total_first_layer_once_pJ"]
-            alt = th.get("merge_alternative")
             ratio = functools.partial(_ratio, ann=ann)
-            full = th["total_with_residual_and_dynamic_pJ"]
-            cells = [format_energy(full), ratio(full), ratio(full - once)]
-            if alt:
-                af = alt["total_with_residual_and_dynamic_pJ"]
-                cells += [f"{ratio(af)} ({alt['merge_input']})", ratio(af - once)]
+            tot = formulation_totals(th)
+            mine = th["merge_input"]
+            other = "graded" if mine == "events" else "events"
+            cells = [format_energy(tot[mine, False]), ratio(tot[mine, False]), ratio(tot[mine, True])]
+            if (other, False) in tot:
+                cells += [f"{ratio(tot[other, False])} ({other})", ratio(tot[other, True])]
             else:
                 cells += ["—", "—"]
             L.append(f"| {c['label']} | {t} | {_pct(c['accuracy'][str(t)]['mean'])} | " + " | ".join(cells) + " |")
