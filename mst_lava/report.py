@@ -98,6 +98,8 @@ def markdown_summary(r: dict) -> str:
           + ("expectation-compensated, as the exported network runs" if r.get("attention") == "compensated"
              else "the paper's: Q·Kᵀ and softmax·V of each step's spikes") + ")",
           f"- patch merging reads: {_MERGE_WORDS[r.get('merge_input', 'graded')]}",
+          "- neurons: " + (f"burst, up to {r['burst']} spikes per step, each worth λ/{r['burst']} and counted as "
+                            "one spike" if r.get("burst", 1) > 1 else "binary integrate-and-fire"),
           f"- ANN accuracy: **{_pct(r['ann']['accuracy'])} %**"]
     for lab, a in r["ann"].get("masked", {}).items():
         L.append(f"- ANN accuracy with RSM {lab}: {_pct(a['mean'])} ± {_pct(a['std'])} % "
@@ -151,6 +153,11 @@ def markdown_summary(r: dict) -> str:
                   f"{format_energy(alt['total_with_residual_and_dynamic_pJ'])} with residual and dynamic products, "
                   f"SNN/ANN {alt.get('ratio_to_ann', float('nan')):.3f} / "
                   f"{alt.get('ratio_to_ann_with_extra', float('nan')):.3f} ({r['configs'][0]['label']})."]
+    if th0.get("graded_event_as_mac_pJ") is not None:
+        L += ["", f"Burst neurons: the synaptic ops above count a burst of s spikes as s accumulations at each "
+                  f"synapse it reaches. Priced instead as one MAC per graded event (any payload): "
+                  f"{format_energy(th0['graded_event_as_mac_pJ'])} with residual and dynamic products, SNN/ANN "
+                  f"{th0.get('graded_event_as_mac_ratio_to_ann', float('nan')):.3f} ({r['configs'][0]['label']})."]
     L += energy_vs_T(r)
     if th0.get("constant_input_macs"):
         L += ["", f"The layer reading the input image sees the same values every step (direct encoding); it is "

@@ -27,8 +27,9 @@ recomputation of softmax·S_V when the running means change are not counted beyo
 Two implementations, like the neurons: :class:`CompensatedAttention` (multi-step, time folded
 time-major into the batch, state carried across time chunks) and
 :class:`StepCompensatedAttention` (one step per call, the oracle), written separately.
-Spike counts are recovered from the sites' outputs (``x != 0``: a delivered spike is λ, else 0),
-so all cumulative counts and Q·Kᵀ products are exact integers in the float dtype.
+Spike counts are recovered from the sites' outputs (``x != 0``: a delivered spike is λ, else 0;
+burst neurons: round(x/u), u = λ/B the value of one spike, which then takes λ's place above), so
+all cumulative counts and Q·Kᵀ products are exact integers in the float dtype.
 """
 from __future__ import annotations
 
@@ -65,7 +66,12 @@ class _Base:
 
     @staticmethod
     def _lam(site) -> float:
-        return float(site.neuron.lam) if site.neuron is not None else float(site.lam.detach())
+        """The value of one spike of the site: λ (u = λ/B for burst neurons)."""
+        return float(site.neuron.unit) if site.neuron is not None else float(site.lam.detach())
+
+    def _burst(self) -> int:
+        n = self.attn.q_act.neuron
+        return n.burst if n is not None else 1
 
     def scale(self) -> float:
         """c = θ_Q·θ_K·scale, in this order (as the exporter computes it)."""
@@ -84,15 +90,19 @@ class _Base:
             self.counter.record_softmax(self.block, softmax_elements, softmax_elements // N)
 
     @staticmethod
-    def _products(Sq: torch.Tensor, Sk: torch.Tensor, t_max: int) -> torch.Tensor:
-        """S_q·S_kᵀ, exact: in float64 when float32 could not hold every partial sum."""
-        if Sq.dtype == torch.float32 and t_max * t_max * Sq.shape[-1] >= _EXACT_F32:
+    def _products(Sq: torch.Tensor, Sk: torch.Tensor, s_max: int) -> torch.Tensor:
+        """S_q·S_kᵀ, exact: in float64 when float32 could not hold every partial sum (s_max bounds the counts)."""
+        if Sq.dtype == torch.float32 and s_max * s_max * Sq.shape[-1] >= _EXACT_F32:
             return (Sq.double() @ Sk.double().transpose(-2, -1)).to(Sq.dtype)
         return Sq @ Sk.transpose(-2, -1)
 
 
-def _counts(x: torch.Tensor) -> torch.Tensor:
-    """Delivered spikes (0/1, the input's dtype) of a site output (λ per delivered spike, else 0), in one pass."""
+def _counts(x: torch.Tensor, site) -> torch.Tensor:
+    """Delivered spikes (the input's dtype) of a site output: 0/1 in one pass (λ per delivered spike, else 0),
+    or round(x/u) for burst neurons."""
+    n = site.neuron
+    if n is not None and n.burst > 1:
+        return torch.round(x / n.unit)
     return torch.ne(x, 0, out=torch.empty(x.shape, dtype=x.dtype, device=x.device))
 
 
@@ -142,11 +152,11 @@ class CompensatedAttention(_Base):
 
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         with self._quiet():
-            cq, ck = _counts(self._split(q)), _counts(self._split(k))          # (steps, Bn, h, N, d)
+            cq, ck = _counts(self._split(q), self.attn.q_act), _counts(self._split(k), self.attn.k_act)
             self._check(self.Sq, cq)
             Sq, Sk = self._cumulative(self.Sq, cq), self._cumulative(self.Sk, ck)
             t = self._times(Sq)
-            F = self._products(Sq, Sk, self.clock.t0 + self.clock.steps) * self.scale() / t
+            F = self._products(Sq, Sk, (self.clock.t0 + self.clock.steps) * self._burst()) * self.scale() / t
             cur = self._differences(F, self.F)
             self.Sq, self.Sk, self.F = Sq[-1], Sk[-1], F[-1]
             N = q.shape[-2]
@@ -156,7 +166,7 @@ class CompensatedAttention(_Base):
     def attend(self, a: torch.Tensor, v: torch.Tensor, mask) -> torch.Tensor:
         attn = self.attn
         with self._quiet():
-            ca, cv = _counts(self._split(a)), _counts(self._split(v))          # (steps, Bn, h, N, N|d)
+            ca, cv = _counts(self._split(a), attn.a_act), _counts(self._split(v), attn.v_act)
             self._check(self.SA, ca)
             SA, SV = self._cumulative(self.SA, ca), self._cumulative(self.SV, cv)
             t = self._times(SA)
@@ -181,10 +191,10 @@ class StepCompensatedAttention(_Base):
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         with self._quiet():
             t = self._t()
-            cq, ck = _counts(q), _counts(k)
+            cq, ck = _counts(q, self.attn.q_act), _counts(k, self.attn.k_act)
             self.Sq = cq if self.Sq is None else self.Sq + cq
             self.Sk = ck if self.Sk is None else self.Sk + ck
-            F = self._products(self.Sq, self.Sk, t) * self.scale() / t
+            F = self._products(self.Sq, self.Sk, t * self._burst()) * self.scale() / t
             cur = F if self.F is None else F - self.F
             self.F = F
             self._count_qk(exact_total(cq), exact_total(ck), q.shape[-2])
@@ -194,7 +204,7 @@ class StepCompensatedAttention(_Base):
         attn = self.attn
         with self._quiet():
             t = self._t()
-            ca, cv = _counts(a), _counts(v)
+            ca, cv = _counts(a, attn.a_act), _counts(v, attn.v_act)
             self.SA = ca if self.SA is None else self.SA + ca
             self.SV = cv if self.SV is None else self.SV + cv
             G = attn.attend(self.SA * self._lam(attn.a_act) / t, self.SV * self._lam(attn.v_act), mask)

@@ -27,6 +27,9 @@ How it works, generically (any model built from QCFS sites, the MST and the base
   residual accumulation: one per delivered spike, counted apart; the sum remembers, per
   element, how many events of which site it is made of (the stream is a weighted sum of
   spike trains: the embedding's or merge's, each block's Proj and MLP2);
+* burst neurons (up to B spikes per step, each worth λ/B): an element carrying s spikes counts
+  as s events everywhere above (s accumulations per synapse, s residual accumulations, s·s'
+  pairs in a dynamic product);
 * patch merging reads the residual stream. ``merge_input="graded"`` (the default, what
   ``mst-export`` writes unless told otherwise) counts its linear layer as dense MACs on a
   graded input, every step; ``"events"`` counts the exact re-expression that takes the
@@ -299,16 +302,20 @@ class OpCounter:
         self._static[("softmax_elements", int(block))] += int(elements)
         self._static[("softmax_rows", int(block))] += int(rows)
 
-    def _events(self, x: torch.Tensor, tag: Tag | None) -> torch.Tensor:
-        """Per element, as float32: number of spike events it stands for (0/1, or counts for pooled spikes)."""
-        if tag is not None and tag.factor != 1.0:
-            lam = float(tag.site.neuron.lam) if tag.site.neuron is not None else float(tag.site.lam)
-            return torch.round(x.to(torch.float32) * (tag.factor / lam))
+    @staticmethod
+    def _events(x: torch.Tensor, tag: Tag | None) -> torch.Tensor:
+        """Per element, as float32: number of spikes it stands for (0/1; counts for pooled spikes and for
+        burst neurons, whose spike is worth u = λ/B)."""
+        if tag is not None:
+            nrn = tag.site.neuron
+            if tag.factor != 1.0 or (nrn is not None and nrn.burst > 1):
+                unit = float(nrn.unit) if nrn is not None else float(tag.site.lam)
+                return torch.round(x.to(torch.float32) * (tag.factor / unit))
         return _indicator(x)
 
-    def _event_sum(self, x: torch.Tensor, tag: Tag | None, keep_dims: int) -> torch.Tensor:
+    @staticmethod
+    def _lead_sum(ev: torch.Tensor, keep_dims: int) -> torch.Tensor:
         """Events summed over all leading dimensions, keeping the last ``keep_dims`` (float64, exact)."""
-        ev = self._events(x, tag)
         lead = ev.dim() - keep_dims
         if lead <= 0:
             return ev.to(torch.float64)
@@ -349,20 +356,32 @@ class OpCounter:
         if isinstance(module, nn.Conv2d):
             if isinstance(module.padding, str) or module.padding_mode != "zeros":
                 w = (module.weight.detach() != 0).to(torch.float32)
-                ev = self._events(x, tag).to(torch.float32)
-                syn = module._conv_forward(ev, w, None).sum(dtype=torch.float64)
+
+                def reach(ev):
+                    return module._conv_forward(ev.to(torch.float32), w, None).sum(dtype=torch.float64)
             else:
                 key = (module, tuple(x.shape[-2:]), str(x.device))
                 fo = self._fanout.get(key)
                 if fo is None:
                     fo = self._fanout[key] = conv_fanout(module, tuple(x.shape[-2:]), x.device).to(torch.float64)
-                syn = (self._event_sum(x, tag, 3) * fo).sum()
+
+                def reach(ev):
+                    return (self._lead_sum(ev, 3) * fo).sum()
         else:
             key = (module, str(x.device))
             fo = self._fanout.get(key)
             if fo is None:
                 fo = self._fanout[key] = linear_fanout(module).to(x.device, torch.float64)
-            syn = (self._event_sum(x, tag, 1) * fo).sum()
+
+            def reach(ev):
+                return (self._lead_sum(ev, 1) * fo).sum()
+        syn = reach(self._events(x, tag))
+        nrn = tag.site.neuron
+        if nrn is not None and nrn.burst > 1 and tag.factor == 1.0:
+            # graded events (a burst of any size = one event) reaching the same synapses: the rule "one
+            # MAC per graded event" that energy.theoretical_energy prices next to the per-spike rule
+            self._add(("burst_synops", name), syn)
+            self._add(("burst_event_synops", name), reach(_indicator(x)))
         self._add(("layer_synops", name, typ, kind, tag.label), syn)
         self._add(("site_synops", self.names.get(tag.site, tag.label)), syn)
 
@@ -434,7 +453,7 @@ class OpCounter:
                     tag = self.tag_of(t)
                     if tag is not None and tag.factor == 1.0:
                         src = self.names.get(tag.site, tag.label)
-                        col = self._event_columns(t)
+                        col = self._event_columns(t, tag)
                         self._add(("residual", src), col.sum())
                         parts.append({src: col})
                     else:
@@ -454,11 +473,11 @@ class OpCounter:
             self._tags.pop(id(a0), None)      # in-place change of a tagged tensor: not spikes any more
 
     # ---- the residual stream as spike trains (event-driven patch merging) ---------------------
-    @staticmethod
-    def _event_columns(t: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def _event_columns(cls, t: torch.Tensor, tag: Tag) -> torch.Tensor:
         """Events per element of one sample's layout, summed over the leading (time·batch) dimension
         (float64, exact): shape ``t.shape[1:]``."""
-        ind = _indicator(t)
+        ind = cls._events(t, tag)
         return _column_sum(ind.reshape(ind.shape[0], -1)).reshape(t.shape[1:])
 
     def _set_stream(self, t: torch.Tensor, record: dict) -> None:
@@ -587,6 +606,8 @@ def summarize(raw: dict, samples: int, T: int, site_info: dict) -> dict:
         "analog_matmul_macs": sum(m["macs"] for m in matmul),
         "merge_graded_macs": per(sum(v for k, v in raw.items() if k[0] == "merge_graded_macs")),
         "merge_event_synops": per(sum(v for k, v in raw.items() if k[0] == "merge_event_synops")),
+        "burst_synops": per(sum(v for k, v in raw.items() if k[0] == "burst_synops")),
+        "burst_event_synops": per(sum(v for k, v in raw.items() if k[0] == "burst_event_synops")),
     }
     totals["firing_rate"] = totals["spikes_emitted"] / totals["neuron_updates"] if totals["neuron_updates"] else 0.0
     groups: dict[str, dict] = {}

@@ -55,6 +55,11 @@ def register(subparsers) -> None:
                         "values, dense MACs every step; default, as mst-export writes) or events (the stream's "
                         "spike trains with composed weights: accumulations per spike; the same currents). The "
                         "report prices the other formulation too")
+    p.add_argument("--burst", type=at.positive_int, default=1, metavar="B",
+                   help="spikes a neuron may fire in one time step (graded-payload neurons, as Loihi 2 sends "
+                        "them; default 1: binary IF neurons). Each spike of a burst is worth λ/B and counted "
+                        "as one spike; with B = the QCFS levels L the network at T = 1 computes the ANN. "
+                        "Torch simulation only: mst-export writes binary neurons")
     p.add_argument("--report", type=at.path_text, default="snn_report", help="output folder (default snn_report)")
     p.add_argument("--n", type=at.positive_int, default=None, help="evaluate the first N test samples only")
     p.add_argument("--batch-size", type=at.positive_int, default=64,
@@ -179,11 +184,12 @@ def _mean_std(v: list[float]) -> dict:
 
 def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], seeds: list[int], *,
              device, dtype=torch.float32, t_chunk=None, precision="fp32", progress=True,
-             attention: str = "paper", merge_input: str = "graded", state: dict | None = None,
-             save=None) -> dict:
+             attention: str = "paper", merge_input: str = "graded", burst: int = 1,
+             state: dict | None = None, save=None) -> dict:
     """Evaluate the converted ``model`` on ``loader``: accuracy at each T, counts and energy per config.
 
     ``attention``: ``"paper"`` or ``"compensated"`` attention products (see :func:`mst_lava.snn.simulate`).
+    ``burst``: spikes per neuron and step (:mod:`mst_lava.snn.neuron`).
     ``state``: a phase of :class:`mst_lava.snn.progress.EvalProgress` (resumable: batches already in it
     are skipped, their correct counts and op counts kept); ``save()`` is called after every batch."""
     check_attention(attention)
@@ -218,7 +224,7 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
             x = x.to(device, dtype)
             y = torch.as_tensor(y)
             res = simulate(model, x, Tmax, mask=cfg, seed=seed, t_chunk=t_chunk, checkpoints=Ts,
-                           counter=counters[ci], attention=attention)
+                           counter=counters[ci], attention=attention, burst=burst)
             for t in Ts:
                 correct[t] += int((res.logits_at[t].argmax(-1).cpu() == y).sum())
             total += len(y)
@@ -243,7 +249,7 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
         results.append({"label": mask_label(cfg), "mask": cfg, "seeds": cseeds, "accuracy": accuracy,
                         "counts": counts, "energy": energy})
     return {"T": Ts, "n_samples": n_samples, "attention": attention, "merge_input": merge_input,
-            "configs": results, "ann_counts": ann,
+            "burst": burst, "configs": results, "ann_counts": ann,
             "sim_wall_s": wall}
 
 
@@ -299,8 +305,9 @@ def _run_snn_eval(args) -> int:
     prog = EvalProgress(args.report, {
         "checkpoint_sha256": file_sha256(args.checkpoint), "dataset": name, "data": args.data, "n": n,
         "batch_size": args.batch_size, "T": Ts, "configs": configs, "seeds": seeds, "attention": args.attention,
-        "dtype": args.dtype, "pepper": densities, **({"merge_input": args.merge_input}
-                                                     if args.merge_input != "graded" else {})}, args.resume)
+        "dtype": args.dtype, "pepper": densities,
+        **({"merge_input": args.merge_input} if args.merge_input != "graded" else {}),
+        **({"burst": args.burst} if args.burst != 1 else {})}, args.resume)
     if prog.resumed:
         print(f"resuming from {prog.path}", file=sys.stderr)
     t0 = time.perf_counter()
@@ -314,7 +321,7 @@ def _run_snn_eval(args) -> int:
         prog.save()
     ann_acc, ann_masked = prog.ann["accuracy"], prog.ann["masked"]
     common = dict(device=device, dtype=dtype, t_chunk=args.t_chunk, precision=args.energy_precision,
-                  attention=args.attention, merge_input=args.merge_input, save=prog.save)
+                  attention=args.attention, merge_input=args.merge_input, burst=args.burst, save=prog.save)
     ev = evaluate(model, loader, n, Ts, configs, seeds, state=prog.phase("clean"), **common)
     pepper = []
     for d in densities:

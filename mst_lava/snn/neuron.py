@@ -8,6 +8,22 @@ Dynamics (per element, threshold λ = the site's trained ``lam``):
     v     -= s[t]·λ                      reset by subtraction
     out[t] = s[t]·λ · keep[t]            the site outputs spike·λ; RSM drops a spike on delivery
 
+Burst (graded-payload) neurons, ``burst = B > 1``: a neuron may fire up to B unit spikes in one
+step, each worth u = λ/B (Loihi 2 sends such a burst as one graded event):
+
+    v[0]   = u/2
+    v     += x[t]
+    s[t]   = clip(floor(v/u), 0, B)      spikes this step (0..B)
+    v     -= s[t]·u
+    out[t] = s[t]·u · keep[t]
+
+With B = 1 this is the binary neuron above (same code path, bit for bit). With B = L (the QCFS
+levels) and T = 1 step, s = clip(floor(x·L/λ + ½), 0, L): the QCFS activation itself, so the
+one-step burst network computes the ANN. Every count treats a burst of s spikes as s spikes
+(s accumulations per synapse, s residual accumulations, s·s' coincidences in a product of two
+bursts, mst_lava.snn.counters); a burst network is simulated in torch only (mst-export writes
+binary neurons).
+
 RSM never touches the membrane: a spike is *emitted* (counted), then dropped on the way
 out with probability r. ``keep`` comes from the counter-based generator of
 :mod:`mst_lava.model.rsm`, keyed by (seed, site, block, step) and the element index within
@@ -53,6 +69,21 @@ def if_step(v: torch.Tensor, x: torch.Tensor, lam: float) -> tuple[torch.Tensor,
     return v - s.to(v.dtype) * lam, s
 
 
+def burst_step(v: torch.Tensor, x: torch.Tensor, unit: float, burst: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One burst-neuron step, pure: ``(v_new, spikes)`` with spikes = clip(floor(v/u), 0, B) in v's dtype."""
+    v = v + x
+    s = torch.floor(v / unit).clamp_(0, burst)
+    return v - s * unit, s
+
+
+def check_burst(burst) -> int:
+    """The largest number of spikes per neuron and step: an integer ≥ 1."""
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise MSTError(f"burst must be an integer ≥ 1 (spikes per neuron and step), not {burst!r}")
+    return burst
+
+
 def if_spike_train(x: torch.Tensor, lam: float) -> torch.Tensor:
     """Spike train (bool, same shape) of one IF neuron per element for inputs ``x`` of shape (T, ...)."""
     v = torch.full_like(x[0], lam / 2)
@@ -81,7 +112,8 @@ def keep_block(seed: int, site: str, block: int, t0: int, steps: int, n: int, ra
 class _Base:
     """State and bookkeeping shared by both neuron kinds."""
 
-    def __init__(self, site_module, clock: Clock, ratio: float = 0.0, seed: int = 0, counter=None):
+    def __init__(self, site_module, clock: Clock, ratio: float = 0.0, seed: int = 0, counter=None,
+                 burst: int = 1):
         self.site = site_module.site
         self.block = site_module.block
         self.clock = clock
@@ -90,13 +122,18 @@ class _Base:
         self.counter = counter
         self.v: torch.Tensor | None = None
         self.step_numel = 0          # elements of one step's input (all samples), seen at the last call
+        self.burst = check_burst(burst)
+        self._read_lam(site_module)
+
+    def _read_lam(self, site_module) -> None:
         self.lam = float(site_module.lam.detach())
+        self.unit = self.lam / self.burst        # value of one spike (λ for binary neurons)
 
     def reset(self, site_module=None) -> None:
         """Forget the membrane (new input); re-read λ from the site."""
         self.v = None
         if site_module is not None:
-            self.lam = float(site_module.lam.detach())
+            self._read_lam(site_module)
 
     def _split(self, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, int]:
         """``x`` (steps·B·k, ...) → a view (steps, B·k, ...) (no copy) and n = elements per sample and step."""
@@ -111,7 +148,7 @@ class _Base:
     def _init_state(self, xs: torch.Tensor) -> None:
         shape = xs.shape[1:]
         if self.v is None:
-            self.v = torch.full(shape, self.lam / 2, dtype=xs.dtype, device=xs.device)
+            self.v = torch.full(shape, self.unit / 2, dtype=xs.dtype, device=xs.device)
         elif self.v.shape != shape or self.v.dtype != xs.dtype:
             raise MSTError(f"site {self.site}@{self.block}: state has shape {tuple(self.v.shape)} "
                            f"but the input has {tuple(shape)} per step; call reset() between inputs")
@@ -157,15 +194,19 @@ class IFNeuron(_Base):
             steps, B, t0 = self.clock.steps, self.clock.batch, self.clock.t0
             xs, n = self._split(x, steps)
             self._init_state(xs)
-            lam, v = self.lam, self.v
+            lam, unit, burst, v = self.lam, self.unit, self.burst, self.v
             out = torch.empty(xs.shape, dtype=xs.dtype, device=xs.device)    # contiguous, logical order
             for t in range(steps):
                 v.add_(xs[t])
                 o = out[t]
-                torch.ge(v, lam, out=o)       # spike as 1.0 / 0.0
-                v.sub_(o, alpha=lam)          # v - λ·1 or v - λ·0: exact
+                if burst == 1:
+                    torch.ge(v, lam, out=o)       # spike as 1.0 / 0.0
+                    v.sub_(o, alpha=lam)          # v - λ·1 or v - λ·0: exact
+                else:                             # the operations of burst_step, in place
+                    torch.floor(torch.div(v, unit, out=o), out=o).clamp_(0, burst)
+                    v.sub_(o * unit)
             emitted = delivered = None
-            if counter is not None:                      # out holds 0/1 here
+            if counter is not None:                      # out holds spike counts here
                 emitted = exact_total(out.view(steps * B, n))
             if self.ratio > 0:
                 keep = self.keep(t0, steps, n, xs.device)
@@ -174,7 +215,7 @@ class IFNeuron(_Base):
                     delivered = exact_total(out.view(steps * B, n))
             else:
                 delivered = emitted
-            out.mul_(lam)
+            out.mul_(unit)
             y = out.view(x.shape)
             if counter is not None:
                 counter.record_site(site_module, self, emitted, delivered, n, steps, B)
@@ -195,17 +236,20 @@ class StepIFNeuron(_Base):
             B, t = self.clock.batch, self.clock.t0
             xs, n = self._split(x, 1)
             self._init_state(xs)
-            self.v, s = if_step(self.v, xs[0], self.lam)
+            if self.burst == 1:
+                self.v, s = if_step(self.v, xs[0], self.lam)
+            else:
+                self.v, s = burst_step(self.v, xs[0], self.unit, self.burst)
             spikes = s.to(x.dtype).reshape(-1)
             emitted = delivered = None
             if counter is not None:
-                emitted = torch.count_nonzero(spikes)
+                emitted = spikes.sum(dtype=torch.float64)
             if self.ratio > 0:
                 keep = rsm.keep_mask_torch(self.seed, self.site, self.block, t, n, self.ratio, x.device)
                 spikes = (spikes.view(B, n) * keep.to(x.dtype)).view(-1)
             if counter is not None:
-                delivered = torch.count_nonzero(spikes)
-            y = (spikes * self.lam).view(x.shape)
+                delivered = spikes.sum(dtype=torch.float64)
+            y = (spikes * self.unit).view(x.shape)
             if counter is not None:
                 counter.record_site(site_module, self, emitted, delivered, n, 1, B)
         if counter is not None:

@@ -18,6 +18,9 @@ the model's own Q·Kᵀ and softmax·V applied to each step's spikes, as the pap
 ``"compensated"`` (the expectation-compensated products of the exported network, the float
 semantics of ``mst_lava.export.NetSim`` and the Lava runtime; :mod:`mst_lava.snn.attention`).
 
+``burst`` (default 1) is the largest number of spikes a neuron may fire in one step (graded-payload
+neurons, :mod:`mst_lava.snn.neuron`): with burst = L and T = 1 the network computes the ANN.
+
 The output is the mean over steps of the head's outputs; the prediction is its argmax.
 """
 from __future__ import annotations
@@ -53,7 +56,7 @@ class Spiking:
     ``attention="compensated"``, one products object per window attention (``attn.products``)."""
 
     def __init__(self, model: nn.Module, mask: Mapping[str, float] | Iterable[str] | None = None,
-                 seed: int = 0, counter=None, neuron_cls=IFNeuron, attention: str = "paper"):
+                 seed: int = 0, counter=None, neuron_cls=IFNeuron, attention: str = "paper", burst: int = 1):
         self.attention = check_attention(attention)
         self.model = model
         self.mask = rsm.parse_mask_spec(mask) if mask else {}
@@ -68,7 +71,7 @@ class Spiking:
             if m.neuron is not None:
                 raise MSTError(f"site {m.site}@{m.block} is already converted; restore() first")
         for _, m in self.sites:
-            nrn = neuron_cls(m, self.clock, rsm.ratio_for(self.mask, m.site, m.block), self.seed, counter)
+            nrn = neuron_cls(m, self.clock, rsm.ratio_for(self.mask, m.site, m.block), self.seed, counter, burst)
             m.neuron = nrn
             self.neurons.append(nrn)
         self.products = []
@@ -109,9 +112,9 @@ class Spiking:
 
 
 def convert(model: nn.Module, mask=None, seed: int = 0, counter=None, neuron_cls=IFNeuron,
-            attention: str = "paper") -> Spiking:
+            attention: str = "paper", burst: int = 1) -> Spiking:
     """Put IF neurons on every QCFS site of ``model`` (in place; ``restore`` undoes it)."""
-    return Spiking(model, mask, seed, counter, neuron_cls, attention)
+    return Spiking(model, mask, seed, counter, neuron_cls, attention, burst)
 
 
 def restore(model: nn.Module) -> None:
@@ -125,9 +128,9 @@ def restore(model: nn.Module) -> None:
 
 @contextmanager
 def spiking(model: nn.Module, mask=None, seed: int = 0, counter=None, neuron_cls=IFNeuron,
-            attention: str = "paper"):
+            attention: str = "paper", burst: int = 1):
     """``with spiking(model, mask={"Q": .75}, seed=0) as snn: ...`` – converted inside, ANN after."""
-    state = convert(model, mask, seed, counter, neuron_cls, attention)
+    state = convert(model, mask, seed, counter, neuron_cls, attention, burst)
     try:
         yield state
     finally:
@@ -163,7 +166,7 @@ def _check_T(T: int, checkpoints) -> list[int]:
 def simulate(model: nn.Module, x: torch.Tensor, T: int, *, mask=None, seed: int = 0,
              t_chunk: int | None = None, batch_chunk: int | None = None,
              checkpoints: Iterable[int] | None = None, counter=None,
-             return_steps: bool = False, attention: str = "paper") -> SimResult:
+             return_steps: bool = False, attention: str = "paper", burst: int = 1) -> SimResult:
     """Multi-step simulation of the converted ``model`` on analog input ``x`` (B, C, H, W) for T steps.
 
     ``mask``: RSM map ``{site or "SITE@block": r}`` (or ``["Q=0.75", ...]``); ``seed``: mask seed.
@@ -173,20 +176,22 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, mask=None, seed: int 
     ``counter``: an :class:`mst_lava.snn.counters.OpCounter` to fill (snapshots at each checkpoint).
     ``attention``: ``"paper"`` (Q·Kᵀ and softmax·V of each step's spikes) or ``"compensated"``
     (the exported network's expectation-compensated products, :mod:`mst_lava.snn.attention`).
+    ``burst``: spikes a neuron may fire per step (1: binary IF neurons).
     """
     cps = _check_T(T, checkpoints)
     check_attention(attention)
     B = x.shape[0]
     if batch_chunk and batch_chunk < B:
         parts = [simulate(model, x[i:i + batch_chunk], T, mask=mask, seed=seed, t_chunk=t_chunk,
-                          checkpoints=cps, counter=counter, return_steps=return_steps, attention=attention)
+                          checkpoints=cps, counter=counter, return_steps=return_steps, attention=attention,
+                          burst=burst)
                  for i in range(0, B, batch_chunk)]
         return SimResult(torch.cat([p.logits for p in parts]),
                          {t: torch.cat([p.logits_at[t] for p in parts]) for t in cps},
                          torch.cat([p.steps for p in parts], dim=1) if return_steps else None)
     auto = t_chunk is None
     t_chunk = 1 if auto else max(1, min(int(t_chunk), T))
-    with spiking(model, mask, seed, counter, IFNeuron, attention) as snn:
+    with spiking(model, mask, seed, counter, IFNeuron, attention, burst) as snn:
         snn.reset(B)
         if counter is not None:
             counter.begin_input(B)
@@ -225,12 +230,12 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, mask=None, seed: int 
 @torch.no_grad()
 def simulate_reference(model: nn.Module, x: torch.Tensor, T: int, *, mask=None, seed: int = 0,
                        checkpoints: Iterable[int] | None = None, counter=None,
-                       return_steps: bool = False, attention: str = "paper") -> SimResult:
+                       return_steps: bool = False, attention: str = "paper", burst: int = 1) -> SimResult:
     """Per-step reference: the whole model re-run once per step (batch B) with stateful neurons
     (and, with ``attention="compensated"``, stateful attention products)."""
     cps = _check_T(T, checkpoints)
     B = x.shape[0]
-    with spiking(model, mask, seed, counter, StepIFNeuron, check_attention(attention)) as snn:
+    with spiking(model, mask, seed, counter, StepIFNeuron, check_attention(attention), burst) as snn:
         snn.reset(B)
         snn.clock.steps = 1
         if counter is not None:
