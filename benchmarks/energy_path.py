@@ -8,6 +8,7 @@ in: every number comes from the reports' report.json (unmasked configuration). F
 it lists the accuracy against the report's own ANN and the 45 nm theoretical energy (with residual and dynamic
 products, the same constants for SNN and ANN) in four formulations computed from the same counts: patch
 merging on the graded stream or on its spike trains, and the image layer every step or once per inference.
+Reports of burst neurons (`snn-eval --burst B`) also give the energy with one MAC per graded event.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def rows(label: str, report: dict) -> list[dict]:
         acc = cfg["accuracy"][str(t)]["mean"]
         out.append({"label": label, "T": t, "acc": acc, "ann_acc": ann_acc, "loss": ann_acc - acc,
                     "n": report["n_samples"], "L": (report.get("model_config") or {}).get("L"),
+                    "B": report.get("burst", 1),
+                    "mac_rule": (e["theoretical"].get("graded_event_as_mac_pJ") or 0) / ann_pj or None,
                     "ratios": {k: pj / ann_pj for k, pj in formulation_totals(e["theoretical"]).items()},
                     "ann_pj": ann_pj, "command": report.get("command", "")})
     return out
@@ -50,13 +53,16 @@ def render(title: str, all_rows: list[dict], notes: str = "") -> str:
          "attention's dynamic products, the same constants for SNN and ANN (E_AC 0.9 pJ, E_MAC 4.6 pJ). Accuracy "
          "loss is against each model's own ANN. The three energy columns come from the same run's counts: the "
          "merge formulations are the same currents (an exact re-expression), so accuracy does not change "
-         "between them.", "",
-         "| model | L | test images | T | ANN % | SNN % | loss (points) | " +
-         " | ".join(FORM_NAMES[f] for f in FORMS) + " |",
-         "|---|---|---|---|---|---|---|" + "---|" * len(FORMS)]
+         "between them. B: spikes a neuron may fire per step (1: binary; B > 1: burst neurons, a burst of s "
+         "spikes counted as s spikes); last column: burst networks with one MAC per graded event at each synapse "
+         "instead (patch merging on the graded stream, image every step).", "",
+         "| model | L | B | test images | T | ANN % | SNN % | loss (points) | " +
+         " | ".join(FORM_NAMES[f] for f in FORMS) + " | one MAC per graded event |",
+         "|---|---|---|---|---|---|---|---|" + "---|" * (len(FORMS) + 1)]
     for r in all_rows:
         cells = [f"{r['ratios'][f]:.3f}" if f in r["ratios"] else "—" for f in FORMS]
-        L.append(f"| {r['label']} | {r['L']} | {r['n']} | {r['T']} | {100 * r['ann_acc']:.2f} | "
+        cells.append(f"{r['mac_rule']:.3f}" if r["mac_rule"] else "—")
+        L.append(f"| {r['label']} | {r['L']} | {r['B']} | {r['n']} | {r['T']} | {100 * r['ann_acc']:.2f} | "
                  f"{100 * r['acc']:.2f} | {100 * r['loss']:.2f} | " + " | ".join(cells) + " |")
     ok = [r for r in all_rows if r["loss"] <= 0.005 and r["ratios"].get(("events", True), 9) <= 0.5]
     L += ["", "Target (issue 16): SNN/ANN ≤ 0.5 at ≤ 0.5 point loss on the full test set. "

@@ -152,8 +152,12 @@ def theoretical_energy(summary: dict, profile="cmos45nm", precision: str = "fp32
         delta = -delta
     other = "graded" if mode == "events" else "events"
     # burst neurons: the synaptic ops above count a burst of s spikes as s accumulations; priced instead
-    # as one MAC per graded event (whatever its payload) at each synapse it reaches
-    graded = (full - e_ac * t["burst_synops"] + e_mac * t["burst_event_synops"]) if t["burst_synops"] else None
+    # as one MAC per graded event (whatever its payload) at each synapse it reaches, with patch merging on
+    # the graded stream (dense MACs: no burst there to price)
+    graded = None
+    if t["burst_synops"]:
+        base = full + (delta if mode == "events" and t["merge_graded_macs"] else 0.0)
+        graded = base - e_ac * t["burst_synops"] + e_mac * t["burst_event_synops"]
     return {"profile": prof["name"], "precision": precision, "T": summary.get("T"),
             "E_AC_pJ": e_ac, "E_MAC_pJ": e_mac, "lines": core + extra + listed,
             "papers_total_pJ": papers,

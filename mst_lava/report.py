@@ -155,7 +155,8 @@ def markdown_summary(r: dict) -> str:
                   f"{alt.get('ratio_to_ann_with_extra', float('nan')):.3f} ({r['configs'][0]['label']})."]
     if th0.get("graded_event_as_mac_pJ") is not None:
         L += ["", f"Burst neurons: the synaptic ops above count a burst of s spikes as s accumulations at each "
-                  f"synapse it reaches. Priced instead as one MAC per graded event (any payload): "
+                  f"synapse it reaches. Priced instead as one MAC per graded event (any payload), patch merging "
+                  f"on the graded stream: "
                   f"{format_energy(th0['graded_event_as_mac_pJ'])} with residual and dynamic products, SNN/ANN "
                   f"{th0.get('graded_event_as_mac_ratio_to_ann', float('nan')):.3f} ({r['configs'][0]['label']})."]
     L += energy_vs_T(r)

@@ -115,3 +115,16 @@ def test_snn_eval_burst_option(tmp_path):
     text = (rep / "summary.md").read_text()
     assert "up to 3 spikes per step" in text
     assert json.loads((rep / "report.json").read_text())["burst"] == 3
+
+
+def test_energy_prices_graded_events_as_macs_on_the_graded_merge():
+    from mst_lava.energy import theoretical_energy
+    tot = {"synops": 100.0, "analog_macs": 50.0, "burst_synops": 60.0, "burst_event_synops": 20.0,
+           "merge_graded_macs": 30.0, "merge_event_synops": 70.0, "residual_accumulations": 5.0}
+    for mode in ("graded", "events"):
+        th = theoretical_energy({"T": 1, "totals": tot, "merge_input": mode})
+        ac, mac = th["E_AC_pJ"], th["E_MAC_pJ"]
+        graded_full = th["total_with_residual_and_dynamic_pJ"] if mode == "graded" else \
+            th["merge_alternative"]["total_with_residual_and_dynamic_pJ"]
+        assert th["graded_event_as_mac_pJ"] == pytest.approx(graded_full - 60 * ac + 20 * mac)
+    assert theoretical_energy({"T": 1, "totals": {"synops": 3.0}})["graded_event_as_mac_pJ"] is None
