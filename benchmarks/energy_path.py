@@ -67,7 +67,9 @@ def render(title: str, all_rows: list[dict], notes: str = "") -> str:
     ok = [r for r in all_rows if r["loss"] <= 0.005 and r["ratios"].get(("events", True), 9) <= 0.5]
     L += ["", "Target (issue 16): SNN/ANN ≤ 0.5 at ≤ 0.5 point loss on the full test set. "
           + ("Met by: " + "; ".join(f"{r['label']} at T = {r['T']} ({r['n']} images, loss "
-                                    f"{100 * r['loss']:.2f}, SNN/ANN {r['ratios'][('events', True)]:.3f})"
+                                    f"{100 * r['loss']:.2f}, SNN/ANN {r['ratios'][('events', True)]:.3f}"
+                                    + (f"; burst B = {r['B']}, {r['mac_rule']:.3f} with one MAC per graded event"
+                                       if r["mac_rule"] else "") + ")"
                                     for r in ok)
              if ok else "Not met by any row above.")]
     if notes:
