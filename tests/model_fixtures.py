@@ -17,3 +17,12 @@ def small_model(seed: int = 0):
         if hasattr(mod, "lam"):
             mod.lam.data.uniform_(1.0, 3.0)
     return m.eval()
+
+
+def spiky_mst(seed: int = 0):
+    """Float64 digits MST whose every kind of site fires and whose attention matters (simulator tests)."""
+    from mst_lava.snn.testing import make_spiky, sharpen_attention
+    torch.manual_seed(seed)
+    m = build_model("digits", embed_dim=16, heads=(2, 4), mlp_ratio=2.0)
+    return sharpen_attention(make_spiky(m, seed=seed), seed=seed).double()
+

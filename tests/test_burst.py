@@ -6,26 +6,14 @@ import json
 
 import pytest
 import torch
+from model_fixtures import spiky_mst
 
 from mst_lava.errors import MSTError
 from mst_lava.model import build_model
 from mst_lava.model.qcfs import iter_sites, set_levels
 from mst_lava.snn import Clock, IFNeuron, OpCounter, StepIFNeuron, simulate, simulate_reference
-from mst_lava.snn.testing import make_spiky, sharpen_attention
 
 MASK = {"Q": 0.5, "K": 0.75, "A": 0.5, "MLP1@2": 0.3, "merge": 0.5}
-
-
-@pytest.fixture(scope="module")
-def mst():
-    torch.manual_seed(0)
-    m = build_model("digits", embed_dim=16, heads=(2, 4), mlp_ratio=2.0)
-    return sharpen_attention(make_spiky(m, seed=0)).double()
-
-
-@pytest.fixture(scope="module")
-def x():
-    return torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
 
 
 def test_burst_neuron_by_hand():
@@ -76,9 +64,7 @@ def _ann_levels(model, x):
 
 @pytest.mark.parametrize("attention", ["paper", "compensated"])
 def test_one_step_with_burst_L_is_the_ann(x, attention):
-    torch.manual_seed(1)
-    m = sharpen_attention(make_spiky(build_model("digits", embed_dim=16, heads=(2, 4), mlp_ratio=2.0), seed=1))
-    m = m.double()
+    m = spiky_mst(1)
     set_levels(m, 4)
     ann, levels = _ann_levels(m, x)
     c = OpCounter(m)

@@ -15,21 +15,9 @@ from mst_lava.errors import MSTError
 from mst_lava.model import build_model
 from mst_lava.model.qcfs import QCFS, iter_sites
 from mst_lava.snn import OpCounter, simulate, simulate_reference, spiking
-from mst_lava.snn.testing import make_spiky, sharpen_attention
+from mst_lava.snn.testing import make_spiky
 
 MASK = {"Q": 0.5, "K": 0.75, "A": 0.5, "AV": 0.25, "MLP1@2": 0.3, "SC1@1": 0.2, "embed": 0.1, "merge": 0.5}
-
-
-@pytest.fixture(scope="module")
-def mst():
-    torch.manual_seed(0)
-    m = build_model("digits", embed_dim=16, heads=(2, 4), mlp_ratio=2.0)
-    return sharpen_attention(make_spiky(m, seed=0)).double()
-
-
-@pytest.fixture(scope="module")
-def x():
-    return torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
 
 
 @pytest.mark.parametrize("attention", ["paper", "compensated"])
