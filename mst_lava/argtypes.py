@@ -42,6 +42,22 @@ def positive_int(text: str) -> int:
     return v
 
 
+THREADS_HELP = ("CPU threads for torch (default: torch's, one per core); on a machine busy with other jobs 1 is "
+                "often several times faster (2-thread kernels stall when a core is taken)")
+
+
+def add_threads_option(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """``--threads N`` (N >= 1), the same in every command that runs torch on a CPU."""
+    p.add_argument("--threads", type=positive_int, default=None, help=prefix + THREADS_HELP)
+
+
+def apply_threads(n: int | None) -> None:
+    """``torch.set_num_threads(n)`` when ``--threads`` was given (argparse has checked n >= 1)."""
+    if n is not None:
+        import torch
+        torch.set_num_threads(int(n))
+
+
 def non_negative_int(text: str) -> int:
     """An integer >= 0."""
     v = _int(text, "a non-negative integer")

@@ -57,9 +57,7 @@ def _add_train(sub) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="training arithmetic: auto = bf16 autocast on a GPU and on CPUs with native bf16 "
                         "(AVX512-BF16/AMX), fp32 elsewhere (evaluation is always fp32 on a CPU)")
-    p.add_argument("--threads", type=at.positive_int, default=None,
-                   help="CPU threads for torch (default: one per core); on a machine busy with other jobs 1 is "
-                        "often several times faster (2-thread kernels stall when a core is taken)")
+    at.add_threads_option(p)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model for training (about 1 min of compilation; faster epochs)")
     p.add_argument("--limit-train", type=at.positive_int, default=None, help="use only the first N training samples")

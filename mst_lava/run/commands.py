@@ -72,6 +72,7 @@ def register(subparsers) -> None:
                    help="netsim (default): mst_lava.export.NetSim, the torch executor of the file's exact "
                         "semantics; snn: the converted checkpoint in mst_lava.snn with expectation-compensated "
                         "attention, the same semantics as the file (float only)")
+    at.add_threads_option(v, "the torch reference: ")
     v.set_defaults(func=cmd_verify)
 
 

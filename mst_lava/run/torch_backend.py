@@ -26,9 +26,7 @@ def add_options(p) -> None:
     p.add_argument("--batch-size", type=at.positive_int, default=None,
                    help=f"--backend torch: samples simulated at once (default {DEFAULT_BATCH}); memory grows with "
                         "batch size × T")
-    p.add_argument("--threads", type=at.positive_int, default=None,
-                   help="--backend torch on cpu: torch intra-op threads (default: torch's, one per core); on a busy "
-                        "machine 1 can be much faster")
+    at.add_threads_option(p, "--backend torch on cpu: ")
 
 
 @dataclass
@@ -83,11 +81,10 @@ def run(args) -> RunRecord:
         raise MSTError(f"--batch-size must be at least 1, not {bs}")
     dev = torch_device(args.device)
     import torch
-    if args.threads is not None:
-        if args.threads < 1:
-            raise MSTError(f"--threads must be at least 1, not {args.threads}")
-        torch.set_num_threads(args.threads)
     from tqdm import tqdm
+
+    from mst_lava import argtypes as at
+    at.apply_threads(args.threads)
 
     from mst_lava.export import NetSim, read_network
     graph = read_network(args.net)

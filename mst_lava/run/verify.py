@@ -59,6 +59,8 @@ def verify(args) -> int:
     seed = graph.seed if args.seed is None else int(args.seed)
     print(f"verify: {args.net} ({precision} precision) on {args.n} {dname} samples, T={args.T}, RSM seed {seed}, "
           f"mask {format_mask(graph.attrs.get('mask'))}")
+    from mst_lava import argtypes as at
+    at.apply_threads(getattr(args, "threads", None))
     t0 = time.perf_counter()
     if args.reference == "snn":
         if precision != "float":

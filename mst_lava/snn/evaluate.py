@@ -71,8 +71,7 @@ def register(subparsers) -> None:
                    help="arithmetic of the simulation (default float32)")
     p.add_argument("--energy-precision", default="fp32", choices=("fp32", "int8"),
                    help="45 nm constants for the theoretical energy (default fp32: E_AC 0.9 pJ, E_MAC 4.6 pJ)")
-    p.add_argument("--threads", type=at.positive_int, default=None,
-                   help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
+    at.add_threads_option(p)
     p.add_argument("--pepper", default=None, metavar="D1,D2,...",
                    help="also evaluate with pepper (salt) noise at these densities, e.g. 0.01,0.05,0.1: the "
                         "fraction of pixels per image set to its brightest value (same noise for every config)")
@@ -267,10 +266,7 @@ def _run_snn_eval(args) -> int:
     if args.seeds < 1:
         raise MSTError(f"--seeds must be at least 1, not {args.seeds}")
     device = _device(args.device)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise MSTError(f"--threads must be positive, not {args.threads}")
-        torch.set_num_threads(args.threads)
+    at.apply_threads(args.threads)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     from mst_lava.checkpoint import check_output_dir
     check_output_dir(args.report, "--report")
