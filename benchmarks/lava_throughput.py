@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/lava_throughput.py --net export/digits.net --n 10 --T 64 \
         --out benchmarks/results/lava_throughput.md
 
-Measures several runtime configurations on the same inputs (first N digits test images):
+Measures several runtime configurations on the same inputs (the first N test samples of the dataset
+the file records):
 fused wide processes pipelined (the default of ``mst run``) or not, with 75 % RSM on Q, K, A
 (RSM processes cut the blocks), floating point, and optionally one process per layer part.
 Steps/s = Lava steps run / wall time of the ``run`` calls (compilation excluded, reported
@@ -42,17 +43,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write a Markdown table here")
     args = ap.parse_args(argv)
 
-    import torch
-
-    from mst_lava.data import get_dataset
     from mst_lava.export import export_checkpoint, read_network
     from mst_lava.lava import runner
+    from mst_lava.run.inputs import load_inputs
 
     default = read_network(args.net)
-    ds = get_dataset("digits", None, "test", 8, in_chans=1)
-    x = torch.stack([torch.as_tensor(ds[i][0]) for i in range(args.n)]).float().numpy()
+    x, _, dname = load_inputs(default, None, None, args.n)        # the dataset the file records
     tmp = Path(tempfile.mkdtemp(prefix="lava_bench_"))
-    masked = export_checkpoint(args.ckpt, tmp / "qka.net", precision=default.precision,
+    merge = "events" if default.mst_version >= 3 else "graded"     # the shipped file's patch-merging form
+    masked = export_checkpoint(args.ckpt, tmp / "qka.net", precision=default.precision, merge_input=merge,
                                mask=["Q=0.75", "K=0.75", "A=0.75"]) if Path(args.ckpt).exists() else None
 
     configs = [
@@ -80,10 +79,10 @@ def main(argv=None) -> int:
     load1 = _load()
 
     cmd = "python benchmarks/lava_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    L = ["# Lava throughput on the default digits model", "",
+    L = [f"# Lava throughput: `{os.path.relpath(args.net, ROOT)}`", "",
          f"- command: `{cmd.strip()}`",
          f"- network: `{os.path.relpath(args.net, ROOT)}` ({default.precision} precision, mask "
-         f"{default.attrs.get('mask') or 'none'}), {len(default.layers)} layers; {args.n} digits test images, "
+         f"{default.attrs.get('mask') or 'none'}), {len(default.layers)} layers; {args.n} {dname} test images, "
          f"T = {args.T}; best of {args.repeat} runs",
          f"- machine: {os.cpu_count()} CPU cores, {platform.platform()}, Python {platform.python_version()}, "
          f"lava-nc 0.10.0 (Loihi2SimCfg); load average before {load0}, after {load1}",

@@ -14,7 +14,8 @@ Steps (groups for ``--only``):
   power      the shipped MST checkpoints at Q, K, A = 0 / 50 / 75 % (`export/fmnist*.pt`) and QCFS
              ResNet-18 / VGG-16 baselines (`fmnist` baseline preset) trained here, fine-tuned with RSM
              on every block at 50 / 75 % like the MST; `snn-eval` at T = 8, 16, 32, 64 (accuracy vs T
-             is the paper's Fig. 2; the power table is read at T = 64);
+             is the paper's Fig. 2; the power table is read at T = 64; patch merging on spike events,
+             as the shipped .net runs it);
   ablation   `export/fmnist.pt` with one site masked at a time (the ten sites), at --ablation-ratio;
   search     `mst rsm-search` on `export/fmnist.pt`, the found map fine-tuned once
              (`export/fmnist_searched.pt`) and evaluated;
@@ -70,7 +71,7 @@ def _train_resume(out: Path) -> list[str]:
 def steps(a) -> list[Step]:
     ev = lambda ck, rep, *extra: _mst("snn-eval", ck, "--report", RES / rep, "--n", a.n,  # noqa: E731
                                       "--seeds", a.seeds, "--attention", a.attention, "--threads", 1,
-                                      "--batch-size", a.batch_size, "--resume", *extra)
+                                      "--batch-size", a.batch_size, "--merge-input", "events", "--resume", *extra)
     ft = lambda init, out, *mask: _mst("train", "--init", init, "--mask", *mask, "--epochs", a.ft_epochs,  # noqa: E731
                                        "--lr", "5e-4", "--warmup-epochs", 0, "--batch-size", 128, "--threads", 1,
                                        "--seed", 0, "--out", out)
