@@ -25,4 +25,3 @@ def spiky_mst(seed: int = 0):
     torch.manual_seed(seed)
     m = build_model("digits", embed_dim=16, heads=(2, 4), mlp_ratio=2.0)
     return sharpen_attention(make_spiky(m, seed=seed), seed=seed).double()
-

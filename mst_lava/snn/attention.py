@@ -98,12 +98,8 @@ class _Base:
 
 
 def _counts(x: torch.Tensor, site) -> torch.Tensor:
-    """Delivered spikes (the input's dtype) of a site output: 0/1 in one pass (λ per delivered spike, else 0),
-    or round(x/u) for burst neurons."""
-    n = site.neuron
-    if n is not None and n.burst > 1:
-        return torch.round(x / n.unit)
-    return torch.ne(x, 0, out=torch.empty(x.shape, dtype=x.dtype, device=x.device))
+    """Delivered spikes (the input's dtype) of a converted site's output (its neuron decodes them)."""
+    return site.neuron.spike_counts(x)
 
 
 class CompensatedAttention(_Base):

@@ -308,9 +308,11 @@ class OpCounter:
         burst neurons, whose spike is worth u = λ/B)."""
         if tag is not None:
             nrn = tag.site.neuron
-            if tag.factor != 1.0 or (nrn is not None and nrn.burst > 1):
+            if tag.factor != 1.0:
                 unit = float(nrn.unit) if nrn is not None else float(tag.site.lam)
                 return torch.round(x.to(torch.float32) * (tag.factor / unit))
+            if nrn is not None:
+                return nrn.spike_counts(x, torch.float32)
         return _indicator(x)
 
     @staticmethod

@@ -129,6 +129,14 @@ class _Base:
         self.lam = float(site_module.lam.detach())
         self.unit = self.lam / self.burst        # value of one spike (λ for binary neurons)
 
+    def spike_counts(self, y: torch.Tensor, dtype=None) -> torch.Tensor:
+        """Spikes per element of this neuron's output ``y`` (s·u per element), in ``dtype`` (default y's):
+        0/1 in one pass for binary neurons, round(y/u) for burst neurons."""
+        dtype = y.dtype if dtype is None else dtype
+        if self.burst == 1:
+            return torch.ne(y, 0, out=torch.empty(y.shape, dtype=dtype, device=y.device))
+        return torch.round(y.to(dtype) / self.unit)
+
     def reset(self, site_module=None) -> None:
         """Forget the membrane (new input); re-read λ from the site."""
         self.v = None
