@@ -15,6 +15,7 @@ final comparison of the found map, uniform masking and the unmasked network.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from tqdm import tqdm
 from mst_lava import argtypes as at
 from mst_lava.errors import MSTError
 from mst_lava.model.rsm import BLOCK_SITES, check_ratio, parse_mask_spec
+from mst_lava.netx_ops import MERGE_INPUTS
+from mst_lava.snn.attention import MODES
 
 DEFAULT_LEVELS = "0.25,0.5,0.75,0.9"
 
@@ -53,8 +56,17 @@ def register(subparsers) -> None:
     p.add_argument("--n", type=at.positive_int, default=None,
                    help="test samples for the final comparison (default: all)")
     p.add_argument("--batch-size", type=at.positive_int, default=128, help="samples simulated at once (default 128)")
+    p.add_argument("--attention", default="paper", choices=MODES,
+                   help="attention products of the SNN, as for snn-eval: paper (default) or compensated (what "
+                        "mst-export/NetSim/Lava run)")
+    p.add_argument("--merge-input", default="graded", choices=MERGE_INPUTS,
+                   help="what patch merging reads, for the synop counts, as for snn-eval (default graded)")
     p.add_argument("--device", type=at.device_name, default="cpu", help="cpu or cuda")
+    at.add_threads_option(p)
     p.add_argument("--out", type=at.path_text, default="rsm_search.json", help="where to write the result (JSON)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted search: every scored candidate is kept in OUT.progress.json "
+                        "(same command; removed when OUT is written), so the search replays them and goes on")
     p.set_defaults(func=run_rsm_search)
 
 
@@ -65,24 +77,31 @@ def _batches(ds, idx, bs):
 
 
 class Scorer:
-    """SNN accuracy (mean over seeds) and synops per inference of a mask map on fixed data."""
+    """SNN accuracy (mean over seeds) and synops per inference of a mask map on fixed data.
 
-    def __init__(self, model, batches, T, seeds, device):
+    ``cache``: scores by mask label, kept across calls (and, through ``save``, across runs: --resume)."""
+
+    def __init__(self, model, batches, T, seeds, device, attention="paper", merge_input="graded",
+                 cache: dict | None = None, save=None):
         self.model, self.T, self.seeds, self.device = model, T, seeds, device
+        self.attention, self.merge_input, self.save = attention, merge_input, save
         self.batches = [(x.to(device), y.to(device)) for x, y in batches]
-        self.cache: dict[tuple, dict] = {}
+        self.cache: dict[str, dict] = {} if cache is None else cache
 
     def __call__(self, mask: dict[str, float]) -> dict:
         from mst_lava.snn import OpCounter, simulate
-        key = tuple(sorted((k, v) for k, v in mask.items() if v > 0))
+        from mst_lava.snn.evaluate import mask_label
+        mask = {k: v for k, v in mask.items() if v > 0}
+        key = mask_label(mask)
         if key in self.cache:
             return self.cache[key]
         accs, synops = [], []
-        for seed in (self.seeds if key else self.seeds[:1]):   # unmasked: seeds change nothing
-            counter = OpCounter(self.model) if not synops else None
+        for seed in (self.seeds if mask else self.seeds[:1]):   # unmasked: seeds change nothing
+            counter = OpCounter(self.model, self.merge_input) if not synops else None
             correct = total = 0
             for x, y in self.batches:
-                r = simulate(self.model, x, self.T, mask=dict(key), seed=seed, counter=counter)
+                r = simulate(self.model, x, self.T, mask=mask, seed=seed, counter=counter,
+                             attention=self.attention)
                 correct += (r.predictions() == y).sum().item()
                 total += len(y)
             accs.append(100.0 * correct / total)
@@ -92,6 +111,8 @@ class Scorer:
         res = {"acc": float(np.mean(accs)), "acc_std": float(np.std(accs)), "synops": float(synops[0][0]),
                "dynamic_products": float(synops[0][1]), "ops": float(sum(synops[0]))}
         self.cache[key] = res
+        if self.save is not None:
+            self.save()
         return res
 
 
@@ -127,7 +148,20 @@ def greedy_search(score, sites, levels, budget, progress=True) -> tuple[dict, li
     return {k: v for k, v in current.items() if v}, trace
 
 
+def _idx_sha(idx) -> str:
+    import hashlib
+    return hashlib.sha256(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
 def run_rsm_search(args) -> int:
+    threads = torch.get_num_threads()
+    try:
+        return _run_rsm_search(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_rsm_search(args) -> int:
     from mst_lava.checkpoint import check_output_file, load_checkpoint
     from mst_lava.data import get_dataset
     from mst_lava.model.rsm import check_mask_sites
@@ -157,12 +191,28 @@ def run_rsm_search(args) -> int:
     search_idx = rng.permutation(len(train_ds))[:args.search_n].tolist()
     test_idx = list(range(min(args.n or len(test_ds), len(test_ds))))
     seeds = [1000 * i for i in range(args.seeds)]
-    t0 = time.time()
+    out = Path(args.out)
+    final_seeds = [1000 * i for i in range(args.final_seeds)]
+    from mst_lava.snn.progress import EvalProgress, file_sha256
+    prog = EvalProgress(out.parent, {
+        "checkpoint_sha256": file_sha256(args.checkpoint), "dataset": name, "data": args.data, "T": args.T,
+        "seeds": seeds, "final_seeds": final_seeds, "search_idx_sha": _idx_sha(search_idx), "test_n": len(test_idx),
+        "attention": args.attention, "merge_input": args.merge_input}, args.resume, name=out.name + ".progress.json")
+    if prog.resumed:
+        print(f"resuming from {prog.path} ({len(prog.phase('search')['runs'])} candidates scored)", file=sys.stderr)
+    at.apply_threads(args.threads)
+    t0 = time.time() - prog.phase("search")["wall_s"]
+
+    def save():
+        prog.phase("search")["wall_s"] = time.time() - t0
+        prog.save()
+    common = dict(attention=args.attention, merge_input=args.merge_input, save=save)
     with torch.no_grad():
-        scorer = Scorer(model, list(_batches(train_ds, search_idx, args.batch_size)), args.T, seeds, device)
+        scorer = Scorer(model, list(_batches(train_ds, search_idx, args.batch_size)), args.T, seeds, device,
+                        cache=prog.phase("search")["runs"], **common)
         found, trace = greedy_search(scorer, sites, levels, args.budget)
-        final = Scorer(model, list(_batches(test_ds, test_idx, args.batch_size)), args.T,
-                       [1000 * i for i in range(args.final_seeds)], device)
+        final = Scorer(model, list(_batches(test_ds, test_idx, args.batch_size)), args.T, final_seeds, device,
+                       cache=prog.phase("test")["runs"], **common)
         rows = {"unmasked": final({}), "search": final(found), "uniform": final(uniform)}
     base = rows["unmasked"]
     for r in rows.values():
@@ -171,11 +221,12 @@ def run_rsm_search(args) -> int:
         r["acc_loss"] = base["acc"] - r["acc"]
     result = {"checkpoint": str(args.checkpoint), "dataset": name, "T": args.T, "budget_points": args.budget,
               "levels": levels, "sites": sites, "search_seeds": seeds, "search_samples": len(search_idx),
-              "test_samples": len(test_idx), "final_seeds": args.final_seeds, "mask": found,
+              "test_samples": len(test_idx), "final_seeds": args.final_seeds, "attention": args.attention,
+              "merge_input": args.merge_input, "mask": found,
               "uniform_mask": uniform, "test": rows, "trace": trace, "wall_s": round(time.time() - t0, 1)}
-    out = Path(args.out)
     from mst_lava.checkpoint import atomic_write
     atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)), "--out")
+    prog.finish()
     print(f"found mask: {' '.join(f'{k}={v}' for k, v in found.items()) or '(none fits the budget)'}")
     print(f"{'':10s} {'synops':>12s} {'x':>6s} {'synops+dyn':>12s} {'x':>6s} {'accuracy %':>16s}")
     for k, r in rows.items():

@@ -37,3 +37,42 @@ def test_rsm_search_cli_end_to_end(tmp_path):
     r = json.loads(out.read_text())
     assert set(r["test"]) == {"unmasked", "search", "uniform"} and r["test_samples"] == 8
     assert main(["rsm-search", "export/digits.pt", "--budget", "-1", "--out", str(out)]) == 2
+
+
+def test_rsm_search_resume_replays_scored_candidates(tmp_path, monkeypatch):
+    """An interrupted search keeps its scored candidates in OUT.progress.json; --resume replays them
+    (no simulation) and ends with the result of an uninterrupted run."""
+    import mst_lava.search as search
+    import mst_lava.snn as snn
+    args = ["rsm-search", "export/digits.pt", "--T", "4", "--seeds", "1", "--final-seeds", "1", "--search-n", "8",
+            "--n", "8", "--sites", "Q,K", "--levels", "0.5", "--budget", "99", "--attention", "compensated",
+            "--threads", "1"]
+    calls = []
+    real_sim = snn.simulate
+    monkeypatch.setattr(snn, "simulate", lambda *a, **k: calls.append(1) or real_sim(*a, **k))
+    fresh = tmp_path / "fresh.json"
+    assert main(args + ["--out", str(fresh)]) == 0
+    n_fresh = len(calls)
+    assert not (tmp_path / "fresh.json.progress.json").exists()
+
+    real_greedy = search.greedy_search
+
+    def interrupted(score, *a, **k):
+        score({})
+        score({"Q": 0.5})
+        raise KeyboardInterrupt
+    out = tmp_path / "s.json"
+    monkeypatch.setattr(search, "greedy_search", interrupted)
+    assert main(args + ["--out", str(out)]) == 130                   # as Ctrl-C ends a command
+    progress = tmp_path / "s.json.progress.json"
+    assert len(json.loads(progress.read_text())["phases"]["search"]["runs"]) == 2 and not out.exists()
+    monkeypatch.setattr(search, "greedy_search", real_greedy)
+    assert main(args + ["--out", str(out)]) == 2                       # refuses to overwrite the progress
+    other = [w if w != "compensated" else "paper" for w in args]
+    assert main(other + ["--out", str(out), "--resume"]) == 2          # other settings: refused
+    calls.clear()
+    assert main(args + ["--out", str(out), "--resume"]) == 0
+    assert len(calls) == n_fresh - 2           # one batch, one seed: one simulation per candidate replayed
+    a, b = json.loads(fresh.read_text()), json.loads(out.read_text())
+    assert a["mask"] == b["mask"] and a["test"] == b["test"] and a["trace"] == b["trace"]
+    assert not progress.exists()

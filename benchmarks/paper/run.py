@@ -47,6 +47,8 @@ class Step:
     group: str
     cmd: list[str] | Callable[[], list[str]]
     after: list[str] = field(default_factory=list)
+    product: Path | None = None        # written (atomically) only when the step finished: done without a .done
+
 
     def command(self) -> list[str]:
         return self.cmd() if callable(self.cmd) else self.cmd
@@ -69,18 +71,22 @@ def _train_resume(out: Path) -> list[str]:
 
 
 def steps(a) -> list[Step]:
-    ev = lambda ck, rep, *extra: _mst("snn-eval", ck, "--report", RES / rep, "--n", a.n,  # noqa: E731
-                                      "--seeds", a.seeds, "--attention", a.attention, "--threads", 1,
-                                      "--batch-size", a.batch_size, "--merge-input", "events", "--resume", *extra)
+    def ev(ck, rep, *extra, seeds=a.seeds):
+        return _mst("snn-eval", ck, "--report", RES / rep, "--n", a.n, "--seeds", seeds, "--attention", a.attention,
+                    "--threads", 1, "--batch-size", a.batch_size, "--merge-input", "events", "--resume", *extra)
+
+    def E(name, group, ck, rep, *extra, after=(), seeds=a.seeds):
+        return Step(name, group, ev(ck, rep, *extra, seeds=seeds), list(after), RES / rep / "report.json")
+
     ft = lambda init, out, *mask: _mst("train", "--init", init, "--mask", *mask, "--epochs", a.ft_epochs,  # noqa: E731
                                        "--lr", "5e-4", "--warmup-epochs", 0, "--batch-size", 128, "--threads", 1,
                                        "--seed", 0, "--out", out)
     T = "8,16,32,64"
-    S = [Step("mst_r0", "power", ev("export/fmnist.pt", "power/mst_r0", "--T", T, "--no-plots")),
-         Step("mst_r50", "power", ev("export/fmnist_rsm50.pt", "power/mst_r50", "--T", T, "--mask", "ckpt",
-                                     "--no-unmasked", "--no-plots")),
-         Step("mst_r75", "power", ev("export/fmnist_rsm75.pt", "power/mst_r75", "--T", T, "--mask", "ckpt",
-                                     "--no-unmasked", "--no-plots"))]
+    S = [E("mst_r0", "power", "export/fmnist.pt", "power/mst_r0", "--T", T, "--no-plots"),
+         E("mst_r50", "power", "export/fmnist_rsm50.pt", "power/mst_r50", "--T", T, "--mask", "ckpt",
+           "--no-unmasked", "--no-plots"),
+         E("mst_r75", "power", "export/fmnist_rsm75.pt", "power/mst_r75", "--T", T, "--mask", "ckpt",
+           "--no-unmasked", "--no-plots")]
     for arch in BASELINES:
         ck = RUNS / f"{arch}.pt"
         S.append(Step(f"train_{arch}", "power",
@@ -88,18 +94,20 @@ def steps(a) -> list[Step]:
                                                     a.baseline_epochs, "--batch-size", 128, "--lr", "2e-3",
                                                     "--threads", 1, "--seed", 0, "--out", ck,
                                                     *_train_resume(ck))))
-        S.append(Step(f"{arch}_r0", "power", ev(ck, f"power/{arch}_r0", "--T", T, "--no-plots"),
-                      [f"train_{arch}"]))
+        S.append(E(f"{arch}_r0", "power", ck, f"power/{arch}_r0", "--T", T, "--no-plots", after=[f"train_{arch}"]))
         for r in (50, 75):
             fck = RUNS / f"{arch}_rsm{r}.pt"
             S.append(Step(f"ft_{arch}_r{r}", "power", ft(ck, fck, f"act=0.{r}"), [f"train_{arch}"]))
-            S.append(Step(f"{arch}_r{r}", "power", ev(fck, f"power/{arch}_r{r}", "--T", T, "--mask", "ckpt",
-                                                      "--no-unmasked", "--no-plots"), [f"ft_{arch}_r{r}"]))
+            S.append(E(f"{arch}_r{r}", "power", fck, f"power/{arch}_r{r}", "--T", T, "--mask", "ckpt",
+                       "--no-unmasked", "--no-plots", after=[f"ft_{arch}_r{r}"]))
     masks = [x for s in SITES for x in ("--mask", f"{s}={a.ablation_ratio}")]
-    S.append(Step("ablation", "ablation", ev("export/fmnist.pt", "ablation", "--T", 64, *masks, "--no-plots")))
+    S.append(E("ablation", "ablation", "export/fmnist.pt", "ablation", "--T", 64, *masks, "--no-plots",
+               seeds=a.ablation_seeds))
     search = RES / "search.json"
     S.append(Step("search", "search", _mst("rsm-search", "export/fmnist.pt", "--T", 32, "--seeds", 3,
-                                           "--final-seeds", a.seeds, "--n", a.n, "--out", search)))
+                                           "--final-seeds", a.seeds, "--n", a.n, "--attention", a.attention,
+                                           "--merge-input", "events", "--threads", 1, "--resume", "--out", search),
+                  product=search))
 
     def ft_searched():
         found = json.loads(search.read_text())["mask"]
@@ -107,17 +115,17 @@ def steps(a) -> list[Step]:
             raise SystemExit("the search found no map within its budget: nothing to fine-tune")
         return ft("export/fmnist.pt", "export/fmnist_searched.pt", *(f"{k}={v}" for k, v in found.items()))
     S.append(Step("ft_searched", "search", ft_searched, ["search"]))
-    S.append(Step("searched", "search", ev("export/fmnist_searched.pt", "searched", "--T", 64, "--mask", "ckpt",
-                                           "--no-plots"), ["ft_searched"]))
+    S.append(E("searched", "search", "export/fmnist_searched.pt", "searched", "--T", 64, "--mask", "ckpt",
+               "--no-plots", after=["ft_searched"]))
     for r, ck in ((0, "export/fmnist.pt"), (50, "export/fmnist_rsm50.pt"), (75, "export/fmnist_rsm75.pt")):
         extra = ["--mask", "ckpt", "--no-unmasked"] if r else []
-        S.append(Step(f"pepper_r{r}", "pepper", ev(ck, f"pepper/mst_r{r}", "--T", 64, "--pepper", a.pepper,
-                                                    *extra, "--no-plots")))
+        S.append(E(f"pepper_r{r}", "pepper", ck, f"pepper/mst_r{r}", "--T", 64, "--pepper", a.pepper, *extra,
+                   "--no-plots", seeds=a.pepper_seeds))
     return S
 
 
-def done(name: str) -> bool:
-    return (RUNS / f"{name}.done").exists()
+def done(step: Step) -> bool:
+    return (RUNS / f"{step.name}.done").exists() or (step.product is not None and step.product.exists())
 
 
 def main(argv=None) -> int:
@@ -130,13 +138,17 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-epochs", type=int, default=8, help="training epochs of ResNet-18 / VGG-16")
     p.add_argument("--ft-epochs", type=int, default=1, help="RSM fine-tuning epochs (default 1)")
     p.add_argument("--ablation-ratio", type=float, default=0.75)
+    p.add_argument("--ablation-seeds", type=int, default=2,
+                   help="mask seeds per ablation row (default 2: ten rows at T = 64 are ~2 core-hours here)")
+    p.add_argument("--pepper-seeds", type=int, default=2, help="mask seeds of the masked pepper runs (default 2)")
     p.add_argument("--pepper", default="0.01,0.05,0.1", help="pepper-noise densities")
     p.add_argument("--only", nargs="+", choices=("power", "ablation", "search", "pepper"), default=None)
     p.add_argument("--lanes", type=int, default=2, help="steps run at once, one thread each (default 2)")
     p.add_argument("--dry-run", action="store_true", help="print the steps and their state; run nothing")
     a = p.parse_args(argv)
     os.chdir(ROOT)
-    todo = [s for s in steps(a) if a.only is None or s.group in a.only]
+    every = {s.name: s for s in steps(a)}
+    todo = [s for s in every.values() if a.only is None or s.group in a.only]
     names = {s.name for s in todo}
     if a.dry_run:
         for s in todo:
@@ -144,14 +156,14 @@ def main(argv=None) -> int:
                 cmd = shlex.join(s.command())
             except (OSError, ValueError, KeyError, SystemExit) as e:
                 cmd = f"(made when {', '.join(s.after)} is done: {e})"
-            print(f"[{'done' if done(s.name) else 'todo'}] {s.name}: {cmd}")
+            print(f"[{'done' if done(s) else 'todo'}] {s.name}: {cmd}")
         return 0
     RUNS.mkdir(parents=True, exist_ok=True)
     RES.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     failed: set[str] = set()
-    pending = [s for s in todo if not done(s.name)]
+    pending = [s for s in todo if not done(s)]
     while pending or running:
         for name, (proc, t0) in list(running.items()):
             if proc.poll() is None:
@@ -166,7 +178,7 @@ def main(argv=None) -> int:
                 if proc.returncode in (130, -2):          # interrupted (Ctrl-C): start nothing more
                     pending.clear()
                     print("interrupted: run this command again to continue", flush=True)
-        blocked = [s for s in pending if any(d in failed or (d not in names and not done(d)) for d in s.after)]
+        blocked = [s for s in pending if any(d in failed or (d not in names and not done(every[d])) for d in s.after)]
         for s in blocked:
             pending.remove(s)
             failed.add(s.name)
@@ -174,7 +186,7 @@ def main(argv=None) -> int:
         for s in list(pending):
             if len(running) >= a.lanes:
                 break
-            if all(done(d) for d in s.after):
+            if all(done(every[d]) for d in s.after):
                 pending.remove(s)
                 cmd = s.command()
                 log = open(RUNS / f"{s.name}.log", "a")

@@ -34,12 +34,12 @@ def file_sha256(path) -> str:
 
 
 class EvalProgress:
-    """``<report>/progress.json``: settings (``fingerprint``) and per-phase state, saved on demand."""
+    """``<report>/progress.json`` (or ``name``): settings (``fingerprint``) and per-phase state, saved on demand."""
 
     NAME = "progress.json"
 
-    def __init__(self, report_dir, fingerprint: dict, resume: bool):
-        self.path = Path(report_dir) / self.NAME
+    def __init__(self, report_dir, fingerprint: dict, resume: bool, name: str | None = None):
+        self.path = Path(report_dir) / (name or self.NAME)
         self.fingerprint = json.loads(json.dumps(fingerprint))      # as it reads back
         self.data = {"format": "mst_lava.snn_eval_progress", "version": VERSION,
                      "settings": self.fingerprint, "ann": None, "phases": {}}
