@@ -24,7 +24,7 @@ def test_every_step_is_a_valid_mst_command(tmp_path, monkeypatch):
     from mst_lava.cli import build_parser
     run = _module("run")
     a = argparse.Namespace(n=2000, seeds=5, attention="compensated", batch_size=100, baseline_epochs=8,
-                           ft_epochs=1, ablation_ratio=0.75, ablation_seeds=2, pepper="0.01,0.05,0.1",
+                           ft_epochs=1, ablation_ratio=0.75, ablation_seeds=1, pepper="0.01,0.05,0.1",
                            pepper_seeds=2)
     monkeypatch.setattr(run, "RES", tmp_path)
     (tmp_path / "search.json").write_text(json.dumps({"mask": {"Q": 0.75, "MLP1": 0.25}}))

@@ -100,7 +100,8 @@ def search_table() -> list[str]:
     L += [f"Found map: `{' '.join(f'{k}={v}' for k, v in s['mask'].items()) or '(none)'}`; budget "
           f"{s['budget_points']} points; scored on {s['search_samples']} held-out training images × "
           f"{len(s['search_seeds'])} seeds at T = {s['T']}; compared on {s['test_samples']} test images × "
-          f"{s['final_seeds']} seeds ({s['wall_s'] / 3600:.1f} h).", "",
+          f"{s['final_seeds']} seeds; {s.get('attention', 'paper')} attention, patch merging on "
+          f"{s.get('merge_input', 'graded')} input ({s['wall_s'] / 3600:.1f} h).", "",
           "| configuration | accuracy % | loss (points) | synops × | spike-driven ops × |", "|---|---|---|---|---|"]
     for k, r in s["test"].items():
         L.append(f"| {k} | {r['acc']:.2f} | {r['acc_loss']:+.2f} | {r['synops_rel']:.3f} | {r['ops_rel']:.3f} |")
@@ -154,7 +155,15 @@ def figures() -> list[str]:
         fig.tight_layout()
         fig.savefig(RES / "fig6_pepper.png", dpi=120)
         plt.close(fig)
-        L.append("![pepper noise](fig6_pepper.png)")
+        L += ["![pepper noise](fig6_pepper.png)", "",
+              f"SNN accuracy % at T = {T_TABLE} under pepper noise (mean ± std over the mask seeds, "
+              f"{pep[0]['n_samples']} test images):", "",
+              "| masked | clean | " + " | ".join(f"density {e['density']:g}" for e in pep[0]["pepper"]) + " |",
+              "|---" * (len(pep[0]["pepper"]) + 2) + "|"]
+        for r, p in zip((0, 50, 75), pep):
+            c = p["configs"][0]
+            L.append(f"| {r} % | {_pct(c['accuracy'][T_TABLE])} | " + " | ".join(
+                _pct(e["accuracy"][c["label"]][T_TABLE]) for e in p["pepper"]) + " |")
     else:
         L.append("pepper noise: not run yet")
     return L
