@@ -7,6 +7,7 @@ Each function takes the option's text and returns the value, or raises
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import re
 import sys
@@ -56,6 +57,19 @@ def apply_threads(n: int | None) -> None:
     if n is not None:
         import torch
         torch.set_num_threads(int(n))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """``with torch_threads(args.threads): ...``: :func:`apply_threads` inside, torch's count restored after
+    (commands also run in-process, from tests and scripts)."""
+    import torch
+    before = torch.get_num_threads()
+    try:
+        apply_threads(n)
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def non_negative_int(text: str) -> int:

@@ -154,11 +154,8 @@ def _idx_sha(idx) -> str:
 
 
 def run_rsm_search(args) -> int:
-    threads = torch.get_num_threads()
-    try:
+    with at.torch_threads(args.threads):
         return _run_rsm_search(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_rsm_search(args) -> int:
@@ -200,7 +197,6 @@ def _run_rsm_search(args) -> int:
         "attention": args.attention, "merge_input": args.merge_input}, args.resume, name=out.name + ".progress.json")
     if prog.resumed:
         print(f"resuming from {prog.path} ({len(prog.phase('search')['runs'])} candidates scored)", file=sys.stderr)
-    at.apply_threads(args.threads)
     t0 = time.time() - prog.phase("search")["wall_s"]
 
     def save():

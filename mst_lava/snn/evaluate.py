@@ -253,11 +253,8 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
 
 
 def run_snn_eval(args) -> int:
-    threads = torch.get_num_threads()
-    try:
+    with at.torch_threads(args.threads):
         return _run_snn_eval(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_snn_eval(args) -> int:
@@ -266,7 +263,6 @@ def _run_snn_eval(args) -> int:
     if args.seeds < 1:
         raise MSTError(f"--seeds must be at least 1, not {args.seeds}")
     device = _device(args.device)
-    at.apply_threads(args.threads)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     from mst_lava.checkpoint import check_output_dir
     check_output_dir(args.report, "--report")
