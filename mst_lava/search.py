@@ -130,6 +130,7 @@ def greedy_search(score, sites, levels, budget, progress=True) -> tuple[dict, li
             if not higher:
                 continue
             cand = dict(current, **{s: higher[0]})
+            bar.set_postfix_str(f"ops {cur['ops'] / base['ops']:.2f}x, acc {cur['acc']:.2f}; trying {s}={higher[0]:g}")
             r = score(cand)
             loss = base["acc"] - r["acc"]
             saved = cur["ops"] - r["ops"]
