@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     print("| epoch | " + " | ".join(f"`{c}` acc % | min" for c in hist) + " |")
     print("|---" * (1 + 2 * len(hist)) + "|")
     for i in range(max(len(h) for h in hist.values())):
-        cells = [f"{100 * h[i]['ann_acc']:.2f} | {h[i]['time_s'] / 60:.1f}" if i < len(h) else " | " for h in hist.values()]
+        cells = [f"{100 * h[i]['ann_acc']:.2f} | {h[i]['time_s'] / 60:.1f}" if i < len(h) else " | "
+                 for h in hist.values()]
         print(f"| {i + 1} | " + " | ".join(cells) + " |")
     print()
     for c, f in first.items():
