@@ -81,8 +81,9 @@ def ablation_table() -> list[str]:
     base = cfgs[0]
     b_acc = base["accuracy"][T_TABLE]["mean"]
     b_ops = spike_driven_ops(base["counts"][T_TABLE]["totals"])
-    L += [f"{rep['n_samples']} test images, {len(cfgs[1]['seeds']) if len(cfgs) > 1 else 1} seeds, "
-          f"{rep['attention']} attention.", "",
+    ns = len(cfgs[1]["seeds"]) if len(cfgs) > 1 else 1
+    L += [f"{rep['n_samples']} test images, {ns} seed{'s' if ns > 1 else ''}, {rep['attention']} attention; each "
+          "site masked in every block of the unmasked model's weights, without fine-tuning.", "",
           "| masked site | accuracy % | Δ points | synops | spike-driven ops × |", "|---|---|---|---|---|"]
     for c in cfgs:
         t = c["counts"][T_TABLE]["totals"]
@@ -101,7 +102,10 @@ def search_table() -> list[str]:
           f"{s['budget_points']} points; scored on {s['search_samples']} held-out training images × "
           f"{len(s['search_seeds'])} seeds at T = {s['T']}; compared on {s['test_samples']} test images × "
           f"{s['final_seeds']} seeds; {s.get('attention', 'paper')} attention, patch merging on "
-          f"{s.get('merge_input', 'graded')} input ({s['wall_s'] / 3600:.1f} h).", "",
+          f"{'spike events' if s.get('merge_input') == 'events' else 'the graded stream'} "
+          f"({s['wall_s'] / 3600:.1f} h). Every row uses the unmasked model's weights (uniform = "
+          f"`{' '.join(f'{k}={v:g}' for k, v in s['uniform_mask'].items())}` without fine-tuning; the fine-tuned "
+          "masked models are in the power table).", "",
           "| configuration | accuracy % | loss (points) | synops × | spike-driven ops × |", "|---|---|---|---|---|"]
     for k, r in s["test"].items():
         L.append(f"| {k} | {r['acc']:.2f} | {r['acc_loss']:+.2f} | {r['synops_rel']:.3f} | {r['ops_rel']:.3f} |")
