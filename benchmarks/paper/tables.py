@@ -143,11 +143,12 @@ def figures() -> list[str]:
     rp.plot_spikes_per_block(m, RES / "fig4_spikes_per_block.png")
     L += ["![accuracy vs T](fig2_accuracy_vs_T.png)", "![firing rates](fig3_firing_rates_QKAV.png)",
           "![spikes per block](fig4_spikes_per_block.png)"]
-    pep = [_load(RES / "pepper" / f"mst_r{r}" / "report.json") for r in (0, 50, 75)]
-    if all(p is not None for p in pep):
+    pep = [(r, _load(RES / "pepper" / f"mst_r{r}" / "report.json")) for r in (0, 50, 75)]
+    have = [(r, p) for r, p in pep if p is not None]
+    if len(have) == len(pep):
         plt = rp._plt()
         fig, ax = plt.subplots(figsize=(6, 4))
-        for r, p in zip((0, 50, 75), pep):
+        for r, p in have:
             c = p["configs"][0]
             xs = [0.0] + [e["density"] for e in p["pepper"]]
             ys = [c["accuracy"][T_TABLE]] + [e["accuracy"][c["label"]][T_TABLE] for e in p["pepper"]]
@@ -159,17 +160,23 @@ def figures() -> list[str]:
         fig.tight_layout()
         fig.savefig(RES / "fig6_pepper.png", dpi=120)
         plt.close(fig)
-        L += ["![pepper noise](fig6_pepper.png)", "",
-              f"SNN accuracy % at T = {T_TABLE} under pepper noise (mean ± std over the mask seeds, "
-              f"{pep[0]['n_samples']} test images):", "",
-              "| masked | clean | " + " | ".join(f"density {e['density']:g}" for e in pep[0]["pepper"]) + " |",
-              "|---" * (len(pep[0]["pepper"]) + 2) + "|"]
-        for r, p in zip((0, 50, 75), pep):
+        L.append("![pepper noise](fig6_pepper.png)")
+    else:
+        L.append("pepper-noise figure: not run yet (needs the three MST pepper steps; "
+                 f"done: {', '.join(f'{r} %' for r, _ in have) or 'none'})")
+    if have:
+        dens = have[0][1]["pepper"]
+        L += ["", f"SNN accuracy % at T = {T_TABLE} under pepper noise (mean ± std over the mask seeds, "
+              f"{have[0][1]['n_samples']} test images):", "",
+              "| masked | clean | " + " | ".join(f"density {e['density']:g}" for e in dens) + " |",
+              "|---" * (len(dens) + 2) + "|"]
+        for r, p in pep:
+            if p is None:
+                L.append(f"| {r} % | not run yet |" + " |" * len(dens))
+                continue
             c = p["configs"][0]
             L.append(f"| {r} % | {_pct(c['accuracy'][T_TABLE])} | " + " | ".join(
                 _pct(e["accuracy"][c["label"]][T_TABLE]) for e in p["pepper"]) + " |")
-    else:
-        L.append("pepper noise: not run yet")
     return L
 
 
