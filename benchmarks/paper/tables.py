@@ -115,6 +115,14 @@ def search_table() -> list[str]:
         L += ["", f"Fine-tuned with the found map (`export/fmnist_searched.pt`), `snn-eval`, {rep['n_samples']} "
                   f"images: {_pct(c['accuracy'][T_TABLE])} % at T = 64 with its masks, "
                   f"{_pct(rep['configs'][0]['accuracy'][T_TABLE])} % without."]
+        r0 = _load(RES / "power" / "mst_r0" / "report.json")
+        if r0 is not None and r0["n_samples"] == rep["n_samples"]:
+            b = r0["configs"][0]
+            ops = spike_driven_ops(c["counts"][T_TABLE]["totals"]) / spike_driven_ops(b["counts"][T_TABLE]["totals"])
+            L[-1] += (f" Against the unmasked `fmnist.pt` at T = 64 on the same images (power table, "
+                      f"{100 * b['accuracy'][T_TABLE]['mean']:.2f} %): "
+                      f"{100 * (b['accuracy'][T_TABLE]['mean'] - c['accuracy'][T_TABLE]['mean']):.2f} points lost, "
+                      f"spike-driven ops ×{ops:.3f}.")
     return L
 
 
