@@ -149,11 +149,6 @@ def greedy_search(score, sites, levels, budget, progress=True) -> tuple[dict, li
     return {k: v for k, v in current.items() if v}, trace
 
 
-def _idx_sha(idx) -> str:
-    import hashlib
-    return hashlib.sha256(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest()[:16]
-
-
 def run_rsm_search(args) -> int:
     with at.torch_threads(args.threads):
         return _run_rsm_search(args)
@@ -194,7 +189,7 @@ def _run_rsm_search(args) -> int:
     from mst_lava.snn.progress import EvalProgress, file_sha256
     prog = EvalProgress(out.parent, {
         "checkpoint_sha256": file_sha256(args.checkpoint), "dataset": name, "data": args.data, "T": args.T,
-        "seeds": seeds, "final_seeds": final_seeds, "search_idx_sha": _idx_sha(search_idx), "test_n": len(test_idx),
+        "seeds": seeds, "final_seeds": final_seeds, "search_n": len(search_idx), "test_n": len(test_idx),
         "attention": args.attention, "merge_input": args.merge_input}, args.resume, name=out.name + ".progress.json")
     if prog.resumed:
         print(f"resuming from {prog.path} ({len(prog.phase('search')['runs'])} candidates scored)", file=sys.stderr)

@@ -71,12 +71,11 @@ def _train_resume(out: Path) -> list[str]:
 
 
 def steps(a) -> list[Step]:
-    def ev(ck, rep, *extra, seeds=a.seeds):
-        return _mst("snn-eval", ck, "--report", RES / rep, "--n", a.n, "--seeds", seeds, "--attention", a.attention,
-                    "--threads", 1, "--batch-size", a.batch_size, "--merge-input", "events", "--resume", *extra)
-
     def E(name, group, ck, rep, *extra, after=(), seeds=a.seeds):
-        return Step(name, group, ev(ck, rep, *extra, seeds=seeds), list(after), RES / rep / "report.json")
+        """An `snn-eval` step writing RES/rep (its report.json marks it done)."""
+        cmd = _mst("snn-eval", ck, "--report", RES / rep, "--n", a.n, "--seeds", seeds, "--attention", a.attention,
+                   "--threads", 1, "--batch-size", a.batch_size, "--merge-input", "events", "--resume", *extra)
+        return Step(name, group, cmd, list(after), RES / rep / "report.json")
 
     ft = lambda init, out, *mask: _mst("train", "--init", init, "--mask", *mask, "--epochs", a.ft_epochs,  # noqa: E731
                                        "--lr", "5e-4", "--warmup-epochs", 0, "--batch-size", 128, "--threads", 1,
