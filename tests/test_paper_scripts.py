@@ -39,6 +39,9 @@ def test_every_step_is_a_valid_mst_command(tmp_path, monkeypatch):
         assert callable(args.func), s.name
     abl = next(s for s in steps if s.name == "ablation").command()
     assert abl.count("--mask") == 10
+    rows = next(s for s in steps if s.name == "ablation_paper").command()
+    assert rows.count("--mask") == 10 and "--no-unmasked" in rows        # the paper's Table 2 rows
+    assert "Q=0.5,K=0.5,A=0.5,V=0.5,AV=0.5,Proj=0.5,MLP2=0.1" in rows
     ft = next(s for s in steps if s.name == "ft_searched").command()
     assert "Q=0.75" in ft and "MLP1=0.25" in ft
 
@@ -71,10 +74,14 @@ def test_tables_from_reports(tmp_path, monkeypatch):
                 (res / "pepper" / f"mst_r{p}" / "report.json").write_text(json.dumps(rr))
     (res / "ablation").mkdir()
     shutil.copy(rep / "report.json", res / "ablation" / "report.json")
+    (res / "ablation_paper").mkdir()
+    (res / "ablation_paper" / "report.json").write_text(json.dumps(dict(r, configs=r["configs"][1:])))
     assert tables.main() == 0
     md = (res / "README.md").read_text()
     assert "| MST (Q, K, A masked) | 50 % |" in md and "QCFS VGG-16 (every block) | 0 % | not run yet" in md
     assert "| Q=0.5 |" in md and "## `mst rsm-search`" in md and "not run yet" in md
+    assert "| SC1 | Q | K | A | V | AV | Proj | SC2 | MLP1 | MLP2 | accuracy % |" in md
+    assert "| 0 | 0.5 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | " in md            # the masked row, in the paper's columns
     for f in ("fig2_accuracy_vs_T.png", "fig3_firing_rates_QKAV.png", "fig4_spikes_per_block.png", "fig6_pepper.png"):
         assert (res / f).stat().st_size > 0, f
     row = next(line for line in md.splitlines() if line.startswith("| MST (Q, K, A masked) | 0 % |"))
