@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[2]
 RES = ROOT / "benchmarks" / "results" / "paper"
@@ -80,7 +81,7 @@ def power_table() -> list[str]:
 SITES = ("SC1", "Q", "K", "A", "V", "AV", "Proj", "SC2", "MLP1", "MLP2")     # the paper's column order
 
 
-def _ablation_rows(cfgs: list, base: dict, first: str) -> list[str]:
+def _ablation_rows(cfgs: list, base: dict, first: Callable[[dict], str]) -> list[str]:
     """One row per configuration: ``first`` column(s), accuracy, Δ against ``base``, synops, spike-driven ops ×."""
     b_acc = base["accuracy"][T_TABLE]["mean"]
     b_ops = spike_driven_ops(base["counts"][T_TABLE]["totals"])
