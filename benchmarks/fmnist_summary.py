@@ -36,6 +36,25 @@ def _report(*names: str) -> dict | None:
     return None
 
 
+def _in_progress(name: str) -> list[str]:
+    """What an unfinished ``snn-eval --resume`` has done so far (its progress.json), seed by seed."""
+    p = RES / name / "progress.json"
+    if (RES / name / "report.json").exists() or not p.exists():
+        return []
+    prog = json.loads(p.read_text())
+    st = prog["settings"]
+    runs = prog["phases"].get("clean", {}).get("runs", {})
+    n_seeds = len(st["seeds"]) * sum(1 for c in st["configs"] if c)
+    L = [f"### `{name}`: in progress ({len(runs)} of {n_seeds} seed runs started, "
+         f"{prog['phases'].get('clean', {}).get('wall_s', 0):.0f} s so far; `--resume` continues it)", "",
+         "| run (config:seed) | images done | " + " | ".join(f"T={t}" for t in st["T"]) + " |",
+         "|---|---|" + "---|" * len(st["T"])]
+    for key, run in runs.items():
+        acc = " | ".join(f"{100 * run['correct'][str(t)] / max(run['total'], 1):.2f}" for t in st["T"])
+        L.append(f"| {key} | {run['total']} of {st['n']} | {acc} |")
+    return L + [""]
+
+
 def _pct(v: float) -> str:
     return f"{100 * v:.2f}"
 
@@ -94,6 +113,7 @@ def snn_section() -> list[str]:
             if checks:
                 L += ["Targets: " + "; ".join(checks) + f" ({r['n_samples']} images).", ""]
     for r_ in (50, 75):
+        L += _in_progress(f"fmnist_snn_rsm{r_}_10k")
         r = _report(f"fmnist_snn_rsm{r_}_10k", f"fmnist_snn_rsm{r_}")
         if r is None:
             L.append(f"- `fmnist_rsm{r_}.pt`: not run")

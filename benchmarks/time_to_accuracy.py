@@ -1,9 +1,12 @@
 """Time to accuracy of `mst train` runs, read from their checkpoints' per-epoch history.
 
-    python benchmarks/time_to_accuracy.py runs/s6/tta20.pt export/fmnist.pt --target 91.5
+    python benchmarks/time_to_accuracy.py runs/s8/tta24.pt export/fmnist.pt --target 91.5
+    python benchmarks/time_to_accuracy.py runs/s8/tta24.pt --save-history benchmarks/results/fmnist_tta24_history.json
 
-For each checkpoint: test accuracy and wall time (``time_s``, counted from the first epoch's start,
-compilation included) after every epoch, and the first epoch at or above ``--target`` percent.
+Each input is a checkpoint or a ``.json`` file that ``--save-history`` wrote (``{"history": [...]}``,
+so that a run's record outlives its checkpoint in runs/). For each: test accuracy and wall time
+(``time_s``, counted from the first epoch's start, compilation included) after every epoch, and the
+first epoch at or above ``--target`` percent.
 """
 from __future__ import annotations
 
@@ -18,9 +21,25 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--target", type=float, default=91.5, help="test accuracy in percent (default 91.5)")
+    p.add_argument("--save-history", metavar="JSON", default=None,
+                   help="write the (single) input's per-epoch history to this JSON file instead of the table")
     a = p.parse_args(argv)
+    import json
+
     from mst_lava.checkpoint import read_checkpoint
-    hist = {c: read_checkpoint(c).get("metrics", {}).get("history", []) for c in a.checkpoints}
+
+    def history(path: str) -> list[dict]:
+        if path.endswith(".json"):
+            return json.loads(Path(path).read_text())["history"]
+        return read_checkpoint(path).get("metrics", {}).get("history", [])
+
+    hist = {c: history(c) for c in a.checkpoints}
+    if a.save_history:
+        if len(hist) != 1:
+            p.error("--save-history takes exactly one input")
+        (c, h), = hist.items()
+        Path(a.save_history).write_text(json.dumps({"source": c, "history": h}, indent=1) + "\n")
+        return 0
     first = {}
     for c, h in hist.items():
         hit = next((e for e in h if 100 * e["ann_acc"] >= a.target), None)

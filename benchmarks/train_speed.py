@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py                      # fmnist preset, batch 128, 40 steps, 3 rounds
     python benchmarks/train_speed.py --compile            # also the --compile path
+    python benchmarks/train_speed.py --eval --checkpoint export/fmnist.pt   # per-epoch test evaluation
 
 Paths (same model init, same data, same optimizer and loss):
   * old:  per-sample ``DataLoader`` over the dataset (the per-image crop/flip/normalize code
@@ -10,6 +11,9 @@ Paths (same model init, same data, same optimizer and loss):
   * new:  ``BatchLoader`` (batch-wise augmentation from the uint8 tensor), fused QCFS,
           bf16 autocast when the CPU has native bf16 (``--precision auto``), as ``mst train`` runs;
   * compile (optional): new + ``torch.compile`` (compile time reported separately, not in images/s).
+``--eval`` times instead what ``mst train`` does after every epoch: the ANN over the whole test set
+(fp32, batch 256), eager (before) and through ``torch.compile`` (``--compile`` now; compilation, the
+first pass, reported apart), with the accuracies of both.
 Rounds alternate old/new so that drift of a shared machine hits both; the median of the
 rounds is reported with the machine and the load average.
 """
@@ -34,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mst_lava.data import get_dataset  # noqa: E402
 from mst_lava.data.static import BatchLoader  # noqa: E402
 from mst_lava.model import build_model  # noqa: E402
-from mst_lava.train import autocast_dtype  # noqa: E402
+from mst_lava.train import autocast_dtype, evaluate  # noqa: E402
 
 qcfs_mod = importlib.import_module("mst_lava.model.qcfs")
 
@@ -104,6 +108,43 @@ def run_path(name, ds, args, compiled_cache):
 FUSED = qcfs_mod.qcfs
 
 
+def time_eval(args) -> int:
+    """Test-set evaluation, eager vs compiled, alternating rounds on one model."""
+    torch.manual_seed(0)
+    if args.checkpoint:
+        from mst_lava.checkpoint import load_checkpoint
+        model, _ = load_checkpoint(args.checkpoint)
+    else:
+        model = build_model(args.preset)
+    mcfg = model.cfg
+    test = get_dataset(args.dataset, None, "test", img_size=mcfg.img_size, in_chans=mcfg.in_chans, augment=False)
+    cpu = torch.device("cpu")
+    compiled = torch.compile(model)
+    t0 = time.perf_counter()
+    evaluate(compiled, BatchLoader(test, 256), cpu)
+    compile_s = time.perf_counter() - t0
+    times: dict = {"eager": [], "compiled": []}
+    accs: dict = {}
+    for r in range(args.rounds):
+        for name, net in (("eager", model), ("compiled", compiled)):
+            t0 = time.perf_counter()
+            accs[name] = evaluate(net, BatchLoader(test, 256), cpu)
+            times[name].append(time.perf_counter() - t0)
+            print(f"round {r + 1}: {name:8s} {times[name][-1]:6.1f} s", flush=True)
+    med = {n: statistics.median(v) for n, v in times.items()}
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
+    print(f"preset {args.preset}, {len(test)} {args.dataset} test images, fp32, batch 256, "
+          f"{args.rounds} rounds (median); model: {args.checkpoint or 'untrained ' + args.preset}")
+    print("| evaluation | s per pass (median) | rounds | accuracy | vs eager |")
+    print("|---|---|---|---|---|")
+    for n in times:
+        print(f"| {n} | {med[n]:.1f} | {', '.join(f'{v:.1f}' for v in times[n])} | {100 * accs[n]:.2f} % "
+              f"| {med['eager'] / med[n]:.2f}x |")
+    print(f"compilation + first pass: {compile_s:.1f} s (once per run)")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="fmnist")
@@ -114,9 +155,14 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="also time the torch.compile path")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    p.add_argument("--eval", action="store_true",
+                   help="time the per-epoch test evaluation (eager vs compiled) instead of training steps")
+    p.add_argument("--checkpoint", default=None, help="--eval: a trained checkpoint to evaluate (default: untrained)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.eval:
+        return time_eval(args)
     mcfg = build_model(args.preset).cfg
     ds = get_dataset(args.dataset, None, "train", img_size=mcfg.img_size, in_chans=mcfg.in_chans, augment=True)
     paths = ["old", "new"] + (["compile"] if args.compile else [])

@@ -164,3 +164,21 @@ def test_cli_arch_and_qcfs_levels(tmp_path):
     ck = read_checkpoint(out)
     assert ck["arch"] == "vgg16" and ck["config"]["L"] == 4
     assert main(["train", "--arch", "resnet50", "--out", str(tmp_path / "x.pt")]) == 2
+
+
+def test_compiled_training_evaluates_like_the_eager_model(tmp_path):
+    """--compile evaluates the test set through a compiled copy; its accuracy is the eager model's."""
+    from mst_lava.checkpoint import load_checkpoint
+    from mst_lava.data import get_dataset
+    from mst_lava.data.static import BatchLoader
+    from mst_lava.train import evaluate
+    out = tmp_path / "c.pt"
+    m = train(TrainConfig(dataset="digits", preset="digits", epochs=1, batch_size=32, limit_train=256,
+                          out=str(out), compile=True, precision="fp32", progress=False))
+    model, _ = load_checkpoint(out)
+    test = get_dataset("digits", None, "test", augment=False, img_size=8, in_chans=1, frames=None)
+    eager = evaluate(model, BatchLoader(test, 256), torch.device("cpu"))
+    assert m["history"][-1]["ann_acc"] == m["ann_acc"]
+    # fp32 either way; a compiled kernel may sum in another order, so allow one image of 360 to flip
+    assert abs(m["ann_acc"] - eager) <= 1 / len(test) + 1e-12
+    assert eager > 0.2          # one epoch on 256 digits is well above chance (10 %)

@@ -1,0 +1,32 @@
+"""benchmarks/time_to_accuracy.py: a run's per-epoch history saved to JSON reads back as the checkpoint's."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from mst_lava.checkpoint import save_checkpoint
+from mst_lava.model import build_model
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "time_to_accuracy.py"
+
+
+def _run(*args) -> str:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_time_to_accuracy_from_checkpoint_and_saved_history(tmp_path):
+    hist = [{"epoch": 0, "loss": 1.0, "ann_acc": 0.90, "time_s": 60.0},
+            {"epoch": 1, "loss": 0.9, "ann_acc": 0.9160, "time_s": 120.0},
+            {"epoch": 2, "loss": 0.8, "ann_acc": 0.9140, "time_s": 180.0}]
+    ck = tmp_path / "run.pt"
+    save_checkpoint(ck, build_model("digits"), metrics={"ann_acc": 0.914, "history": hist})
+    js = tmp_path / "run.json"
+    assert _run(ck, "--save-history", js) == ""
+    assert json.loads(js.read_text())["history"] == hist
+    a, b = _run(ck, "--target", 91.5), _run(js, "--target", 91.5)
+    assert "| 2 | 91.60 | 2.0 |" in a and "first ≥ 91.5 %: epoch 2, 2.0 min" in a
+    assert a.replace(str(ck), "X") == b.replace(str(js), "X")
+    assert "not reached in 3 epochs (3.0 min)" in _run(js, "--target", 95)
