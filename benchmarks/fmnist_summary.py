@@ -47,6 +47,9 @@ def _in_progress(name: str) -> list[str]:
     n_seeds = len(st["seeds"]) * sum(1 for c in st["configs"] if c)
     L = [f"### `{name}`: in progress ({len(runs)} of {n_seeds} seed runs started, "
          f"{prog['phases'].get('clean', {}).get('wall_s', 0):.0f} s so far; `--resume` continues it)", "",
+         *([f"ANN on all {st['n']} images: without masks {_pct(prog['ann']['accuracy'])} %; "
+            + "; ".join(f"with RSM {lab}: {_pct(a['mean'])} ± {_pct(a['std'])} %"
+                        for lab, a in prog["ann"]["masked"].items()) + ".", ""] if prog.get("ann") else []),
          "| run (config:seed) | images done | " + " | ".join(f"T={t}" for t in st["T"]) + " |",
          "|---|---|" + "---|" * len(st["T"])]
     for key, run in runs.items():

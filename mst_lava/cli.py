@@ -59,7 +59,8 @@ def _add_train(sub) -> None:
                         "(AVX512-BF16/AMX), fp32 elsewhere (evaluation is always fp32 on a CPU)")
     at.add_threads_option(p)
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the model for training (about 1 min of compilation; faster epochs)")
+                   help="torch.compile the model for training and for the per-epoch test evaluation (about 1 min "
+                        "of compilation; faster epochs)")
     p.add_argument("--limit-train", type=at.positive_int, default=None, help="use only the first N training samples")
     p.set_defaults(func=_run_train)
 
