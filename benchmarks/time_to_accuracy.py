@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     import json
 
     from mst_lava.checkpoint import read_checkpoint
+    from mst_lava.fileio import atomic_write
 
     def history(path: str) -> list[dict]:
         if path.endswith(".json"):
@@ -38,7 +39,8 @@ def main(argv=None) -> int:
         if len(hist) != 1:
             p.error("--save-history takes exactly one input")
         (c, h), = hist.items()
-        Path(a.save_history).write_text(json.dumps({"source": c, "history": h}, indent=1) + "\n")
+        text = json.dumps({"source": c, "history": h}, indent=1) + "\n"
+        atomic_write(a.save_history, lambda tmp: Path(tmp).write_text(text), "history")
         return 0
     first = {}
     for c, h in hist.items():
