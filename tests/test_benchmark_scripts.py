@@ -30,3 +30,23 @@ def test_time_to_accuracy_from_checkpoint_and_saved_history(tmp_path):
     assert "| 2 | 91.60 | 2.0 |" in a and "first ≥ 91.5 %: epoch 2, 2.0 min" in a
     assert a.replace(str(ck), "X") == b.replace(str(js), "X")
     assert "not reached in 3 epochs (3.0 min)" in _run(js, "--target", 95)
+
+
+def test_precise_bn_reestimates_the_statistics(tmp_path):
+    """benchmarks/precise_bn.py on a digits checkpoint whose BatchNorm statistics are far from the data's:
+    re-estimating them changes the test accuracy."""
+    import re
+
+    import torch
+    torch.manual_seed(0)
+    ck = tmp_path / "d.pt"
+    model = build_model("digits")
+    for b in model.modules():           # statistics far from the data's: mean 5, variance 100
+        if isinstance(b, torch.nn.modules.batchnorm._BatchNorm):
+            b.running_mean.fill_(5.0)
+            b.running_var.fill_(100.0)
+    save_checkpoint(ck, model, dataset="digits")
+    out = subprocess.run([sys.executable, str(SCRIPT.parent / "precise_bn.py"), str(ck), "--batches", "3"],
+                         check=True, capture_output=True, text=True).stdout
+    before, after = map(float, re.findall(r"([\d.]+) %", out))
+    assert "averaged over 3 training batches" in out and before != after
