@@ -31,8 +31,9 @@ def main(argv=None) -> int:
     from mst_lava.train import evaluate
     model, ck = load_checkpoint(a.checkpoint)
     kw = dict(img_size=model.cfg.img_size, in_chans=model.cfg.in_chans, frames=None)
-    train = get_dataset(ck.get("dataset") or "fmnist", None, "train", augment=True, **kw)
-    test = BatchLoader(get_dataset(ck.get("dataset") or "fmnist", None, "test", augment=False, **kw), 256)
+    name = ck.get("dataset") or "fmnist"
+    train = get_dataset(name, None, "train", augment=True, **kw)
+    test = BatchLoader(get_dataset(name, None, "test", augment=False, **kw), 256)
     cpu = torch.device("cpu")
     before = evaluate(model, test, cpu)
     bns = [b for b in model.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
