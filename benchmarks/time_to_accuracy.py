@@ -17,6 +17,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def _pct(acc) -> str:
+    """An accuracy in percent, or a dash for an epoch `mst train --eval-from` did not evaluate."""
+    return "–" if acc is None else f"{100 * acc:.2f}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+")
@@ -44,13 +49,13 @@ def main(argv=None) -> int:
         return 0
     first = {}
     for c, h in hist.items():
-        hit = next((e for e in h if 100 * e["ann_acc"] >= a.target), None)
+        hit = next((e for e in h if e["ann_acc"] is not None and 100 * e["ann_acc"] >= a.target), None)
         first[c] = (f"epoch {hit['epoch'] + 1}, {hit['time_s'] / 60:.1f} min" if hit
                     else f"not reached in {len(h)} epochs ({h[-1]['time_s'] / 60:.1f} min)" if h else "no history")
     print("| epoch | " + " | ".join(f"`{c}` acc % | min" for c in hist) + " |")
     print("|---" * (1 + 2 * len(hist)) + "|")
     for i in range(max(len(h) for h in hist.values())):
-        cells = [f"{100 * h[i]['ann_acc']:.2f} | {h[i]['time_s'] / 60:.1f}" if i < len(h) else " | "
+        cells = [(" | " if i >= len(h) else f"{_pct(h[i]['ann_acc'])} | {h[i]['time_s'] / 60:.1f}")
                  for h in hist.values()]
         print(f"| {i + 1} | " + " | ".join(cells) + " |")
     print()

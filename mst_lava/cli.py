@@ -61,6 +61,13 @@ def _add_train(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model for training and for the per-epoch test evaluation (about 1 min "
                         "of compilation; faster epochs)")
+    p.add_argument("--ema", type=at.fraction, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights and BatchNorm statistics with this "
+                        "decay per step (timm's ModelEmaV3; e.g. 0.999, about two Fashion-MNIST epochs at batch "
+                        "128) and evaluate and save the average instead of the last weights (default 0: off)")
+    p.add_argument("--eval-from", type=at.positive_int, default=1, metavar="EPOCH",
+                   help="evaluate the test set only after this epoch and the later ones (the last epoch always); "
+                        "saves the evaluation passes of early epochs (default 1: every epoch)")
     p.add_argument("--limit-train", type=at.positive_int, default=None, help="use only the first N training samples")
     p.set_defaults(func=_run_train)
 
@@ -75,7 +82,8 @@ def _run_train(args) -> int:
                       label_smoothing=args.label_smoothing, mask=args.mask, seed=args.seed, out=args.out,
                       resume=args.resume, init=args.init, device=args.device, workers=args.workers,
                       frames=args.frames, precision=args.precision, compile=args.compile, threads=args.threads,
-                      limit_train=args.limit_train, arch=args.arch, levels=args.qcfs_levels)
+                      limit_train=args.limit_train, arch=args.arch, levels=args.qcfs_levels, ema=args.ema,
+                      eval_from=args.eval_from)
     t0 = time.time()
     m = train(cfg)
     if "ann_acc" in m:

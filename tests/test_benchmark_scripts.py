@@ -30,6 +30,11 @@ def test_time_to_accuracy_from_checkpoint_and_saved_history(tmp_path):
     assert "| 2 | 91.60 | 2.0 |" in a and "first ≥ 91.5 %: epoch 2, 2.0 min" in a
     assert a.replace(str(ck), "X") == b.replace(str(js), "X")
     assert "not reached in 3 epochs (3.0 min)" in _run(js, "--target", 95)
+    # epochs that `mst train --eval-from` did not evaluate show a dash and never count as reached
+    hist[0]["ann_acc"] = hist[1]["ann_acc"] = None
+    save_checkpoint(ck, build_model("digits"), metrics={"ann_acc": 0.914, "history": hist})
+    c = _run(ck, "--target", 91.0)
+    assert "| 1 | – | 1.0 |" in c and "first ≥ 91 %: epoch 3, 3.0 min" in c
 
 
 def test_precise_bn_reestimates_the_statistics(tmp_path):

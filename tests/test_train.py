@@ -182,3 +182,51 @@ def test_compiled_training_evaluates_like_the_eager_model(tmp_path):
     # fp32 either way; a compiled kernel may sum in another order, so allow one image of 360 to flip
     assert abs(m["ann_acc"] - eager) <= 1 / len(test) + 1e-12
     assert eager > 0.2          # one epoch on 256 digits is well above chance (10 %)
+
+
+def test_ema_saves_the_average_and_resumes_like_the_uninterrupted_run(tmp_path):
+    """--ema: the checkpoint holds timm's moving average (the raw weights ride in train_state), it is what is
+    evaluated, and a resumed run ends with the same average and raw weights as an uninterrupted one."""
+    import pytest
+
+    from mst_lava.checkpoint import load_checkpoint
+    from mst_lava.data import get_dataset
+    from mst_lava.data.static import BatchLoader
+    from mst_lava.train import evaluate
+    kw = dict(dataset="digits", preset="digits", batch_size=32, limit_train=96, progress=False, seed=1, ema=0.9)
+    full = tmp_path / "full.pt"
+    m = train(TrainConfig(epochs=2, out=str(full), **kw))
+    ck = read_checkpoint(full)
+    raw, avg = ck["train_state"]["model"], ck["state_dict"]
+    assert ck["train_state"]["ema_decay"] == 0.9
+    moved = [k for k in avg if avg[k].is_floating_point() and not torch.equal(avg[k], raw[k])]
+    assert "head.weight" in moved and any("running_mean" in k for k in moved)
+    # the accuracy recorded is the average's
+    model, _ = load_checkpoint(full)
+    test = BatchLoader(get_dataset("digits", None, "test", augment=False, img_size=8, in_chans=1), 256)
+    assert evaluate(model, test, torch.device("cpu")) == m["ann_acc"]
+    part = tmp_path / "part.pt"
+    train(TrainConfig(epochs=1, out=str(part), **kw))
+    train(TrainConfig(epochs=2, out=str(part), resume=True,
+                      **{k: v for k, v in kw.items() if k not in ("dataset", "ema")}))
+    b = read_checkpoint(part)
+    for k in avg:
+        assert torch.equal(avg[k], b["state_dict"][k]), k
+        assert torch.equal(raw[k], b["train_state"]["model"][k]), k
+    from mst_lava.errors import MSTError
+    plain = tmp_path / "plain.pt"
+    train(TrainConfig(epochs=1, out=str(plain), **{**kw, "ema": 0.0}))
+    with pytest.raises(MSTError, match="without an average"):
+        train(TrainConfig(epochs=2, out=str(plain), resume=True, ema=0.9, progress=False))
+
+
+def test_eval_from_skips_early_evaluations(tmp_path):
+    out = tmp_path / "e.pt"
+    m = train(TrainConfig(dataset="digits", preset="digits", epochs=3, batch_size=32, limit_train=64, out=str(out),
+                          progress=False, eval_from=3))
+    h = read_checkpoint(out)["metrics"]["history"]
+    assert [e["ann_acc"] is None for e in h] == [True, True, False] and h[-1]["ann_acc"] == m["ann_acc"]
+    # a run whose --eval-from lies beyond its end still evaluates the last epoch
+    m = train(TrainConfig(dataset="digits", preset="digits", epochs=1, batch_size=32, limit_train=64, out=str(out),
+                          progress=False, eval_from=5))
+    assert 0 <= m["ann_acc"] <= 1
