@@ -1,4 +1,4 @@
-"""Training: AdamW (wd 0.05), timm CosineLRScheduler with warmup, label smoothing, AMP, DDP, resume.
+"""Training: AdamW (wd 0.05), timm CosineLRScheduler with warmup, label smoothing, AMP, DDP, resume, EMA.
 
 On a CPU the hot path is kept lean: in-memory datasets (digits, Fashion-MNIST, CIFAR) are
 batched straight from their uint8 tensors with batch-wise augmentation (:class:`BatchLoader`),
@@ -196,7 +196,11 @@ def train(cfg: TrainConfig) -> dict:
         if "ema_decay" in train_state:   # the checkpoint's weights are the average; the raw ones train on
             cfg.ema = float(train_state["ema_decay"])
             ema_state = {k: v.clone() for k, v in model.state_dict().items()}   # not views of what loads next
-            model.load_state_dict(train_state["model"])
+            try:
+                model.load_state_dict(train_state["model"])
+            except (RuntimeError, TypeError, AttributeError) as e:
+                raise MSTError(f"{cfg.out}: the training weights saved beside the average do not fit the model "
+                               f"({str(e).splitlines()[0]}); start the run again without --resume") from None
         elif cfg.ema:
             raise MSTError(f"--ema: {cfg.out} was trained without an average of the weights; resume it without --ema")
         start_epoch = int(train_state["epoch"]) + 1

@@ -230,3 +230,20 @@ def test_eval_from_skips_early_evaluations(tmp_path):
     m = train(TrainConfig(dataset="digits", preset="digits", epochs=1, batch_size=32, limit_train=64, out=str(out),
                           progress=False, eval_from=5))
     assert 0 <= m["ann_acc"] <= 1
+
+
+def test_resume_with_broken_ema_weights_is_a_message(tmp_path):
+    import pytest
+
+    from mst_lava.checkpoint import save_checkpoint
+    from mst_lava.errors import MSTError
+    out = tmp_path / "e.pt"
+    train(TrainConfig(dataset="digits", preset="digits", epochs=1, batch_size=32, limit_train=64, out=str(out),
+                      progress=False, ema=0.9))
+    ck = read_checkpoint(out)
+    ck["train_state"]["model"] = {"head.weight": torch.zeros(3)}
+    from mst_lava.checkpoint import load_checkpoint
+    model, _ = load_checkpoint(out)
+    save_checkpoint(out, model, metrics=ck["metrics"], dataset="digits", train_state=ck["train_state"])
+    with pytest.raises(MSTError, match="do not fit the model"):
+        train(TrainConfig(epochs=2, out=str(out), resume=True, progress=False))
