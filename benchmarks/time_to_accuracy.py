@@ -17,9 +17,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _pct(acc) -> str:
+def pct(acc) -> str:
     """An accuracy in percent, or a dash for an epoch `mst train --eval-from` did not evaluate."""
     return "–" if acc is None else f"{100 * acc:.2f}"
+
+
+def first_at(history: list[dict], target_pct: float) -> dict | None:
+    """The first epoch of a training history evaluated at ``target_pct`` percent or more (None: never)."""
+    return next((e for e in history if e["ann_acc"] is not None and 100 * e["ann_acc"] >= target_pct), None)
 
 
 def main(argv=None) -> int:
@@ -49,13 +54,13 @@ def main(argv=None) -> int:
         return 0
     first = {}
     for c, h in hist.items():
-        hit = next((e for e in h if e["ann_acc"] is not None and 100 * e["ann_acc"] >= a.target), None)
+        hit = first_at(h, a.target)
         first[c] = (f"epoch {hit['epoch'] + 1}, {hit['time_s'] / 60:.1f} min" if hit
                     else f"not reached in {len(h)} epochs ({h[-1]['time_s'] / 60:.1f} min)" if h else "no history")
     print("| epoch | " + " | ".join(f"`{c}` acc % | min" for c in hist) + " |")
     print("|---" * (1 + 2 * len(hist)) + "|")
     for i in range(max(len(h) for h in hist.values())):
-        cells = [(" | " if i >= len(h) else f"{_pct(h[i]['ann_acc'])} | {h[i]['time_s'] / 60:.1f}")
+        cells = [(" | " if i >= len(h) else f"{pct(h[i]['ann_acc'])} | {h[i]['time_s'] / 60:.1f}")
                  for h in hist.values()]
         print(f"| {i + 1} | " + " | ".join(cells) + " |")
     print()

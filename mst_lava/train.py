@@ -322,7 +322,8 @@ def train(cfg: TrainConfig) -> dict:
             # epochs before --eval-from are not evaluated (ann_acc None in the history): time to accuracy
             # then counts no evaluation passes that nobody reads
             evaluated = epoch + 1 >= cfg.eval_from or epoch + 1 == cfg.epochs
-            acc = evaluate(eval_net, test_dl, device) if evaluated else acc
+            if evaluated:
+                acc = evaluate(eval_net, test_dl, device)
             history.append({"epoch": epoch, "loss": tot_loss / max(n_seen, 1),
                             "ann_acc": acc if evaluated else None, "time_s": round(time.time() - t0, 2)})
             if cfg.progress:

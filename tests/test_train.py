@@ -235,14 +235,13 @@ def test_eval_from_skips_early_evaluations(tmp_path):
 def test_resume_with_broken_ema_weights_is_a_message(tmp_path):
     import pytest
 
-    from mst_lava.checkpoint import save_checkpoint
+    from mst_lava.checkpoint import load_checkpoint, save_checkpoint
     from mst_lava.errors import MSTError
     out = tmp_path / "e.pt"
     train(TrainConfig(dataset="digits", preset="digits", epochs=1, batch_size=32, limit_train=64, out=str(out),
                       progress=False, ema=0.9))
     ck = read_checkpoint(out)
     ck["train_state"]["model"] = {"head.weight": torch.zeros(3)}
-    from mst_lava.checkpoint import load_checkpoint
     model, _ = load_checkpoint(out)
     save_checkpoint(out, model, metrics=ck["metrics"], dataset="digits", train_state=ck["train_state"])
     with pytest.raises(MSTError, match="do not fit the model"):
