@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RES = ROOT / "benchmarks" / "results" / "paper"
 sys.path.insert(0, str(ROOT))
 
+from mst_lava.model.rsm import BLOCK_SITES  # noqa: E402
+
 MODELS = (("mst", "MST (Q, K, A masked)"), ("resnet18", "QCFS ResNet-18 (every block)"),
           ("vgg16", "QCFS VGG-16 (every block)"))
 T_TABLE = "64"
@@ -78,7 +80,7 @@ def power_table() -> list[str]:
     return L
 
 
-SITES = ("SC1", "Q", "K", "A", "V", "AV", "Proj", "SC2", "MLP1", "MLP2")     # the paper's column order
+SITES = BLOCK_SITES     # the ten sites of a block, in the paper's column order
 
 
 def _ablation_rows(cfgs: list, base: dict, first: Callable[[dict], str]) -> list[str]:
