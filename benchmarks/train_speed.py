@@ -3,7 +3,6 @@
     python benchmarks/train_speed.py                      # fmnist preset, batch 128, 40 steps, 3 rounds
     python benchmarks/train_speed.py --compile            # also the --compile path
     python benchmarks/train_speed.py --eval --checkpoint export/fmnist.pt   # per-epoch test evaluation
-    python benchmarks/train_speed.py --malloc --threads 2   # compiled steps, glibc malloc as is vs kept memory
 
 Paths (same model init, same data, same optimizer and loss):
   * old:  per-sample ``DataLoader`` over the dataset (the per-image crop/flip/normalize code
@@ -15,9 +14,6 @@ Paths (same model init, same data, same optimizer and loss):
 ``--eval`` times instead what ``mst train`` does after every epoch: the ANN over the whole test set
 (fp32, batch 256), eager (before) and through ``torch.compile`` (``--compile`` now; compilation, the
 first pass, reported apart), with the accuracies of both.
-``--malloc`` times the compiled step (the path ``mst train --compile`` runs) in child processes, alternating
-glibc's default malloc with :func:`mst_lava.resources.keep_freed_memory` (which ``mst train`` applies on a
-CPU; it cannot be undone inside one process), with the minor page faults of each.
 Rounds alternate old/new so that drift of a shared machine hits both; the median of the
 rounds is reported with the machine and the load average.
 """
@@ -27,9 +23,7 @@ import argparse
 import importlib
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -151,47 +145,6 @@ def time_eval(args) -> int:
     return 0
 
 
-def time_malloc(args) -> int:
-    """Compiled training steps, glibc's malloc as is vs keep_freed_memory, in alternating child processes."""
-    rates: dict = {"as is": [], "kept": []}
-    faults: dict = {"as is": [], "kept": []}
-    for r in range(args.rounds):
-        for name, flag in (("as is", "0"), ("kept", "1")):
-            cmd = [sys.executable, __file__, "--malloc-child", flag, "--preset", args.preset, "--dataset",
-                   args.dataset, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            ips, flt = map(float, out.strip().splitlines()[-1].split())
-            rates[name].append(ips)
-            faults[name].append(flt)
-            print(f"round {r + 1}: {name:6s} {ips:7.1f} images/s, {flt / args.steps:8.0f} minor faults per step",
-                  flush=True)
-    med = {n: statistics.median(v) for n, v in rates.items()}
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"threads {args.threads or torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
-    print(f"preset {args.preset}, batch {args.batch_size}, compiled, {args.steps} steps x {args.rounds} rounds")
-    print("| malloc | images/s (median) | rounds | minor faults per step | vs as is |")
-    print("|---|---|---|---|---|")
-    for n in rates:
-        print(f"| {n} | {med[n]:.1f} | {', '.join(f'{v:.0f}' for v in rates[n])} | "
-              f"{statistics.median(faults[n]) / args.steps:.0f} | {med[n] / med['as is']:.2f}x |")
-    return 0
-
-
-def malloc_child(args) -> int:
-    """One compiled run for --malloc; prints 'images/s minor-faults' on its last line."""
-    if args.malloc_child == "1":
-        from mst_lava.resources import keep_freed_memory
-        if not keep_freed_memory():
-            raise SystemExit("keep_freed_memory: not applied (not glibc on Linux)")
-    mcfg = build_model(args.preset).cfg
-    ds = get_dataset(args.dataset, None, "train", img_size=mcfg.img_size, in_chans=mcfg.in_chans, augment=True)
-    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    ips, _ = run_path("compile", ds, args, {})
-    print(ips, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-    return 0
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="fmnist")
@@ -205,16 +158,9 @@ def main(argv=None) -> int:
     p.add_argument("--eval", action="store_true",
                    help="time the per-epoch test evaluation (eager vs compiled) instead of training steps")
     p.add_argument("--checkpoint", default=None, help="--eval: a trained checkpoint to evaluate (default: untrained)")
-    p.add_argument("--malloc", action="store_true",
-                   help="time compiled steps with glibc's malloc as is vs keep_freed_memory (child processes)")
-    p.add_argument("--malloc-child", choices=("0", "1"), default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.malloc_child is not None:
-        return malloc_child(args)
-    if args.malloc:
-        return time_malloc(args)
     if args.eval:
         return time_eval(args)
     mcfg = build_model(args.preset).cfg
