@@ -63,35 +63,3 @@ def fmt_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} PiB"
-
-
-# glibc's mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-
-
-def keep_freed_memory(pad: int = 512 << 20) -> bool:
-    """Tell glibc's malloc to keep freed memory in the process instead of handing it back to the kernel.
-
-    By default every buffer above the mmap threshold (a few MiB) is a fresh ``mmap`` that the kernel must fault
-    in and zero page by page, and is unmapped again when freed: a CPU training step allocates and frees its
-    activations every step, so the same pages are faulted in again and again (≈ 1.3 M minor faults per 80 steps of
-    the ``fmnist`` preset). Serving them from the heap and not trimming it (the same as the environment
-    variables ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_TOP_PAD_``) removes those faults;
-    the process keeps its peak memory until it exits. Returns whether it was applied (glibc on Linux only;
-    elsewhere nothing is done). Arithmetic is unchanged: this is only where the bytes come from.
-    """
-    import ctypes
-    import ctypes.util
-    import sys
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False                                  # not glibc (e.g. musl has no mallopt)
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    ok = mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1
-    ok = mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1 and ok
-    ok = mallopt(_M_TOP_PAD, pad) == 1 and ok
-    return ok

@@ -31,7 +31,6 @@ from mst_lava.errors import MSTError
 from mst_lava.model import PRESETS, build_model, set_ann_masks
 from mst_lava.model.qcfs import iter_sites, set_levels
 from mst_lava.model.rsm import parse_mask_spec
-from mst_lava.resources import keep_freed_memory
 
 TRAIN_ARCHS = ("mst", "resnet18", "vgg16")
 
@@ -174,10 +173,6 @@ def train(cfg: TrainConfig) -> dict:
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if device.type == "cpu":
-        # freed activations stay in the heap instead of being unmapped and faulted in again every step:
-        # +12–15 % compiled fmnist steps on 2 cores (benchmarks/results/train_speed.md)
-        keep_freed_memory()
     from timm.scheduler import CosineLRScheduler
     from timm.utils import random_seed
     random_seed(cfg.seed, rank)                 # python, numpy and torch from seed + rank
