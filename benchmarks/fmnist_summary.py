@@ -40,6 +40,16 @@ def _report(*names: str) -> dict | None:
     return None
 
 
+def _wall(r: dict) -> str:
+    """A report's wall time. ``wall_s`` is the last ``snn-eval`` invocation's; a run continued with ``--resume``
+    across sessions holds its simulation's wall time summed over them in ``sim_wall_s`` (pauses included)."""
+    last, total = r.get("wall_s", 0), r.get("sim_wall_s", 0)
+    if total <= last:
+        return f"Wall time {last:.0f} s"
+    return (f"Wall time of the simulation {total:.0f} s, summed over the runs continued with `--resume` "
+            f"(pauses included; the last run {last:.0f} s)")
+
+
 def _in_progress(name: str) -> list[str]:
     """What an unfinished ``snn-eval --resume`` has done so far (its progress.json), seed by seed."""
     p = RES / name / "progress.json"
@@ -98,7 +108,7 @@ def snn_section() -> list[str]:
         Ts = [str(t) for t in r["T"]]
         ann = r["ann"]["accuracy"]
         L += [f"### Unmasked `fmnist.pt`, {mode} attention products, first {r['n_samples']} test images", "",
-              f"ANN on the same images: **{_pct(ann)} %**. Wall time {r.get('wall_s', 0):.0f} s, "
+              f"ANN on the same images: **{_pct(ann)} %**. {_wall(r)}, "
               f"{r.get('machine', {}).get('threads')} thread(s).", "",
               "| T | " + " | ".join(Ts) + " |", "|---|" + "---|" * len(Ts),
               "| SNN accuracy % | " + " | ".join(_pct(c["accuracy"][t]["mean"]) for t in Ts) + " |",
@@ -126,7 +136,7 @@ def snn_section() -> list[str]:
                            for lab, a in r["ann"].get("masked", {}).items())
         L += [f"### `fmnist_rsm{r_}.pt` (Q, K, A at {r_} %), {r['attention']} attention, first {r['n_samples']} test "
               f"images", "", f"ANN on the same images: without masks {_pct(r['ann']['accuracy'])} %; {masked}. "
-              f"Wall time {r.get('wall_s', 0):.0f} s.", "",
+              f"{_wall(r)}.", "",
               "| mask | seeds | " + " | ".join(f"T={t}" for t in Ts) + " | SNN/ANN energy at T=64 |",
               "|---|---|" + "---|" * (len(Ts) + 1)]
         for c in r["configs"]:
