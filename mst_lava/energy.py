@@ -196,6 +196,38 @@ def ann_energy(ann: dict, profile="cmos45nm", precision: str = "fp32") -> dict:
                       _line("softmax evaluations (elements)", ann["softmax_elements"], None, "not priced")]}
 
 
+def ann_counts_of_graph(graph) -> dict:
+    """The ANN baseline of an exported network, from the file's own graph (``mst run``; no model, no torch): the
+    MACs the QCFS ANN the file came from performs per inference, in the structure of
+    :func:`mst_lava.snn.counters.ann_counts`. A ``conv``: every output × ``in/groups · kH · kW`` (a conv with one
+    weight set per spike input, format §5b, is the one patch merging on the stream: one input's worth); the
+    readout: ``K · C``; attention: ``Q·Kᵀ`` and ``softmax·V`` each ``nW · h · N · N · d``; softmax elements
+    ``nW · h · N · N``."""
+    import numpy as np
+    layer_macs = matmul = soft = 0.0
+    rows = []
+    for L in graph.layers:
+        macs = 0.0
+        if L.type == "conv":
+            w = np.asarray(L.params["weight"])
+            per_out = float(np.prod(w.shape[1:4])) / max(len(L.inputs), 1)
+            macs = float(np.prod(L.shape)) * per_out
+            layer_macs += macs
+        elif L.type == "mst_readout":
+            macs = float(np.prod(np.asarray(L.params["weight"]).shape))
+            layer_macs += macs
+        elif L.type == "mst_qk":
+            d = graph.layers[L.inputs[0]].shape[0] // int(L.mst["heads"])
+            n_el = float(np.prod(L.shape))
+            macs = 2 * n_el * d                      # Q·Kᵀ here, softmax·V at the mst_softmax_av that reads it
+            matmul += macs
+            soft += n_el
+        if macs:
+            rows.append({"name": L.name, "type": L.type, "macs": macs})
+    return {"samples": 1, "macs": layer_macs + matmul, "layer_macs": layer_macs, "matmul_macs": matmul,
+            "softmax_elements": soft, "layers": rows, "source": "the exported file's graph"}
+
+
 def energy_report(summary: dict, ann: dict | None = None, precision: str = "fp32",
                   hardware=("loihi", "loihi2"), theory="cmos45nm") -> dict:
     """Both views for one set of counts, plus the ANN baseline and the SNN/ANN ratio."""

@@ -249,22 +249,34 @@ def saturate24(v):
     return clip(v, -VOLTAGE_MAX, VOLTAGE_MAX)
 
 
-def if_step(v, current, vth):
-    """One float IF step with reset by subtraction: v += I; s = v >= vth; v -= s·vth. Returns (v, s)."""
-    v = v + current
-    s = v >= vth
+def fire(v, vth, burst: int = 1):
+    """The spikes of membrane ``v`` against threshold ``vth`` and the reset by subtraction: ``(v, s)``.
+
+    Binary (``burst`` 1): ``s = v >= vth`` (bool), ``v -= s·vth``. Burst/graded (B > 1, the ``IF_BURST``
+    neuron, docs/netx-mst-format.md §2): ``s = clip(floor(v / vth), 0, B)`` spikes in one payload (int64 in
+    fixed point, where ``floor`` is ``//``; the float dtype in float), ``v -= s·vth``."""
+    if burst == 1:
+        s = v >= vth
+        return (torch.where(s, v - vth, v) if is_torch(v) else np.where(s, v - vth, v)), s
     if is_torch(v):
-        v = torch.where(s, v - vth, v)
+        s = torch.div(v, vth, rounding_mode="floor") if not v.is_floating_point() else torch.floor(v / vth)
+        s = s.clamp_(0, burst)
     else:
-        v = np.where(s, v - vth, v)
-    return v, s
+        s = np.floor_divide(v, vth) if v.dtype.kind in "iu" else np.floor(v / vth)
+        s = np.clip(s, 0, burst)
+    return v - s * vth, s
 
 
-def if_step_fixed(v, current, vth: int, bias=None):
+def if_step(v, current, vth, burst: int = 1):
+    """One float IF step with reset by subtraction: v += I; then :func:`fire`. Returns (v, s)."""
+    return fire(v + current, vth, burst)
+
+
+def if_step_fixed(v, current, vth: int, bias=None, burst: int = 1):
     """One fixed-point (Loihi 24-bit) IF step. ``current`` is the wrapped 24-bit current
     (``wrap24`` of the raw synaptic current), ``bias`` the integer bias (or None):
 
-        v = saturate24(v + current + bias); s = v >= vth; v -= s·vth
+        v = saturate24(v + current + bias); then fire (s = v >= vth, or the burst payload); v -= s·vth
 
     Returns (v, s, saturated) with ``saturated`` the bool mask of clipped voltages."""
     u = v + current
@@ -272,22 +284,18 @@ def if_step_fixed(v, current, vth: int, bias=None):
         u = u + bias
     v = saturate24(u)
     sat = v != u
-    s = v >= vth
-    if is_torch(v):
-        v = torch.where(s, v - vth, v)
-    else:
-        v = np.where(s, v - vth, v)
+    v, s = fire(v, vth, burst)
     return v, s, sat
 
 
-def if_scan(currents, vth, fixed: bool, T: int | None = None, v0=None, bias=None):
+def if_scan(currents, vth, fixed: bool, T: int | None = None, v0=None, bias=None, burst: int = 1):
     """Run IF over time. ``currents`` is (T or 1, ...) (1 = the same current every step).
 
     Fixed point: ``currents`` are raw int64 synaptic currents; each step's current wraps to 24
     bits, ``bias`` (broadcastable) is added, the voltage saturates (:func:`if_step_fixed`).
-    Returns (spikes (T, ...) bool, final v, overflows) where ``overflows`` is
-    ``{"current_overflows": n, "voltage_overflows": n}`` (elements × steps; 0 in float).
-    ``vth`` a scalar (or broadcastable array).
+    Returns (spikes (T, ...), final v, overflows) where spikes are bool (binary) or the payloads
+    (``burst`` > 1) and ``overflows`` is ``{"current_overflows": n, "voltage_overflows": n}``
+    (elements × steps; 0 in float). ``vth`` a scalar (or broadcastable array).
     """
     T = currents.shape[0] if T is None else T
     shape = tuple(currents.shape[1:])
@@ -299,23 +307,17 @@ def if_scan(currents, vth, fixed: bool, T: int | None = None, v0=None, bias=None
         n_cur = int((wrapped != currents).sum()) * (T if currents.shape[0] == 1 else 1)
         sat_sum = 0
         for t in range(T):
-            v, s, sat = if_step_fixed(v, wrapped[t if wrapped.shape[0] > 1 else 0], vth, bias)
+            v, s, sat = if_step_fixed(v, wrapped[t if wrapped.shape[0] > 1 else 0], vth, bias, burst)
             sat_sum = sat_sum + sat.sum()                  # a tensor on torch: no device sync per step
             out.append(s)
         n_volt = int(sat_sum)
     else:
         for t in range(T):
             cur = currents[t if currents.shape[0] > 1 else 0]
-            v, s = if_step(v, cur if bias is None else cur + bias, vth)
+            v, s = if_step(v, cur if bias is None else cur + bias, vth, burst)
             out.append(s)
     spikes = torch.stack(out, 0) if is_torch(currents) else np.stack(out, 0)
     return spikes, v, {"current_overflows": n_cur, "voltage_overflows": n_volt}
-
-
-def synapse_fixed(acc, weight_exp: int, bias=None):
-    """Fixed-point input of an IF neuron: ``wrap24(loihi_current(acc, weight_exp)) + bias`` (int64)."""
-    cur = wrap24(loihi_current(acc, weight_exp))
-    return cur if bias is None else cur + bias
 
 
 # ----------------------------------------------------------------------------------------

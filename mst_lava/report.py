@@ -404,7 +404,8 @@ def _plot_into(fn, r: dict, tmp) -> None:
 
 RUN_TOTALS = ("spikes_emitted", "spikes_delivered", "neuron_updates", "neurons", "synops", "analog_macs",
               "qk_products", "softmax_v_accumulations", "softmax_elements", "residual_accumulations",
-              "analog_matmul_macs", "current_overflows", "voltage_overflows")
+              "analog_matmul_macs", "current_overflows", "voltage_overflows", "messages_delivered",
+              "burst_synops", "burst_event_synops")
 
 
 def per_inference_summary(res) -> dict:
@@ -435,6 +436,10 @@ def per_inference_summary(res) -> dict:
         else:     # a graded input's work is its dense MACs; its events (format §7 synops) are listed apart
             graded = bool(c.get("analog_macs", 0))
             tot["analog_macs" if graded else "synops"] += c["analog_macs" if graded else "synops"] / n
+            if not graded and c.get("synops_messages", c["synops"]) != c["synops"]:
+                # graded payloads in: synops count s accumulations per synapse; also priced as one MAC per message
+                tot["burst_synops"] += c["synops"] / n
+                tot["burst_event_synops"] += c["synops_messages"] / n
             layers.append({"name": name, "type": typ, "synops": 0.0 if graded else c.get("synops", 0) / n,
                            "macs": c.get("analog_macs", 0) / n,
                            **({"graded_input_events_synops": c.get("synops", 0) / n} if graded else {})})
@@ -442,6 +447,7 @@ def per_inference_summary(res) -> dict:
             up = c.get("neuron_updates", 0)
             tot["spikes_emitted"] += c["spikes"] / n
             tot["spikes_delivered"] += c["delivered"] / n
+            tot["messages_delivered"] += c.get("messages", c["delivered"]) / n
             tot["neuron_updates"] += up / n
             tot["neurons"] += c["neurons"]
             sites.append({"name": name, "site": c["site"], "block": c["block"], "neurons": c["neurons"],
@@ -465,12 +471,15 @@ def overflow_line(summary: dict) -> str | None:
             f"{fmt_num(t['voltage_overflows'])} voltage saturations in {len(ov)} layer(s); most in {where}")
 
 
-def run_energy(summary: dict, precision: str) -> tuple[dict | None, str | None]:
-    """The energy report of a run's per-inference counts, or (None, why not)."""
+def run_energy(summary: dict, precision: str, graph=None) -> tuple[dict | None, str | None]:
+    """The energy report of a run's per-inference counts, or (None, why not); with ``graph`` (the run's network)
+    the ANN baseline is the file's own graph (:func:`mst_lava.energy.ann_counts_of_graph`) and the report has
+    ``theoretical.ratio_to_ann`` and ``ratio_to_ann_with_extra`` as ``snn-eval``'s."""
     from mst_lava import energy
     from mst_lava.errors import MSTError
     try:
-        return energy.energy_report(summary, None, precision="int8" if precision == "fixed" else "fp32"), None
+        ann = energy.ann_counts_of_graph(graph) if graph is not None else None
+        return energy.energy_report(summary, ann, precision="int8" if precision == "fixed" else "fp32"), None
     except (MSTError, KeyError, ValueError) as e:
         return None, f"energy report unavailable: {e}"
 
@@ -494,6 +503,17 @@ def run_lines(summary: dict, precision: str, energy: dict | None, energy_note: s
     th = energy["theoretical"]
     lines.append(f"energy (45 nm theoretical, {th['precision']}): {format_energy(th['papers_total_pJ'])} per inference "
                  f"({format_energy(th['total_with_residual_and_dynamic_pJ'])} with residual and dynamic products)")
+    if "ann" in energy:
+        a = energy["ann"]
+        snn_ops = t["synops"] + t["analog_macs"] + t["residual_accumulations"] + t["qk_products"] \
+            + t["softmax_v_accumulations"]
+        line = (f"ANN baseline (dense, from the file's graph, 45 nm {a['precision']}): {fmt_num(a['macs'])} MACs, "
+                f"{format_energy(a['total_pJ'])}; SNN operations / ANN MACs {snn_ops / a['macs']:.3f}; "
+                f"SNN/ANN energy {th['ratio_to_ann']:.3f} ({th['ratio_to_ann_with_extra']:.3f} with residual and "
+                "dynamic products")
+        if th.get("graded_event_as_mac_ratio_to_ann") is not None:
+            line += f"; {th['graded_event_as_mac_ratio_to_ann']:.3f} pricing one MAC per graded message"
+        lines.append(line + ")")
     return lines
 
 

@@ -7,6 +7,7 @@ import sys
 
 from mst_lava import argtypes as at
 from mst_lava import netx_ops as ops
+from mst_lava import neurons
 from mst_lava.errors import MSTError
 
 DESCRIPTION = """\
@@ -60,6 +61,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "Equal to graded up to float rounding in float; its own rounding in fixed point. Needs "
                         "extension version 3 (format section 5b): older mst_lava releases refuse such files. "
                         "Default: graded")
+    p.add_argument("--burst", type=at.positive_int, default=1, metavar="B",
+                   help="graded (burst) neurons: every neuron may fire up to B spikes of λ/B per step, sent as one "
+                        "graded message with an integer payload (neuron type IF_BURST, format extension version 4; "
+                        "Loihi 2 graded spikes, Lava's num_message_bits). B = the checkpoint's QCFS levels L is "
+                        "lossless: at --T 1 the file computes the ANN (e.g. --burst 8 for export/fmnist.pt, 16 for "
+                        "export/digits.pt). Default 1: binary IF neurons, as before")
+    p.add_argument("--payload-bits", type=at.positive_int, default=neurons.DEFAULT_MAX_PAYLOAD_BITS, metavar="N",
+                   help="the widest graded payload --burst may need, ceil(log2(B + 1)) bits; at most "
+                        f"{neurons.MAX_PAYLOAD_BITS} (Lava's graded spikes). Default "
+                        f"{neurons.DEFAULT_MAX_PAYLOAD_BITS} (what Intel calls typical on Loihi 2)")
     p.add_argument("--summary", action="store_true", help="print the exported layer table")
 
 
@@ -77,14 +88,24 @@ def run(args) -> int:
     ckpt = read_checkpoint(args.checkpoint)          # validated before the export builds anything
     if mask:
         check_mask_sites(mask, meta_model(ckpt, args.checkpoint), "--mask")
+    if args.burst > 1:
+        levels = (ckpt.get("config") or {}).get("L") if isinstance(ckpt.get("config"), dict) else None
+        if levels is None:
+            raise MSTError(f"--burst needs a checkpoint with QCFS levels (config 'L'); {args.checkpoint} has none")
+        try:
+            neurons.check_burst_option(args.burst, levels, args.payload_bits)
+        except ValueError as e:
+            raise MSTError(str(e)) from None
     del ckpt
     graph = export_checkpoint(args.checkpoint, out, precision=args.precision, mask=mask, seed=args.seed,
-                              merge_input=args.merge_input)
+                              merge_input=args.merge_input, burst=args.burst, payload_bits=args.payload_bits)
     n_sites = len(graph.sites())
     masked = {f"{layer.site}@{layer.block}": layer.rsm_ratio for _, layer in graph.sites() if layer.rsm_ratio > 0}
     if args.summary:
         print(graph.summary())
-    print(f"wrote {out}: {len(graph)} layers, {n_sites} neuron sites, precision {args.precision}, "
+    kind = "binary IF neurons" if args.burst == 1 else \
+        f"graded IF_BURST neurons, B = {args.burst} ({neurons.payload_bits(args.burst)}-bit payloads)"
+    print(f"wrote {out}: {len(graph)} layers, {n_sites} neuron sites ({kind}), precision {args.precision}, "
           f"RSM {'off' if not masked else f'{len(masked)} sites masked'} (seed {args.seed})")
     return 0
 

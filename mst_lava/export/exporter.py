@@ -13,6 +13,7 @@ import torch
 
 from mst_lava import __version__
 from mst_lava import netx_ops as ops
+from mst_lava import neurons
 from mst_lava.errors import MSTError
 from mst_lava.export.graph import Layer, NetxGraph
 from mst_lava.model.rsm import SITES, drop_threshold, parse_mask_spec, ratio_for
@@ -57,9 +58,6 @@ def _theta(site) -> float:
     return lam
 
 
-def _if_neuron(theta: float) -> dict:
-    return {"type": "IF", "reset": "subtract", "compare": "ge", "v_init": "half_threshold",
-            "threshold": float(theta), "iDecay": 4096, "vDecay": 0, "refDelay": 0}
 
 
 def merge_conv_weight(reduction_w: np.ndarray, g: np.ndarray, C: int) -> np.ndarray:
@@ -75,10 +73,17 @@ def merge_conv_weight(reduction_w: np.ndarray, g: np.ndarray, C: int) -> np.ndar
 
 
 class _Builder:
-    def __init__(self, mask: dict, seed: int):
+    def __init__(self, mask: dict, seed: int, burst: int = 1):
         self.layers: list[Layer] = []
         self.mask = mask
         self.seed = seed
+        self.burst = int(burst)
+        self.neuron_type = neurons.for_burst(self.burst)
+
+    def theta(self, site) -> float:
+        """The value of one spike of a site's neurons, folded into its consumers' weights and gains: λ for
+        binary neurons, the unit u = λ/B of a burst neuron (whose threshold it also is)."""
+        return _theta(site) / self.burst
 
     def add(self, layer: Layer) -> int:
         depth = 0 if not layer.inputs else 1 + max(int(self.layers[k].mst["depth"]) for k in layer.inputs)
@@ -96,7 +101,7 @@ class _Builder:
         r = ratio_for(self.mask, qcfs.site, qcfs.block)
         layer.mst.update(site=qcfs.site, block=int(qcfs.block), site_id=SITES.index(qcfs.site),
                          rsm_ratio=float(r), rsm_threshold=drop_threshold(r), layout=layout)
-        layer.neuron = _if_neuron(_theta(qcfs))
+        layer.neuron = self.neuron_type.fields(self.theta(qcfs), self.burst)
         return layer
 
     def conv(self, name, src: int, weight, bias, qcfs, layout, *, stride=1, padding=0, groups=1,
@@ -142,11 +147,14 @@ class _Builder:
 
 
 def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
-                 ckpt: dict | None = None, merge_input: str = "graded") -> NetxGraph:
+                 ckpt: dict | None = None, merge_input: str = "graded", burst: int = 1,
+                 payload_bits: int = neurons.DEFAULT_MAX_PAYLOAD_BITS) -> NetxGraph:
     """The network graph of a trained MST (eval mode), in ``precision`` "float" or "fixed".
 
     ``merge_input``: "graded" (a patch merging reads the graded residual stream, every step) or "events"
-    (it reads the spike trains the stream sums, one composed weight set per train: format §5b)."""
+    (it reads the spike trains the stream sums, one composed weight set per train: format §5b).
+    ``burst`` B > 1: every neuron is a graded ``IF_BURST`` neuron (up to B spikes of λ/B per step, sent as one
+    payload of ``ceil(log2(B + 1))`` bits, at most ``payload_bits``); B = the QCFS levels L is lossless at T = 1."""
     from mst_lava.model.mst import MST
     if precision not in ("float", "fixed"):
         raise MSTError(f"precision must be 'float' or 'fixed', not {precision!r}")
@@ -156,7 +164,11 @@ def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
         raise MSTError(f"mst-export exports Masked Spiking Transformers; got {type(model).__name__}")
     mask = parse_mask_spec(mask) if mask else {}
     cfg = model.cfg
-    b = _Builder(mask, int(seed))
+    try:
+        burst = neurons.check_burst_option(burst, getattr(cfg, "L", None), payload_bits)
+    except ValueError as e:
+        raise MSTError(str(e)) from None
+    b = _Builder(mask, int(seed), burst)
     with torch.no_grad():
         inp = b.add(Layer(type="input", shape=(cfg.in_chans, cfg.img_size, cfg.img_size), name="input",
                           output="graded", mst={"layout": "none"}))
@@ -169,7 +181,7 @@ def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
             raise MSTError(f"patch embedding {pe} is not a square-stride, symmetric-padding plain conv")
         x = b.conv("embed", inp, W, bias, model.embed_act, "grid", stride=int(pe.stride[0]),
                    padding=int(pe.padding[0]))
-        theta_x = _theta(model.embed_act)
+        theta_x = b.theta(model.embed_act)
         stage = 0
         res = b.residual("stage0.in", [x], [theta_x], stage)
         for s, blocks in enumerate(model.stages):
@@ -189,7 +201,7 @@ def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
                 else:
                     m = b.conv(f"merge{s + 1}", res, W, bias, mg.act, "grid", stride=2)
                 stage = s + 1
-                res = b.residual(f"stage{stage}.in", [m], [_theta(mg.act)], stage)
+                res = b.residual(f"stage{stage}.in", [m], [b.theta(mg.act)], stage)
         # readout: final BN (or LayerNorm: applied per token and step by the readout, §5a), token mean, head
         Ntok = b.layers[res].shape[1] * b.layers[res].shape[2]
         Wh = _np(model.head.weight)
@@ -228,7 +240,7 @@ def _export_block(b: _Builder, blk, res: int, stage: int) -> int:
     # SC1: BN1 + QCFS on the residual = depthwise 1x1 conv
     g, hb = bn_fold(blk.norm1)
     sc1 = b.conv(f"block{i}.sc1", res, g.reshape(C, 1, 1, 1), hb, blk.sc1, "grid", groups=C)
-    t_sc1 = _theta(blk.sc1)
+    t_sc1 = b.theta(blk.sc1)
     Wqkv = _np(attn.qkv.weight)
     bqkv = _np(attn.qkv.bias) if attn.qkv.bias is not None else np.zeros(3 * C)
     qkv = []
@@ -238,33 +250,33 @@ def _export_block(b: _Builder, blk, res: int, stage: int) -> int:
                           "window_heads", extra=win))
     q, k, v = qkv
     nW, N = (H // w) * (W // w), w * w
-    t_q, t_k, t_v = _theta(attn.q_act), _theta(attn.k_act), _theta(attn.v_act)
+    t_q, t_k, t_v = b.theta(attn.q_act), b.theta(attn.k_act), b.theta(attn.v_act)
     A = Layer(type="mst_qk", shape=(nW, h, N, N), name=f"block{i}.attn.a", inputs=[q, k], output="spikes",
               flt={"scale": t_q * t_k * float(attn.scale)}, mst=dict(win))
     a = b.add(b.site(A, attn.a_act, "attn"))
     bias_tab = _np(attn.position_bias())                               # h, N, N
-    flt = {"theta_a": _theta(attn.a_act), "theta_v": t_v, "bias": bias_tab}
+    flt = {"theta_a": b.theta(attn.a_act), "theta_v": t_v, "bias": bias_tab}
     if sft:
         flt["mask"] = _np(blk.attn_mask)                               # nW, N, N
     AV = Layer(type="mst_softmax_av", shape=(C, H, W), name=f"block{i}.attn.av", inputs=[a, v],
                output="spikes", flt=flt, mst=dict(win))
     av = b.add(b.site(AV, attn.av_act, "window_heads"))
-    t_av = _theta(attn.av_act)
+    t_av = b.theta(attn.av_act)
     Wp = _np(attn.proj.weight) * t_av
     proj = b.conv(f"block{i}.attn.proj", av, Wp[:, :, None, None], _np(attn.proj.bias), attn.proj_act,
                   "window_tokens", extra=win)
-    r1 = b.residual(f"block{i}.res1", [res, proj], [1.0, _theta(attn.proj_act)], stage)
+    r1 = b.residual(f"block{i}.res1", [res, proj], [1.0, b.theta(attn.proj_act)], stage)
     g, hb = bn_fold(blk.norm2)
     sc2 = b.conv(f"block{i}.sc2", r1, g.reshape(C, 1, 1, 1), hb, blk.sc2, "grid", groups=C)
-    W1, b1 = _linear_bn(blk.fc1, blk.fc1_norm, _theta(blk.sc2))
+    W1, b1 = _linear_bn(blk.fc1, blk.fc1_norm, b.theta(blk.sc2))
     m1 = b.conv(f"block{i}.mlp1", sc2, W1[:, :, None, None], b1, blk.mlp1, "grid")
-    W2, b2 = _linear_bn(blk.fc2, blk.fc2_norm, _theta(blk.mlp1))
+    W2, b2 = _linear_bn(blk.fc2, blk.fc2_norm, b.theta(blk.mlp1))
     m2 = b.conv(f"block{i}.mlp2", m1, W2[:, :, None, None], b2, blk.mlp2, "grid")
     if blk.mlp_skip_norm:
         # the official block: x = BN2(x); x = x + MLP(SC2(x)). The MLP output is added to BN2 of the stream,
         # which the residual applies to its first input (g, hb: BN2 folded, as SC2 uses it above)
-        return b.residual(f"block{i}.res2", [r1, m2], [1.0, _theta(blk.mlp2)], stage, scale=g, offset=hb)
-    return b.residual(f"block{i}.res2", [r1, m2], [1.0, _theta(blk.mlp2)], stage)
+        return b.residual(f"block{i}.res2", [r1, m2], [1.0, b.theta(blk.mlp2)], stage, scale=g, offset=hb)
+    return b.residual(f"block{i}.res2", [r1, m2], [1.0, b.theta(blk.mlp2)], stage)
 
 
 def _linear_bn(lin, bn, theta_in: float) -> tuple[np.ndarray, np.ndarray]:
@@ -482,7 +494,7 @@ def _residual_fixed(layer: Layer, L: list, r: float, unit: dict, bound: dict) ->
     for j, (k, gain) in enumerate(zip(layer.inputs, np.asarray(layer.flt["gain"]).reshape(-1))):
         if L[k].output == "spikes":
             gains.append(int(round(float(gain) / r)))
-            bnd += abs(gains[-1])
+            bnd += abs(gains[-1]) * neurons.burst_of(L[k].neuron)       # a graded payload carries up to B
             continue
         if not math.isclose(unit[k], r, rel_tol=1e-12):
             raise MSTError(f"residual {layer.name}: graded input {L[k].name} has another unit")
@@ -514,7 +526,8 @@ def _residual_fixed(layer: Layer, L: list, r: float, unit: dict, bound: dict) ->
 
 
 def _stage_units(L: list) -> dict[int, float]:
-    """One residual unit per stage: the stage's largest spike gain maps to 2**12 − 1. Where the stage's
+    """One residual unit per stage: the stage's largest spike value (gain × the largest payload, B for a graded
+    IF_BURST source, so the stream's unit stays that of the binary network) maps to 2**12 − 1. Where the stage's
     payload would then exceed 24 bits (a stream affine, §5a, can grow it block after block), the largest
     gain maps to 2**b − 1 with the largest b >= 6 that fits; none fits: MSTError."""
     gmax: dict[int, float] = {}
@@ -522,8 +535,8 @@ def _stage_units(L: list) -> dict[int, float]:
         if layer.type == "mst_residual":
             st = int(layer.mst["stage"])
             for k, gain in zip(layer.inputs, np.asarray(layer.flt["gain"]).reshape(-1)):
-                if L[k].output == "spikes":
-                    gmax[st] = max(gmax.get(st, 0.0), float(gain))
+                if L[k].output == "spikes":       # a graded payload (B spikes of the gain) is the largest value
+                    gmax[st] = max(gmax.get(st, 0.0), float(gain) * neurons.burst_of(L[k].neuron))
     units = {}
     for st, gm in gmax.items():
         worst = None
@@ -589,15 +602,16 @@ def quantize_graph(graph: NetxGraph) -> None:
             layer.params["bias"] = q.bias
             layer.fix = {"weight_exp": np.asarray(exps, dtype=np.int64), "bias_exp": np.int64(q.bias_exp),
                          "input_unit": 1.0, "membrane_unit": float(q.membrane_unit),
-                         "max_current": float(q.max_current)}
+                         "max_current": float(q.max_current) * max(neurons.burst_of(L[k].neuron)
+                                                                   for k in layer.inputs)}
             _set_fixed_neuron(layer, q.vth_mant)
         elif t in ("conv", "dense"):
             src = layer.inputs[0]
             spikes = L[src].output == "spikes"
             u = 1.0 if spikes else unit[src]
+            x_bound = float(neurons.burst_of(L[src].neuron)) if spikes else float(bound[src])
             q = quantize_synapse(np.asarray(layer.flt["weight"]) * u, np.asarray(layer.flt["bias"]),
-                                 float(layer.neuron["threshold"]), 1.0 if spikes else float(bound[src]),
-                                 name=layer.name)
+                                 float(layer.neuron["threshold"]), x_bound, name=layer.name)
             layer.params["weight"] = q.weight.astype(np.int16)
             layer.params["bias"] = q.bias
             layer.fix = {"weight_exp": np.int64(q.weight_exp), "bias_exp": np.int64(q.bias_exp),
@@ -641,7 +655,8 @@ def quantize_graph(graph: NetxGraph) -> None:
 
 
 def export_checkpoint(ckpt_path, out_path, *, precision: str = "float", mask=None,
-                      seed: int | None = None, merge_input: str = "graded") -> NetxGraph:
+                      seed: int | None = None, merge_input: str = "graded", burst: int = 1,
+                      payload_bits: int = neurons.DEFAULT_MAX_PAYLOAD_BITS) -> NetxGraph:
     """Load a checkpoint, export it and write the .net file (atomic). Returns the graph."""
     from mst_lava.checkpoint import load_checkpoint
     from mst_lava.export.hdf5io import write_network
@@ -651,7 +666,7 @@ def export_checkpoint(ckpt_path, out_path, *, precision: str = "float", mask=Non
     if mask is None:
         mask = ckpt.get("mask") or {}
     graph = export_model(model, precision=precision, mask=mask, seed=0 if seed is None else seed, ckpt=ckpt,
-                         merge_input=merge_input)
+                         merge_input=merge_input, burst=burst, payload_bits=payload_bits)
     graph.attrs["source"] = str(ckpt_path)
     write_network(out_path, graph)
     return graph

@@ -18,9 +18,10 @@ import numpy as np
 
 FORMAT = "mst_lava.netx"
 FORMAT_VERSION = 2          # 2: Loihi bit widths (vThMant is the 17-bit mantissa, threshold = vThMant << 6)
-MST_VERSION = 3             # the newest /mst extension version this code reads and writes
-MST_VERSIONS = (1, 2, 3)    # 2 adds the official MST topology (format section 5a), 3 the event-driven merge (a conv
-                            # with several spike inputs, one weight set each: section 5b); 1 files are read as before
+MST_VERSION = 4             # the newest /mst extension version this code reads and writes
+MST_VERSIONS = (1, 2, 3, 4)  # 2 adds the official MST topology (format section 5a), 3 the event-driven merge (a conv
+                            # with several spike inputs, one weight set each: section 5b), 4 graded IF_BURST neurons
+                            # (section 2, "Neuron group"); 1 files are read as before
 VTH_SHIFT = 6               # Loihi: the threshold mantissa is left-shifted by 6 (netx_ops.VTH_SHIFT)
 
 STANDARD_TYPES = ("input", "conv", "dense", "flatten")
@@ -120,6 +121,11 @@ def uses_source_weights(layer: Layer) -> bool:
     return layer.type == "conv" and len(layer.inputs) > 1
 
 
+def uses_graded_neurons(layer: Layer) -> bool:
+    """A layer whose neurons send graded payloads (``neuron/type`` IF_BURST: extension version 4)."""
+    return layer.neuron is not None and str(layer.neuron.get("type", "IF")) == "IF_BURST"
+
+
 def token_norm(layer: Layer) -> str:
     """The readout's per-token normalization: "none" or "layer" (extension version 2, §5a)."""
     return str(layer.mst.get("token_norm", "none"))
@@ -129,6 +135,8 @@ def extension_version(graph: NetxGraph) -> int:
     """The /mst extension version a graph needs: 3 if a conv has several spike inputs (§5b), else 2 if it uses
     a version-2 field (§5a), else 1 (so files of this project's own MST stay readable by the mst_lava releases
     that read version 1 only, and files of the official topology by those that read version 2)."""
+    if any(uses_graded_neurons(layer) for layer in graph.layers):
+        return 4
     if any(uses_source_weights(layer) for layer in graph.layers):
         return 3
     for layer in graph.layers:

@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover
     h5py = None
 
 from mst_lava import netx_ops as ops
+from mst_lava import neurons
 from mst_lava.errors import MSTError
 from mst_lava.export.graph import (
     FORMAT,
@@ -34,6 +35,7 @@ from mst_lava.export.graph import (
     Layer,
     NetxGraph,
     extension_version,
+    uses_graded_neurons,
     uses_source_weights,
     uses_stream_affine,
 )
@@ -674,9 +676,9 @@ def _validate_neuron(L: Layer, ctx: _Ctx, where: str, mst: bool, fixed: bool) ->
             if k in n:
                 _float(ctx, w, k, n[k])
         return
-    if n["type"] != "IF":
-        ctx.fail(w, f"type is {n['type']!r}; MST neurons must be 'IF' (reset by subtraction), "
-                    "a CUBA/LOIHI neuron would silently change the network")
+    if n["type"] not in neurons.NEURON_TYPES:
+        ctx.fail(w, f"type is {n['type']!r}; MST neurons are {' or '.join(map(repr, neurons.NEURON_TYPES))} "
+                    "(reset by subtraction), a CUBA/LOIHI neuron would silently change the network")
     _need(n, ["reset", "compare", "v_init", "threshold"], ctx, w, "IF neuron")
     for k in ("reset", "compare", "v_init"):
         _str(ctx, w, k, n[k])
@@ -684,6 +686,8 @@ def _validate_neuron(L: Layer, ctx: _Ctx, where: str, mst: bool, fixed: bool) ->
         ctx.fail(w, f"IF semantics must be reset=subtract, compare=ge, v_init=half_threshold; "
                     f"found {n['reset']}, {n['compare']}, {n['v_init']}")
     _float(ctx, w, "threshold", n["threshold"], positive=True)
+    for problem in neurons.of(n).problems(n):           # fields the runtime would not honour
+        ctx.fail(w, problem)
     if fixed:
         _need(n, ["vThMant", "vInit"], ctx, w, "fixed-point IF neuron")
         vm = _int(ctx, w, "vThMant", n["vThMant"], 1, ops.VTH_MANT_MAX,
@@ -858,6 +862,9 @@ def _validate_mst_layer(graph: NetxGraph, i: int, L: Layer, ctx: _Ctx, where: st
     if v2 and graph.mst_version is not None and graph.mst_version < 2:
         ctx.fail(where, f"uses {'a stream scale/offset' if L.type == 'mst_residual' else 'mst/token_norm'}, a field "
                         f"of extension version 2, but /mst has version {graph.mst_version}")
+    if uses_graded_neurons(L) and graph.mst_version is not None and graph.mst_version < 4:
+        ctx.fail(where, f"has graded IF_BURST neurons, a neuron type of extension version 4, but /mst has version "
+                        f"{graph.mst_version}")
     if uses_source_weights(L) and graph.mst_version is not None and graph.mst_version < 3:
         ctx.fail(where, f"is a conv with {len(L.inputs)} spike inputs (one weight set each), a layer of extension "
                         f"version 3, but /mst has version {graph.mst_version}")
@@ -975,7 +982,8 @@ def _validate_residual(L: Layer, ctx: _Ctx, where: str, fixed: bool, in_shapes, 
         if gi.size != len(L.inputs):
             ctx.fail(wx, f"gain has {gi.size} entries for {len(L.inputs)} inputs")
         _float(ctx, wx, "unit", L.fix["unit"], positive=True)
-        bnd = sum(abs(int(gk)) * (1 if layers[k].output == "spikes" else bounds.get(k, 1))
+        bnd = sum(abs(int(gk)) * (neurons.burst_of(layers[k].neuron) if layers[k].output == "spikes"
+                                  else bounds.get(k, 1))
                   for k, gk in zip(L.inputs, gi))
         if affine:
             _need(L.fix, ["scale_mant", "scale_shift", "offset"], ctx, wx, "a residual with a stream scale")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from mst_lava import netx_ops as ops
+from mst_lava import neurons
 
 # ----------------------------------------------------------------------------------------
 # helpers shared by the layer types
@@ -34,9 +35,20 @@ def pair(v) -> tuple[int, int]:
 
 def new_counts(layer) -> dict:
     """The counts record of one layer, all zero: the keys every executor reports (format §7); a layer
-    type adds its own (``analog_macs``, ``residual_adds``, ``softmax_elements``, ``av_macs``, overflows)."""
+    type adds its own (``analog_macs``, ``residual_adds``, ``softmax_elements``, ``av_macs``, overflows).
+
+    ``spikes``/``delivered``/``dropped`` count unit spikes (a graded payload s counts s), ``messages`` the
+    delivered events (one per non-zero payload: = ``delivered`` for binary neurons); ``synops`` is the payload
+    rule (s accumulations per synapse), ``synops_messages`` one operation per message and synapse."""
     return {"site": layer.site, "block": layer.block, "type": layer.type, "spikes": 0, "delivered": 0,
-            "dropped": 0, "neurons": int(np.prod(layer.shape)), "synops": 0, "neuron_updates": 0}
+            "dropped": 0, "messages": 0, "neurons": int(np.prod(layer.shape)), "synops": 0, "synops_messages": 0,
+            "neuron_updates": 0}
+
+
+def events(x, spike: bool):
+    """Events per element of an input value: a spike input's payload (0/1 binary, the spike count of a graded
+    message), a graded value's 1 where it is non-zero (int64, numpy or torch)."""
+    return ops.as_int64(x) if spike else ops.as_int64(x != 0)
 
 
 def rsm_site(layer) -> dict | None:
@@ -63,6 +75,11 @@ def synops(fanout, events) -> float:
 def nonzero(x) -> int:
     """Number of events (non-zero values) in ``x``."""
     return int((x != 0).sum()) if ops.is_torch(x) else int(np.count_nonzero(x))
+
+
+def payload(x) -> int:
+    """Unit spikes in a spike tensor ``x``: its sum (the number of events for binary spikes)."""
+    return int(ops.as_int64(x).sum())
 
 
 def channel_events(x):
@@ -93,6 +110,11 @@ class LayerType:
 
     def params(self, graph, i: int, fixed: bool) -> dict:
         return {}
+
+    @staticmethod
+    def in_burst(graph, i: int) -> int:
+        """The largest payload of the spike inputs of layer ``i`` (1: binary spikes, the registry's ``burst``)."""
+        return max([neurons.burst_of(graph.layers[k].neuron) for k in graph.layers[i].inputs] or [1])
 
     def neuron_bias(self, P, fixed: bool):
         """The bias the layer's IF neurons add after the 24-bit wrap (fixed-point conv), else None."""
@@ -153,10 +175,13 @@ class Conv(LayerType):
         geo = dict(stride=L.params.get("stride", 1), padding=L.params.get("padding", 0),
                    groups=L.params.get("groups", 1), out_shape=L.shape)
         if len(srcs) == 1:
-            return self.make_params(W, b, fixed=fixed, weight_exp=int(L.fix["weight_exp"]) if fixed else 0,
-                                    in_shape=srcs[0].shape, spike_input=srcs[0].output == "spikes", **geo)
-        exps = np.asarray(L.fix["weight_exp"]).reshape(-1) if fixed else np.zeros(len(srcs), dtype=np.int64)
-        return self.make_source_params(W, b, fixed=fixed, weight_exps=exps, in_shapes=[s.shape for s in srcs], **geo)
+            P = self.make_params(W, b, fixed=fixed, weight_exp=int(L.fix["weight_exp"]) if fixed else 0,
+                                 in_shape=srcs[0].shape, spike_input=srcs[0].output == "spikes", **geo)
+        else:
+            exps = np.asarray(L.fix["weight_exp"]).reshape(-1) if fixed else np.zeros(len(srcs), dtype=np.int64)
+            P = self.make_source_params(W, b, fixed=fixed, weight_exps=exps, in_shapes=[s.shape for s in srcs], **geo)
+        P["in_burst"] = self.in_burst(graph, i)
+        return P
 
     @staticmethod
     def make_params(weight, bias, *, fixed: bool, weight_exp: int = 0, stride=1, padding=0, groups=1, in_shape,
@@ -223,19 +248,29 @@ class Conv(LayerType):
         return P["bias"].reshape(-1, 1, 1) if fixed and P["bias"] is not None else None
 
     @staticmethod
-    def counts(P, events, steps: int) -> dict:
-        """``events``: events per input element (C, H, W) over ``steps`` sample-steps; one weight set per input
-        (§5b): a list, one per input, and ``synops`` the sum of each input's events × its non-zero synapses."""
-        if "sources" in P:
-            return {"synops": sum(synops(Pk["fanout"], ev) for Pk, ev in zip(P["sources"], events)),
-                    "analog_macs": 0.0}
-        return {"synops": synops(P["fanout"], events),
-                "analog_macs": 0.0 if P["spike_input"] else P["macs"] * steps}
+    def counts(P, events, steps: int, messages=None) -> dict:
+        """``events``: events per input element (C, H, W) over ``steps`` sample-steps (a spike input's payload);
+        ``messages``: the same as message counts (graded payloads: one per non-zero payload; None = ``events``).
+        One weight set per input (§5b): lists, one per input, summed over the inputs. ``synops`` = events × their
+        non-zero synapses (the payload rule), ``synops_messages`` = messages × their non-zero synapses."""
+        srcs = P["sources"] if "sources" in P else [P]
+        evs = events if "sources" in P else [events]
+        msgs = evs if messages is None else (messages if "sources" in P else [messages])
+        out = {"synops": sum(synops(Pk["fanout"], ev) for Pk, ev in zip(srcs, evs)),
+               "analog_macs": 0.0 if P["spike_input"] else P["macs"] * steps}
+        out["synops_messages"] = out["synops"] if messages is None else \
+            sum(synops(Pk["fanout"], m) for Pk, m in zip(srcs, msgs))
+        return out
 
     def batched(self, P, ins, T, B, fixed):
         # events per input element over the T steps of the B samples (an input constant over the steps: × T)
-        events = [ops.as_int64(x != 0).sum(0).sum(0) * (T if x.shape[0] == 1 else 1) for x in ins]
-        return self.input_current(P, ins, fixed), self.counts(P, events if "sources" in P else events[0], T * B)
+        def per_element(f):
+            return [f(x).sum(0).sum(0) * (T if x.shape[0] == 1 else 1) for x in ins]
+        ev = per_element(lambda x: events(x, P["spike_input"]))
+        msg = per_element(lambda x: events(x, False)) if P.get("in_burst", 1) > 1 else None
+        if "sources" not in P:
+            ev, msg = ev[0], None if msg is None else msg[0]
+        return self.input_current(P, ins, fixed), self.counts(P, ev, T * B, msg)
 
     def ann(self, P, ins):
         return self.input_current(P, ins, False)
@@ -255,7 +290,9 @@ class Residual(LayerType):
         if "scale" in L.flt or "offset" in L.flt:         # format §5a: a BatchNorm on the stream
             aff = {"scale": L.fix["scale_mant"], "shift": int(L.fix["scale_shift"]), "offset": L.fix["offset"]} \
                 if fixed else {"scale": L.flt["scale"], "offset": L.flt["offset"]}
-        return self.make_params(gains, [graph.layers[k].output == "spikes" for k in L.inputs], fixed, aff)
+        P = self.make_params(gains, [graph.layers[k].output == "spikes" for k in L.inputs], fixed, aff)
+        P["in_burst"] = self.in_burst(graph, i)
+        return P
 
     @staticmethod
     def make_params(gains, spike_inputs, fixed: bool, affine: dict | None = None) -> dict:
@@ -279,18 +316,29 @@ class Residual(LayerType):
         return acc
 
     @staticmethod
-    def counts(P, nonzeros) -> dict:
-        """``nonzeros``: events of each input. An input with gain 0 has no synapse: no op (§7); the affine adds none."""
-        live = [(n, sp) for n, g, sp in zip(nonzeros, P["gains"], P["spike_inputs"]) if g != 0]
-        return {"synops": float(sum(n for n, _ in live)),
-                "residual_adds": float(sum(n for n, sp in live if sp))}      # spike events added into the stream
+    def counts(P, evs, messages=None) -> dict:
+        """``evs``: events of each input (a spike input's payload, a graded input's non-zero values); ``messages``
+        the same counted as messages (None: = ``evs``). An input with gain 0 has no synapse: no op (§7); the
+        affine adds none. ``residual_adds``: the unit spikes added into the stream."""
+        msgs = evs if messages is None else messages
+        live = [(n, m, sp) for n, m, g, sp in zip(evs, msgs, P["gains"], P["spike_inputs"]) if g != 0]
+        return {"synops": float(sum(n for n, _, _ in live)), "synops_messages": float(sum(m for _, m, _ in live)),
+                "residual_adds": float(sum(n for n, _, sp in live if sp))}
+
+    def input_events(self, P, xs):
+        """(events, messages or None) of each input value, as :meth:`counts` takes them."""
+        ev = [payload(x) if sp else nonzero(x) for x, sp in zip(xs, P["spike_inputs"])]
+        return ev, ([nonzero(x) for x in xs] if P.get("in_burst", 1) > 1 else None)
 
     def batched(self, P, ins, T, B, fixed):
         out = self.value(P, ins, fixed)
         if out.shape[0] == 1 and T > 1:
             out = out.expand((T,) + tuple(out.shape[1:])) if ops.is_torch(out) else \
                 np.broadcast_to(out, (T,) + out.shape[1:])
-        return out, self.counts(P, [nonzero(v) * (T if v.shape[0] == 1 else 1) for v in ins])
+        ev, msg = self.input_events(P, ins)
+        rep = [T if v.shape[0] == 1 else 1 for v in ins]
+        return out, self.counts(P, [e * r for e, r in zip(ev, rep)],
+                                None if msg is None else [m * r for m, r in zip(msg, rep)])
 
     def ann(self, P, ins):
         return self.value(P, ins, False)
@@ -346,13 +394,19 @@ class QK(_Windowed):
             ops.qk_current_float(prod, P["scale"])
 
     @staticmethod
-    def counts(P, q_events: int, k_events: int) -> dict:
-        """Accumulator updates of an event-driven P: each new Q or K spike meets the N tokens of its window."""
-        return {"synops": float((q_events + k_events) * P["N"])}
+    def counts(P, q_events: int, k_events: int, q_msgs: int | None = None, k_msgs: int | None = None) -> dict:
+        """Accumulator updates of an event-driven P: each new Q or K spike meets the N tokens of its window
+        (``synops``: unit spikes; ``synops_messages``: messages, default the same)."""
+        n = float((q_events + k_events) * P["N"])
+        return {"synops": n, "synops_messages": n if q_msgs is None else float((q_msgs + k_msgs) * P["N"])}
+
+    def step_counts(self, P, q, k) -> dict:
+        """:meth:`counts` of input values ``q``, ``k``."""
+        return self.counts(P, payload(q), payload(k), nonzero(q), nonzero(k))
 
     def batched(self, P, ins, T, B, fixed):
         Sq, Sk = ops.cumsum0(ops.as_int64(ins[0])), ops.cumsum0(ops.as_int64(ins[1]))
-        return self.currents(P, Sq, Sk, fixed), self.counts(P, nonzero(ins[0]), nonzero(ins[1]))
+        return self.currents(P, Sq, Sk, fixed), self.step_counts(P, ins[0], ins[1])
 
     def ann(self, P, ins):
         q, k = self.windows(P, ins[0]), self.windows(P, ins[1])
@@ -408,16 +462,23 @@ class SoftmaxAV(_Windowed):
         return ops.from_windows(x, P["window"], P["shift"], H, W)
 
     @staticmethod
-    def counts(P, a_events: int, v_events: int, steps: int) -> dict:
+    def counts(P, a_events: int, v_events: int, steps: int, a_msgs: int | None = None,
+               v_msgs: int | None = None) -> dict:
         """Each new V spike feeds the N rows of its window, each new A spike the d values of its row; the
-        softmax is evaluated on every A element every step (``softmax_elements``), times d for ``av_macs``."""
+        softmax is evaluated on every A element every step (``softmax_elements``), times d for ``av_macs``.
+        ``synops`` counts unit spikes, ``synops_messages`` messages (default the same)."""
         n_z = float(P["a_size"]) * steps
-        return {"synops": float(v_events * P["N"] + a_events * P["d"]), "softmax_elements": n_z,
-                "av_macs": n_z * P["d"]}
+        n = float(v_events * P["N"] + a_events * P["d"])
+        return {"synops": n, "synops_messages": n if a_msgs is None else float(v_msgs * P["N"] + a_msgs * P["d"]),
+                "softmax_elements": n_z, "av_macs": n_z * P["d"]}
+
+    def step_counts(self, P, a, v, steps: int) -> dict:
+        """:meth:`counts` of input values ``a``, ``v`` over ``steps`` sample-steps."""
+        return self.counts(P, payload(a), payload(v), steps, nonzero(a), nonzero(v))
 
     def batched(self, P, ins, T, B, fixed):
         SA, SV = ops.cumsum0(ops.as_int64(ins[0])), ops.cumsum0(ops.as_int64(ins[1]))
-        return self.currents(P, SA, SV, fixed), self.counts(P, nonzero(ins[0]), nonzero(ins[1]), T * B)
+        return self.currents(P, SA, SV, fixed), self.step_counts(P, ins[0], ins[1], T * B)
 
     def ann(self, P, ins):
         G = ops.softmax_av_value_float(ins[0], self.windows(P, ins[1]), 1, **self._kw(P, False))
@@ -471,7 +532,8 @@ class Readout(LayerType):
     def counts(P, events, steps: int) -> dict:
         """``events``: events per input channel (C,). Synaptic ops: × the non-zero weights of the channel (§7);
         ``analog_macs``: ``K·C`` every step."""
-        return {"synops": synops(P["fanout"], events), "analog_macs": float(np.prod(P["weight"].shape)) * steps}
+        n = synops(P["fanout"], events)
+        return {"synops": n, "synops_messages": n, "analog_macs": float(np.prod(P["weight"].shape)) * steps}
 
     def batched(self, P, ins, T, B, fixed):
         x = ins[0]                                   # (T, B, C, H, W): the residual stream, every step

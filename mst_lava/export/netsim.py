@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mst_lava import netx_ops as ops
+from mst_lava import neurons
 from mst_lava.errors import MSTError
 from mst_lava.export.graph import NetxGraph
 from mst_lava.export.layers import LAYER_TYPES, new_counts, pair, rsm_site
@@ -89,6 +90,7 @@ class NetSim:
             P = self._device_params(lt.params(g, i, self.fixed), self.dtype)
             if lt.neuron:
                 P["vth"] = L.threshold(self.precision)
+                P["burst"] = neurons.burst_of(L.neuron)
             site = rsm_site(L)
             if site is not None:
                 site["index"] = torch.as_tensor(site["index"], device=self.device)
@@ -107,7 +109,7 @@ class NetSim:
             return spikes
         keep = torch.stack([ops.rsm_keep(seed, site["site_id"], site["block"], t, site["index"], site["threshold"])
                             for t in range(T)], 0)                    # T, *shape
-        return spikes & keep.unsqueeze(1)
+        return spikes * keep.unsqueeze(1)         # a dropped message loses its whole payload
 
     # -- run -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -181,23 +183,22 @@ class NetSim:
         x = torch.as_tensor(x, device=self.device, dtype=dt)
         vals = {}
 
-        def qcfs_rate(cur, theta):
-            return torch.clamp(torch.floor(cur * (L_levels / theta) + 0.5), 0, L_levels) / L_levels
-
         for i, L in enumerate(g.layers):
             lt = self.types[i]
             P = self._device_params(lt.params(g, i, False), dt)
             out = lt.ann(P, [vals[k] for k in L.inputs] if L.inputs else [x])
-            vals[i] = qcfs_rate(out, float(L.neuron["threshold"])) if lt.neuron else out
+            vals[i] = neurons.of(L.neuron).ann_value(out, float(L.neuron["threshold"]), L_levels,
+                                                     neurons.burst_of(L.neuron)) if lt.neuron else out
         return vals[int(g.attrs.get("output_layer", len(g.layers) - 1))]
 
     def _neuron(self, P, site, cur, T, seed, c, bias=None):
-        spikes, _, ovf = ops.if_scan(cur, P["vth"], self.fixed, T=T, bias=bias)
+        spikes, _, ovf = ops.if_scan(cur, P["vth"], self.fixed, T=T, bias=bias, burst=P["burst"])
         c.update(ovf)                      # 24-bit current wraps and voltage saturations (fixed; 0 in float)
-        c["spikes"] = int(spikes.sum())
+        c["spikes"] = int(spikes.sum())    # unit spikes: a graded payload s counts s
         c["neuron_updates"] = int(np.prod(spikes.shape))
         spikes = self._mask(site, spikes, T, seed)
         c["delivered"] = int(spikes.sum())
+        c["messages"] = int((spikes != 0).sum())
         c["dropped"] = c["spikes"] - c["delivered"]
         return spikes.to(self._spike_dtype())
 

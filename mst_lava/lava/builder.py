@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import mst_lava.lava  # noqa: F401  (Python 3.11 shim before any lava import)
+from mst_lava import neurons
 from mst_lava.errors import MSTError
 from mst_lava.export.layers import LAYER_TYPES, rsm_site
 from mst_lava.lava import kernels as K
@@ -154,11 +155,13 @@ def kernel_graph(graph, precision: str, T: int, seed: int) -> tuple[list[KNode],
         if not lt.neuron:
             out_of[i] = cur
             continue
-        if str(L.neuron.get("type", "IF")) != "IF" or str(L.neuron.get("reset", "subtract")) != "subtract":
-            raise MSTError(f"{where}: neuron type {L.neuron.get('type')!r} is not the MST's IF neuron with "
-                           "reset by subtraction; plain netx (CUBA) networks run in lava-dl's netx.hdf5.Network")
+        if str(L.neuron.get("type", "IF")) not in neurons.NEURON_TYPES:
+            raise MSTError(f"{where}: neuron type {L.neuron.get('type')!r} is not one of the MST's IF neurons "
+                           f"({', '.join(neurons.NEURON_TYPES)}); plain netx (CUBA) networks run in lava-dl's "
+                           "netx.hdf5.Network")
         vth = L.threshold(precision)
-        nrn = add(K.IFKernel(shape, vth, fixed=fixed, bias=lt.neuron_bias(P_, fixed)), [cur], shape, i, "neuron")
+        nrn = add(K.IFKernel(shape, vth, fixed=fixed, bias=lt.neuron_bias(P_, fixed), burst=neurons.burst_of(L.neuron)),
+                  [cur], shape, i, "neuron")
         out_of[i] = nrn
         site = rsm_site(L)
         if site is not None:
@@ -201,6 +204,9 @@ def build_network(net, inputs, T: int, *, precision: str | None = None, granular
     T = int(T)
     if T < 1:
         raise MSTError(f"T must be at least 1, not {T}")
+    if lava_synapses and any(neurons.burst_of(L.neuron) > 1 for L in graph.layers):
+        raise MSTError("lava_synapses runs binary spikes through Lava's own Conv; this file has graded (IF_BURST) "
+                       "neurons: run it without lava_synapses")
     seed = graph.seed if seed is None else int(seed)
     fixed = precision == "fixed"
     x = np.asarray(inputs)
@@ -244,7 +250,8 @@ def build_network(net, inputs, T: int, *, precision: str | None = None, granular
                     b, wexp = k.kernel.bias, syn.weight_exp
                 else:
                     b, wexp = (None if syn.bias is None else syn.bias.reshape(-1, 1, 1)), None
-                k.kernel = K.IFKernel(k.shape, k.kernel.vth, fixed=k.kernel.fixed, bias=b, weight_exp=wexp)
+                k.kernel = K.IFKernel(k.shape, k.kernel.vth, fixed=k.kernel.fixed, bias=b, weight_exp=wexp,
+                                      burst=k.kernel.burst)
         for k in via_lava.values():
             # Lava's Conv has no counters of ours: the kernel feeding it counts the synaptic ops its
             # output events cause there (its non-zero synapses, format §7); set before processes exist

@@ -24,7 +24,7 @@ import numpy as np
 
 from mst_lava import netx_ops as ops
 from mst_lava.errors import MSTError
-from mst_lava.export.layers import LAYER_TYPES, channel_events, nonzero, synops
+from mst_lava.export.layers import LAYER_TYPES, channel_events, events, synops
 
 
 class Kernel:
@@ -50,7 +50,7 @@ class Kernel:
 
     def _count_out(self, out) -> None:
         if self._out_fanouts:
-            events = np.asarray(out).reshape(-1) != 0
+            events = np.asarray(out, dtype=np.float64).reshape(-1)        # payloads (0/1 for binary spikes)
             first = len(self.count_names) - len(self._out_fanouts)
             for j, fan in enumerate(self._out_fanouts):
                 self.counts[first + j] += float(fan @ events)
@@ -89,7 +89,7 @@ class SynapseKernel(Kernel):
     """
 
     role = "synapse"  # its name in the builder's kernel graph
-    count_names = ("synops", "analog_macs")
+    count_names = ("synops", "analog_macs", "synops_messages")
     layer = LAYER_TYPES["conv"]
 
     def __init__(self, kind: str, weight=None, bias=None, *, in_shape, out_shape, stride=(1, 1),
@@ -124,9 +124,11 @@ class SynapseKernel(Kernel):
         weight set per spike input (format §5b) gets a :class:`SourceSynapseKernel`."""
         if "sources" in P:
             return SourceSynapseKernel(P, fixed)
-        return cls("conv", P["weight"], None if fixed else P["bias"], in_shape=P["in_shape"],
-                   out_shape=P["out_shape"], stride=P["stride"], padding=P["padding"], groups=P["groups"], fixed=fixed,
-                   weight_exp=P["weight_exp"], spike_input=P["spike_input"])
+        k = cls("conv", P["weight"], None if fixed else P["bias"], in_shape=P["in_shape"],
+                out_shape=P["out_shape"], stride=P["stride"], padding=P["padding"], groups=P["groups"], fixed=fixed,
+                weight_exp=P["weight_exp"], spike_input=P["spike_input"])
+        k.P["in_burst"] = P.get("in_burst", 1)
+        return k
 
     @property
     def pointwise(self) -> bool:
@@ -138,12 +140,15 @@ class SynapseKernel(Kernel):
         if self.kind == "flatten":
             return x.reshape(self.out_shape)
         if self.kind == "conv":
-            c = self.layer.counts(self.P, x != 0, 1)
+            c = self.layer.counts(self.P, events(x, self.spike_input), 1,
+                                  events(x, False) if self.P.get("in_burst", 1) > 1 else None)
             self.counts[0] += c["synops"]
             self.counts[1] += c["analog_macs"]
+            self.counts[2] += c["synops_messages"]
             return self.layer.current(self.P, self.layer.accumulate(self.P, x), self.fixed)
         # dense (plain netx): every nonzero input × its non-zero synapses; a graded input also costs dense MACs
         self.counts[0] += synops(self.fanout, x != 0)
+        self.counts[2] += synops(self.fanout, x != 0)
         if not self.spike_input:
             self.counts[1] += self.dense_macs
         acc = (ops.exact_matmul if self.fixed else np.matmul)(self.weight, x.reshape(-1))
@@ -160,7 +165,7 @@ class SourceSynapseKernel(Kernel):
     source k × their non-zero synapses in ``W_k``; no analog MACs)."""
 
     role = "synapse"  # its name in the builder's kernel graph
-    count_names = ("synops", "analog_macs")
+    count_names = ("synops", "analog_macs", "synops_messages")
     layer = LAYER_TYPES["conv"]
 
     def __init__(self, P: dict, fixed: bool = False):
@@ -172,9 +177,12 @@ class SourceSynapseKernel(Kernel):
 
     def step(self, t, *xs):
         xs = [np.asarray(x, dtype=self.dtype) for x in xs]
-        c = self.layer.counts(self.P, [x != 0 for x in xs], 1)
+        graded = self.P.get("in_burst", 1) > 1
+        c = self.layer.counts(self.P, [events(x, True) for x in xs], 1,
+                              [events(x, False) for x in xs] if graded else None)
         self.counts[0] += c["synops"]
         self.counts[1] += c["analog_macs"]
+        self.counts[2] += c["synops_messages"]
         return self.layer.input_current(self.P, xs, self.fixed)
 
 
@@ -193,11 +201,12 @@ class IFKernel(Kernel):
     Counts: spikes, neuron updates, current wraps, voltage saturations (0 in float).
     """
 
-    count_names = ("spikes", "neuron_updates", "current_overflows", "voltage_overflows")
+    count_names = ("spikes", "neuron_updates", "current_overflows", "voltage_overflows", "messages")
 
     def __init__(self, shape, vth, *, fixed: bool = False, graded: bool = False, bias=None,
-                 weight_exp: int | None = None):
+                 weight_exp: int | None = None, burst: int = 1):
         super().__init__()
+        self.burst = int(burst)
         self.shape = tuple(int(s) for s in shape)
         self.fixed = bool(fixed)
         self.vth = int(vth) if self.fixed else float(vth)
@@ -219,14 +228,16 @@ class IFKernel(Kernel):
                 raw = ops.loihi_current(raw, self.weight_exp)
             u = ops.wrap24(raw)
             self.counts[2] += np.count_nonzero(u != raw)
-            self.v, s, sat = ops.if_step_fixed(self.v, u, self.vth, self.bias)
+            self.v, s, sat = ops.if_step_fixed(self.v, u, self.vth, self.bias, self.burst)
             self.counts[3] += np.count_nonzero(sat)
         else:
             if self.bias is not None:
                 current = current + self.bias
-            self.v, s = ops.if_step(self.v, current, self.vth)
-        self.counts[0] += np.count_nonzero(s)
+            self.v, s = ops.if_step(self.v, current, self.vth, self.burst)
+        n_msg = np.count_nonzero(s)
+        self.counts[0] += n_msg if self.burst == 1 else float(np.sum(s))    # unit spikes (a payload s counts s)
         self.counts[1] += self.size
+        self.counts[4] += n_msg
         out = s.astype(self.dtype)
         self._count_out(out)
         return out * self.vth if self.graded else out
@@ -240,7 +251,7 @@ class RSMKernel(Kernel):
     site sees (``netx_ops.rsm_index``). Counts: events in, delivered, dropped.
     """
 
-    count_names = ("events", "delivered", "dropped")
+    count_names = ("events", "delivered", "dropped", "messages")
 
     def __init__(self, *, seed: int, site_id: int, block: int, index, threshold: int, fixed: bool = False,
                  cache_steps: int = 0):
@@ -263,15 +274,14 @@ class RSMKernel(Kernel):
 
     def step(self, t, s):
         if self.threshold <= 0:
-            n = np.count_nonzero(s)
-            self.counts[0] += n
-            self.counts[1] += n
+            n, m = float(np.sum(s)), np.count_nonzero(s)
+            self.counts[:4] += (n, n, 0, m)
             self._count_out(s)
             return s
         keep = self.keep(t)
-        out = s * keep
-        n_in, n_out = np.count_nonzero(s), np.count_nonzero(out)
-        self.counts[:3] += (n_in, n_out, n_in - n_out)
+        out = s * keep                                 # a dropped message loses its whole payload
+        n_in, n_out = float(np.sum(s)), float(np.sum(out))
+        self.counts[:4] += (n_in, n_out, n_in - n_out, np.count_nonzero(out))
         self._count_out(out)
         return out
 
@@ -285,7 +295,7 @@ class ResidualKernel(Kernel):
     non-zero gains, ``residual_adds`` = their spike events)."""
 
     role = "residual"  # its name in the builder's kernel graph
-    count_names = ("synops", "residual_adds")
+    count_names = ("synops", "residual_adds", "synops_messages")
     layer = LAYER_TYPES["mst_residual"]
 
     def __init__(self, gains, spike_inputs, *, fixed: bool = False, scale=None, offset=None, scale_shift: int = 0):
@@ -298,14 +308,17 @@ class ResidualKernel(Kernel):
     @classmethod
     def from_params(cls, P: dict, fixed: bool):
         a = P["affine"] or {}
-        return cls(P["gains"], P["spike_inputs"], fixed=fixed, scale=a.get("scale"), offset=a.get("offset"),
-                   scale_shift=a.get("shift", 0))
+        k = cls(P["gains"], P["spike_inputs"], fixed=fixed, scale=a.get("scale"), offset=a.get("offset"),
+                scale_shift=a.get("shift", 0))
+        k.P["in_burst"] = P.get("in_burst", 1)
+        return k
 
     def step(self, t, *xs):
         xs = [np.asarray(x, dtype=self.dtype) for x in xs]
-        c = self.layer.counts(self.P, [nonzero(x) for x in xs])
+        c = self.layer.counts(self.P, *self.layer.input_events(self.P, xs))
         self.counts[0] += c["synops"]
         self.counts[1] += c["residual_adds"]
+        self.counts[2] += c["synops_messages"]
         return self.layer.value(self.P, xs, self.fixed)
 
 
@@ -319,7 +332,7 @@ class QKKernel(Kernel):
     """
 
     role = "qk"  # its name in the builder's kernel graph
-    count_names = ("synops",)
+    count_names = ("synops", "synops_messages")
     layer = LAYER_TYPES["mst_qk"]
 
     def __init__(self, P: dict, fixed: bool = False):
@@ -335,7 +348,9 @@ class QKKernel(Kernel):
         q, k = np.asarray(q).astype(np.int64), np.asarray(k).astype(np.int64)
         self.Sq = q if self.Sq is None else self.Sq + q
         self.Sk = k if self.Sk is None else self.Sk + k
-        self.counts[0] += self.layer.counts(self.P, nonzero(q), nonzero(k))["synops"]
+        c = self.layer.step_counts(self.P, q, k)
+        self.counts[0] += c["synops"]
+        self.counts[1] += c["synops_messages"]
         F = self.layer.value(self.P, self.Sq, self.Sk, t + 1, self.fixed)
         cur = F if self.prev is None else F - self.prev
         self.prev = F
@@ -351,7 +366,7 @@ class SoftmaxAVKernel(Kernel):
     """
 
     role = "softmax_av"  # its name in the builder's kernel graph
-    count_names = ("synops", "softmax_elements", "av_macs")
+    count_names = ("synops", "softmax_elements", "av_macs", "synops_messages")
     layer = LAYER_TYPES["mst_softmax_av"]
 
     def __init__(self, P: dict, fixed: bool = False):
@@ -372,10 +387,11 @@ class SoftmaxAVKernel(Kernel):
         G = self.layer.value(self.P, self.SA, self.SV, t + 1, self.fixed)
         cur = G if self.prev is None else G - self.prev
         self.prev = G
-        c = self.layer.counts(self.P, nonzero(a), nonzero(v), 1)
+        c = self.layer.step_counts(self.P, a, v, 1)
         self.counts[0] += c["synops"]
         self.counts[1] += c["softmax_elements"]
         self.counts[2] += c["av_macs"]
+        self.counts[3] += c["synops_messages"]
         return self.layer.to_grid(self.P, cur)
 
 
@@ -386,7 +402,7 @@ class ReadoutKernel(Kernel):
     ``W.size`` every step)."""
 
     role = "readout"  # its name in the builder's kernel graph
-    count_names = ("synops", "analog_macs")
+    count_names = ("synops", "analog_macs", "synops_messages")
     layer = LAYER_TYPES["mst_readout"]
 
     def __init__(self, P: dict, fixed: bool = False):
@@ -398,6 +414,7 @@ class ReadoutKernel(Kernel):
         c = self.layer.counts(self.P, channel_events(x), 1)
         self.counts[0] += c["synops"]
         self.counts[1] += c["analog_macs"]
+        self.counts[2] += c["synops_messages"]
         return self.layer.value(self.P, self.layer.pool(self.P, x), self.fixed)
 
 

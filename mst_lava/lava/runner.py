@@ -80,6 +80,7 @@ def collect(net: LavaNetwork, scores: np.ndarray, proc_counts: dict) -> tuple[di
     graph = net.graph
     counts: dict = {}
     per_sample: dict = {}
+    masked = {k.layer for k in net.knodes if k.role == "rsm"}
     for k in net.knodes:
         if k.id not in net.kernel_slots:
             continue
@@ -92,6 +93,8 @@ def collect(net: LavaNetwork, scores: np.ndarray, proc_counts: dict) -> tuple[di
         for j, cname in enumerate(k.kernel.count_names):
             if k.role == "rsm" and cname == "events":
                 continue                               # = the neurons' spikes
+            if k.role == "neuron" and cname == "messages" and k.layer in masked:
+                continue                               # the RSM kernel counts the messages it delivers
             if cname.startswith("synops_out"):
                 continue                               # a Lava Conv consumer's synops, filed below
             col = arr[:, j]
@@ -103,8 +106,8 @@ def collect(net: LavaNetwork, scores: np.ndarray, proc_counts: dict) -> tuple[di
         proc, a, _ = net.kernel_slots[src]
         col = proc_counts[proc.id][:, a + net.knodes[src].kernel.count_names.index(cname)]
         name = graph.layers[lay].name or f"layer{lay}"
-        per_sample[name]["synops"] = col
-        counts[name]["synops"] = int(round(float(col.sum())))
+        per_sample[name]["synops"] = per_sample[name]["synops_messages"] = col     # binary spikes only
+        counts[name]["synops"] = counts[name]["synops_messages"] = int(round(float(col.sum())))
     for name, c in counts.items():
         if c["site"] or LAYER_TYPES[c["type"]].neuron:
             if "delivered" not in per_sample[name] and "spikes" in per_sample[name]:
