@@ -368,6 +368,53 @@ def test_output_that_is_the_input(work, capsys):
     assert ckpt.read_bytes() == DIGITS.read_bytes()
 
 
+def test_inspect_json_that_is_the_network(exported_net, work, capsys):
+    net = work / "d.net"
+    net.write_bytes(exported_net.read_bytes())
+    (work / "sub").mkdir()
+    os.symlink(net, work / "link.net")
+    os.link(net, work / "hard.net")
+    for out, needle in ((net, "input"), (work / "sub" / ".." / "d.net", "input"), (work / "link.net", "symbolic"),
+                        (work / "hard.net", "input")):
+        refused(capsys, work, ["inspect", net, "--json", out], needle)
+    assert net.read_bytes() == exported_net.read_bytes()
+
+
+def test_report_folder_holding_an_input(exported_net, work, capsys):
+    """An input inside --report DIR under a name the command writes there: refused before any work,
+    whatever the spelling (the file itself, a hard link, a symlink to it)."""
+    rep = work / "rep"
+    rep.mkdir()
+    ckpt, net = work / "m.pt", work / "m.net"
+    ckpt.write_bytes(DIGITS.read_bytes())
+    net.write_bytes(exported_net.read_bytes())
+    cases = []
+    for name in ("report.json", "summary.md", "firing_rate.png", "progress.json"):
+        cases.append((["snn-eval", rep / name, "--report", rep], rep / name, DIGITS))
+    os.link(ckpt, rep / "energy_breakdown.png")
+    cases.append((["snn-eval", ckpt, "--report", rep], ckpt, DIGITS))
+    cases.append((["snn-eval", ckpt, "--report", work / "sub" / ".." / "rep"], ckpt, DIGITS))
+    for backend in ("lava-cpu", "torch"):
+        for name in ("report.json", "summary.md"):
+            cases.append((["run", rep / name, "--report", rep, "--backend", backend], rep / name, exported_net))
+        cases.append((["run", net, "--report", rep, "--backend", backend, "--n", "1"], net, None))
+    (work / "sub").mkdir()
+    for argv, given, original in cases:
+        if original is not None:
+            given.write_bytes(original.read_bytes())
+        if argv[0] == "run" and given == net:
+            os.unlink(rep / "energy_breakdown.png")
+            os.link(net, rep / "energy_breakdown.png")
+        refused(capsys, work, argv, "input", "rep")
+        assert given.read_bytes() == (original or exported_net).read_bytes()
+        if original is not None and given.parent == rep:
+            given.unlink()
+    os.unlink(rep / "energy_breakdown.png")
+    os.symlink(ckpt, rep / "report.json")       # a symlink at an output name: refused as well, not written through
+    refused(capsys, work, ["snn-eval", ckpt, "--report", rep], "symbolic link", "report.json")
+    assert ckpt.read_bytes() == DIGITS.read_bytes()
+
+
 def test_stale_temp_files_of_a_killed_run_are_removed(work, capsys):
     out = work / "o.net"
     dead = work / ".o.net.99999999.abcdefgh.tmp"             # pid beyond pid_max: its writer is gone

@@ -265,7 +265,10 @@ def _run_snn_eval(args) -> int:
     device = _device(args.device)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     from mst_lava.checkpoint import check_output_dir
-    check_output_dir(args.report, "--report")
+    from mst_lava.report import EVAL_REPORT_FILES
+    from mst_lava.snn.progress import EvalProgress
+    check_output_dir(args.report, "--report", names=(*EVAL_REPORT_FILES, EvalProgress.NAME),
+                     inputs=[args.checkpoint])
     if args.pepper:
         from mst_lava.data.noise import parse_densities
         parse_densities(args.pepper)
