@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,32 @@ def _sniff(path: Path) -> None:
                    "`mst train`")
 
 
+def _check_archive(path: Path) -> None:
+    """Before torch.load: the zip archive's members, by their central directory, declare no more data
+    than the memory available (a zip bomb is not expanded), and every member's CRC-32 matches (a bit
+    flipped inside a tensor is refused, naming the member, not loaded as a different weight)."""
+    from mst_lava.resources import available_memory, fmt_bytes
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            declared = sum(i.file_size for i in infos)
+            have = available_memory()
+            if declared > have:
+                big = max(infos, key=lambda i: i.file_size)
+                raise MSTError(f"{path}: its zip members declare {fmt_bytes(declared)} of uncompressed data "
+                               f"({big.filename}: {fmt_bytes(big.file_size)}), more than the {fmt_bytes(have)} of "
+                               "memory available; the file is corrupt or hostile and was not loaded")
+            bad = z.testzip()
+    except MSTError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError, OSError) as e:
+        raise MSTError(f"{path} is not a readable checkpoint (truncated or corrupt: {_first_line(e)}); re-create "
+                       "it with `mst train`") from None
+    if bad is not None:
+        raise MSTError(f"{path} is corrupt: the zip member {bad} fails its CRC-32 check (a changed byte, e.g. a "
+                       "disk or copy error); it was not loaded: re-create or re-copy it")
+
+
 def read_checkpoint(path) -> dict[str, Any]:
     """Load and validate a checkpoint dict. Never unpickles arbitrary objects.
 
@@ -121,6 +148,7 @@ def read_checkpoint(path) -> dict[str, Any]:
     if not path.is_file():
         raise MSTError(f"checkpoint path {path} is not a regular file")
     _sniff(path)
+    _check_archive(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -143,11 +171,32 @@ def _kind(v) -> str:
     return type(v).__name__
 
 
+# the top-level entries a checkpoint may have (the layout above); an unknown one that holds tensors is
+# refused (data nothing reads, e.g. a hidden payload or an inflated file), an unknown plain value is kept
+KNOWN_KEYS = ("format", "version", "arch", "config", "state_dict", "mask", "metrics", "dataset", "train_state")
+
+
+def _holds_tensor(v, depth: int = 0) -> bool:
+    if isinstance(v, torch.Tensor):
+        return True
+    if depth > 50:
+        return True     # nesting that deep is no plain config: treat it as data
+    if isinstance(v, dict):
+        return any(_holds_tensor(x, depth + 1) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return any(_holds_tensor(x, depth + 1) for x in v)
+    return False
+
+
 def validate_checkpoint(ckpt: dict, path="checkpoint") -> None:
     """The checks of :func:`read_checkpoint` on a loaded dict (MSTError naming ``path`` and the field)."""
     for key in ("arch", "config", "state_dict"):
         if key not in ckpt:
             raise MSTError(f"{path} lacks the {key!r} entry")
+    for key, v in ckpt.items():
+        if key not in KNOWN_KEYS and _holds_tensor(v):
+            raise MSTError(f"{path}: unknown top-level entry {key!r} holds tensors; an mst_lava checkpoint has "
+                           f"only {', '.join(KNOWN_KEYS)}; it was not loaded")
     if not isinstance(ckpt["arch"], str):
         raise MSTError(f"{path}: 'arch' must be a name such as 'mst', not {_kind(ckpt['arch'])}")
     if not isinstance(ckpt["config"], dict):

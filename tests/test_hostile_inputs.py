@@ -99,6 +99,7 @@ CONFIG_CASES = {
     "stored_mask_block": (lambda c: c.__setitem__("mask", {"Q@99": 0.5}), "Q@99"),
     "stored_mask_ratio": (lambda c: c.__setitem__("mask", {"Q": "lots"}), "not a number"),
     "train_state_bad": (lambda c: c.__setitem__("train_state", {"epoch": "x"}), "train_state"),
+    "unknown_entry_with_tensors": (lambda c: c.__setitem__("payload", {"x": [torch.zeros(1000)]}), "'payload'"),
 }
 
 
@@ -157,6 +158,46 @@ def test_not_a_checkpoint(case, work, capsys):
     for label, entry, argv in _commands(p, work):
         line = refused(capsys, work, argv, FILE_CASES[case][1], entry=entry)
         assert "malicious" not in line and "weights_only" not in line, f"{label}: {line}"
+
+
+def _flip_bit_in_tensor(p: Path) -> str:
+    """Flip one bit inside the largest tensor's bytes of a torch zip file; returns the member's name."""
+    import zipfile
+    with zipfile.ZipFile(p) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(p.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    raw[info.header_offset + 30 + name_len + extra_len + info.file_size // 2] ^= 0x10
+    p.write_bytes(bytes(raw))
+    return info.filename
+
+
+def _zip_bomb(p: Path) -> str:
+    """A valid checkpoint plus one deflated member of 64 MiB of zeros (64 KiB on disk)."""
+    import zipfile
+    p.write_bytes(DIGITS.read_bytes())
+    with zipfile.ZipFile(p, "a", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("digits/data/999", bytes(64 << 20))
+    return "digits/data/999"
+
+
+ARCHIVE_CASES = {
+    "crc_bit_flip": (lambda p: (p.write_bytes(DIGITS.read_bytes()), _flip_bit_in_tensor(p))[1], "CRC"),
+    "zip_bomb": (_zip_bomb, "uncompressed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ARCHIVE_CASES))
+def test_damaged_or_hostile_archive(case, work, capsys, monkeypatch):
+    """Checked on the zip archive before torch.load: the members' CRC-32 and declared sizes."""
+    import mst_lava.resources
+    p = work / f"{case}.pt"
+    member = ARCHIVE_CASES[case][0](p)
+    assert p.stat().st_size < 2 * DIGITS.stat().st_size
+    if case == "zip_bomb":      # 64 MiB stands for gigabytes: the memory budget is cut to 32 MiB
+        monkeypatch.setattr(mst_lava.resources, "available_memory", lambda: 32 << 20)
+    for _label, entry, argv in _commands(p, work):
+        refused(capsys, work, argv, str(p), member, ARCHIVE_CASES[case][1], entry=entry)
 
 
 def test_malicious_pickle_message_does_not_invite_the_unsafe_path(work, capsys):
