@@ -239,11 +239,35 @@ def validate_checkpoint(ckpt: dict, path="checkpoint") -> None:
             n = int((~torch.isfinite(v)).sum())
             raise MSTError(f"{path}: weight {k} holds {n} NaN or infinite value{'s' if n > 1 else ''} (training "
                            "diverged?); retrain it, e.g. with a lower --lr")
+    _check_value_ranges(sd, meta, path)
     from mst_lava.model.rsm import check_mask_sites, parse_mask_spec
     try:
         check_mask_sites(parse_mask_spec(ckpt.get("mask") or {}), meta, "stored mask")
     except MSTError as e:
         raise MSTError(f"{path}: {e}") from None
+
+
+def _check_value_ranges(sd: dict, meta: torch.nn.Module, path) -> None:
+    """Values a model cannot compute with, though finite: a QCFS threshold λ that is zero, negative or
+    denormal (x/λ overflows, the quantizer's steps vanish), a negative BatchNorm running variance (a NaN
+    square root). An MSTError names the first such entry."""
+    from mst_lava.model.qcfs import QCFS
+    tiny = torch.finfo(torch.float32).tiny
+    for name, m in meta.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(m, QCFS):
+            k = prefix + "lam"
+            v = sd[k].detach().to(torch.float64)
+            if bool((v < tiny).any()):
+                raise MSTError(f"{path}: QCFS threshold {k} is {float(v.min()):.6g}; it must be positive and at "
+                               f"least {tiny:.3g} (a normal float32); retrain or re-import the model")
+        elif isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            k = prefix + "running_var"
+            v = sd.get(k)
+            if v is not None and bool((v.detach().to(torch.float64) < 0).any()):
+                n = int((v < 0).sum())
+                raise MSTError(f"{path}: BatchNorm variance {k} holds {n} negative value{'s' if n > 1 else ''} "
+                               f"(min {float(v.min()):.6g}); a variance is never negative: the file is corrupt")
 
 
 def meta_model(ckpt: dict, path="checkpoint") -> torch.nn.Module:

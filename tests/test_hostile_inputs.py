@@ -74,6 +74,15 @@ def _inf_weight(c):
     c["state_dict"]["patch_embed.weight"][0, 0, 0, 0] = float("inf")
 
 
+def _weight(key, value):
+    return lambda c: c["state_dict"].__setitem__(key, torch.full_like(c["state_dict"][key], value))
+
+
+def _negative_var(c):
+    c["state_dict"]["stages.0.1.norm2.running_var"] = c["state_dict"]["stages.0.1.norm2.running_var"].clone()
+    c["state_dict"]["stages.0.1.norm2.running_var"][3] = -0.25
+
+
 CONFIG_CASES = {
     "depths_int": (_set("depths", 2), "depths"),
     "depths_str": (_set("depths", "22"), "depths"),
@@ -99,6 +108,10 @@ CONFIG_CASES = {
     "stored_mask_block": (lambda c: c.__setitem__("mask", {"Q@99": 0.5}), "Q@99"),
     "stored_mask_ratio": (lambda c: c.__setitem__("mask", {"Q": "lots"}), "not a number"),
     "train_state_bad": (lambda c: c.__setitem__("train_state", {"epoch": "x"}), "train_state"),
+    "lam_zero": (_weight("stages.0.0.attn.q_act.lam", 0.0), "stages.0.0.attn.q_act.lam"),
+    "lam_negative": (_weight("embed_act.lam", -2.0), "embed_act.lam"),
+    "lam_denormal": (_weight("stages.1.0.sc1.lam", 1e-40), "stages.1.0.sc1.lam"),
+    "running_var_negative": (_negative_var, "stages.0.1.norm2.running_var"),
     "unknown_entry_with_tensors": (lambda c: c.__setitem__("payload", {"x": [torch.zeros(1000)]}), "'payload'"),
 }
 
