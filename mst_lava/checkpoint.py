@@ -217,6 +217,12 @@ def validate_checkpoint(ckpt: dict, path="checkpoint") -> None:
         ep = ts.get("epoch")
         if isinstance(ep, bool) or not isinstance(ep, int) or ep < 0 or not isinstance(ts.get("optimizer"), dict):
             raise MSTError(f"{path}: 'train_state' needs an 'epoch' integer >= 0 and an 'optimizer' dict")
+    from mst_lava.model import required_config_keys
+    missing = [k for k in required_config_keys(ckpt["arch"]) if k not in ckpt["config"]]
+    if missing:
+        raise MSTError(f"{path}: its model config lacks {missing[0]!r}"
+                       f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}, which changes what the model "
+                       "computes; it is not filled with a default: re-create the checkpoint with `mst train`")
     meta = meta_model(ckpt, path)
     expected = meta.state_dict()
     for k, t in expected.items():

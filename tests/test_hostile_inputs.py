@@ -97,6 +97,9 @@ CONFIG_CASES = {
     "mlp_ratio_nan": (_set("mlp_ratio", float("nan")), "mlp_ratio"),
     "num_classes_zero": (_set("num_classes", 0), "num_classes"),
     "unknown_key": (_set("evil", 1), "evil"),
+    "img_size_missing": (lambda c: c["config"].pop("img_size"), "lacks 'img_size'"),
+    "L_missing": (lambda c: c["config"].pop("L"), "lacks 'L'"),
+    "window_missing": (lambda c: c["config"].pop("window"), "lacks 'window'"),
     "config_list": (lambda c: c.__setitem__("config", [1, 2]), "'config' must be a dict"),
     "config_missing": (lambda c: c.pop("config"), "'config'"),
     "arch_unknown": (lambda c: c.__setitem__("arch", "transformer9000"), "transformer9000"),
@@ -571,6 +574,29 @@ def test_cifar_labels_out_of_range(work, capsys):
     (sub / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1]}))
     refused(capsys, work, ["snn-eval", DIGITS, "--dataset", "cifar10", "--data", work, "--report", work / "r"],
             "2 labels")
+
+
+def test_shipped_checkpoints_and_optional_config_fields_still_load(base_ckpt, work):
+    """Every shipped checkpoint passes every check; lam_init and preset (no effect on the computation of a
+    trained model) may be absent."""
+    from mst_lava.checkpoint import read_checkpoint
+    for p in sorted((ROOT / "export").glob("*.pt")):
+        read_checkpoint(p)
+    c = dict(base_ckpt, config={k: v for k, v in base_ckpt["config"].items() if k not in ("lam_init", "preset")})
+    torch.save(c, work / "lean.pt")
+    read_checkpoint(work / "lean.pt")
+
+
+@pytest.mark.parametrize("field", ["img_size", "width", "hidden", "L"])
+def test_baseline_config_missing_a_field(field, work, capsys):
+    from mst_lava.checkpoint import save_checkpoint
+    from mst_lava.model.baselines import build_baseline
+    p = work / "r.pt"
+    save_checkpoint(p, build_baseline("vgg16", "digits"), arch="vgg16", dataset="digits")
+    c = torch.load(p, weights_only=True)
+    del c["config"][field]
+    torch.save(c, p)
+    refused(capsys, work, ["snn-eval", p, "--report", work / "rep"], str(p), f"lacks {field!r}")
 
 
 @pytest.mark.parametrize("field,value", [("width", "16"), ("width", 10 ** 9), ("hidden", -1), ("img_size", 8.5),
