@@ -16,6 +16,29 @@ from pathlib import Path
 from mst_lava.errors import MSTError
 
 # ----------------------------------------------------------------------------------------
+# Input files
+
+def check_input_file(path, what: str = "input file") -> Path:
+    """Refuse, before it is opened, an input that is not a regular file: a named pipe (FIFO) would
+    block the read until a writer comes, a device never ends, a socket cannot be opened. Symlinks to a
+    regular file are fine. Returns ``Path(path)``."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MSTError(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise MSTError(f"{what} {path}: cannot inspect it ({_reason(e)})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise MSTError(f"{what} {path} is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+        raise MSTError(f"{what} {path} is {kind}, not a regular file; it was not opened (a read could block "
+                       "forever): give a regular file")
+    return path
+
+
+# ----------------------------------------------------------------------------------------
 # Output paths and atomic writes
 
 LEGACY_TEMP_AGE_S = 600     # pid-less temp files (older versions) count as stale after this long

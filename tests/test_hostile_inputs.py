@@ -557,6 +557,45 @@ def test_bad_fmnist_files(case, work, capsys):
         refused(capsys, work, argv, needle, file_named)
 
 
+def test_fifo_inputs_are_refused_not_opened(exported_net, work, capsys):
+    """Named pipes given as a checkpoint, a network or a dataset file: refused by their type before any
+    open() (which would block until a writer comes)."""
+    import signal
+    old = signal.signal(signal.SIGALRM, lambda *a: pytest.fail("a FIFO input was opened and blocked"))
+    signal.alarm(120)
+    try:
+        os.mkfifo(work / "ck.pt")
+        for _label, entry, argv in _commands(work / "ck.pt", work):
+            refused(capsys, work, argv, "ck.pt", "not a regular file", entry=entry)
+        os.mkfifo(work / "n.net")
+        for argv in (["run", work / "n.net", "--backend", "torch"], ["inspect", work / "n.net"],
+                     ["verify", DIGITS, work / "n.net"]):
+            refused(capsys, work, argv, "n.net", "not a regular file")
+        data = work / "fm"
+        _fmnist(data)
+        (data / "t10k-labels-idx1-ubyte.gz").unlink()
+        os.mkfifo(data / "t10k-labels-idx1-ubyte.gz")
+        refused(capsys, work, ["snn-eval", DIGITS, "--dataset", "fmnist", "--data", data, "--report", work / "r"],
+                "t10k-labels-idx1-ubyte.gz", "FIFO")
+        sub = work / "cifar-10-batches-py"
+        sub.mkdir()
+        os.mkfifo(sub / "test_batch")
+        refused(capsys, work, ["snn-eval", DIGITS, "--dataset", "cifar10", "--data", work, "--report", work / "r"],
+                "test_batch", "FIFO")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_fifo_event_files_are_refused_not_opened(work):
+    from mst_lava.data import event_io
+    os.mkfifo(work / "e.aedat")
+    for read in (event_io.read_aedat_header, event_io.read_aedat2, event_io.read_aedat31, event_io.read_aedat4,
+                 event_io.read_prophesee_dat, event_io.read_asl_mat):
+        with pytest.raises(MSTError, match="FIFO"):
+            read(work / "e.aedat")
+
+
 def test_good_fmnist_files_still_read(work):
     from mst_lava.data.static import fmnist
     _fmnist(work / "fm", labels=(9, 0, 3, 1))
