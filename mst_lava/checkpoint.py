@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,9 @@ def read_checkpoint(path) -> dict[str, Any]:
     _sniff(path)
     _check_archive(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():     # torch warns (on stderr) about sparse tensors it validates
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL [\w.]+", str(e))
         raise MSTError(f"{path} was refused: it holds objects other than tensors and plain containers"
@@ -174,6 +177,39 @@ def _kind(v) -> str:
 # the top-level entries a checkpoint may have (the layout above); an unknown one that holds tensors is
 # refused (data nothing reads, e.g. a hidden payload or an inflated file), an unknown plain value is kept
 KNOWN_KEYS = ("format", "version", "arch", "config", "state_dict", "mask", "metrics", "dataset", "train_state")
+
+
+# the tensor dtypes a checkpoint may hold: the floating types of weights, buffers and optimizer state
+# (`mst train` writes float32; import-official converts to float32; float16/bfloat16/float64 are exact or
+# near-exact in float32), and int64 for BatchNorm's num_batches_tracked and step counters. Not fp8 (no
+# arithmetic), not integers, bool or complex as weights (validate_checkpoint compares each weight's kind
+# with the model's), not sparse or meta tensors.
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+TENSOR_DTYPES = (*FLOAT_DTYPES, torch.int64)
+
+
+def _check_tensor_kind(v: torch.Tensor, where: str, dtypes: tuple | None = TENSOR_DTYPES) -> None:
+    if v.layout != torch.strided:
+        raise MSTError(f"{where} is a {str(v.layout).replace('torch.', '')} tensor; a checkpoint holds dense "
+                       "tensors only")
+    if v.device.type != "cpu":
+        raise MSTError(f"{where} is a tensor on the {v.device.type!r} device, with no data in the file "
+                       "(a meta tensor); the checkpoint is incomplete")
+    if dtypes is not None and v.dtype not in dtypes:
+        raise MSTError(f"{where} has dtype {str(v.dtype).replace('torch.', '')}; a checkpoint holds float32, "
+                       "float16, bfloat16 or float64 tensors (int64 only for counters such as BatchNorm's "
+                       "num_batches_tracked)")
+
+
+def _collect_tensors(v, where: str, out: list, depth: int = 0) -> None:
+    if isinstance(v, torch.Tensor):
+        out.append((where, v))
+    elif depth < 50 and isinstance(v, dict):
+        for k, x in v.items():
+            _collect_tensors(x, f"{where}.{k}", out, depth + 1)
+    elif depth < 50 and isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            _collect_tensors(x, f"{where}[{i}]", out, depth + 1)
 
 
 def _holds_tensor(v, depth: int = 0) -> bool:
@@ -207,6 +243,11 @@ def validate_checkpoint(ckpt: dict, path="checkpoint") -> None:
     for k, v in sd.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
             raise MSTError(f"{path}: state_dict entry {k!r} is a {_kind(v)}, not a tensor")
+        _check_tensor_kind(v, f"{path}: weight {k}")
+    ts_tensors = []
+    _collect_tensors(ckpt.get("train_state"), "train_state", ts_tensors)
+    for where, v in ts_tensors:
+        _check_tensor_kind(v, f"{path}: {where}", None)   # any dtype: RNG states are uint8
     for key, types, what in (("mask", (dict,), "a dict of SITE: ratio"), ("metrics", (dict,), "a dict"),
                              ("dataset", (str,), "a dataset name"), ("train_state", (dict,), "a dict")):
         v = ckpt.get(key)
@@ -234,6 +275,13 @@ def validate_checkpoint(ckpt: dict, path="checkpoint") -> None:
     extra = [k for k in sd if k not in expected]
     if extra:
         raise MSTError(f"{path}: weights do not fit its own config: unexpected entry {extra[0]}")
+    for k, t in expected.items():
+        if t.is_floating_point() != sd[k].is_floating_point():
+            want = ("floating point (float32, float16, bfloat16 or float64)" if t.is_floating_point()
+                    else str(t.dtype).replace("torch.", ""))
+            have = str(sd[k].dtype).replace("torch.", "")
+            raise MSTError(f"{path}: weight {k} is {have}; it must be {want}: it would be cast silently to another "
+                           "value: re-create the checkpoint with `mst train`")
     from mst_lava.resources import available_memory, fmt_bytes
     need = sum(t.numel() * t.element_size() for t in list(meta.parameters()) + list(meta.buffers()))
     have = available_memory()

@@ -78,6 +78,10 @@ def _weight(key, value):
     return lambda c: c["state_dict"].__setitem__(key, torch.full_like(c["state_dict"][key], value))
 
 
+def _as(key, fn):
+    return lambda c: c["state_dict"].__setitem__(key, fn(c["state_dict"][key]))
+
+
 def _negative_var(c):
     c["state_dict"]["stages.0.1.norm2.running_var"] = c["state_dict"]["stages.0.1.norm2.running_var"].clone()
     c["state_dict"]["stages.0.1.norm2.running_var"][3] = -0.25
@@ -115,6 +119,16 @@ CONFIG_CASES = {
     "lam_negative": (_weight("embed_act.lam", -2.0), "embed_act.lam"),
     "lam_denormal": (_weight("stages.1.0.sc1.lam", 1e-40), "stages.1.0.sc1.lam"),
     "running_var_negative": (_negative_var, "stages.0.1.norm2.running_var"),
+    "weight_fp8": (_as("head.weight", lambda w: w.to(torch.float8_e4m3fn)), "head.weight"),
+    "weight_sparse": (_as("head.weight", lambda w: w.to_sparse()), "head.weight"),
+    "weight_meta": (_as("head.weight", lambda w: torch.empty_like(w, device="meta")), "head.weight"),
+    "weight_int64": (_as("head.weight", lambda w: w.long()), "head.weight"),
+    "weight_uint8": (_as("patch_embed.weight", lambda w: w.to(torch.uint8)), "patch_embed.weight"),
+    "weight_bool": (_as("head.bias", lambda w: w.bool()), "head.bias"),
+    "weight_complex": (_as("head.weight", lambda w: w.to(torch.complex64)), "head.weight"),
+    "lam_int64": (_as("embed_act.lam", lambda w: torch.tensor(3)), "embed_act.lam"),
+    "train_state_meta": (lambda c: c.__setitem__("train_state", {"epoch": 0, "optimizer": {
+        "state": {0: {"exp_avg": torch.empty(3, device="meta")}}}}), "exp_avg"),
     "unknown_entry_with_tensors": (lambda c: c.__setitem__("payload", {"x": [torch.zeros(1000)]}), "'payload'"),
 }
 
