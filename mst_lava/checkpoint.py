@@ -16,6 +16,7 @@ Layout of the saved dict (plain containers and tensors only, so ``weights_only``
 from __future__ import annotations
 
 import errno
+import io
 import pickle
 import re
 import warnings
@@ -63,10 +64,16 @@ def save_checkpoint(path, model: torch.nn.Module, *, arch: str = "mst", mask: di
         ckpt["train_state"] = train_state
 
     def _save(tmp):
+        # serialized in memory first, then written with plain file I/O (as the HDF5 writer does): a failed
+        # write (a full disk, a quota) is an OSError with its errno, reported as such by atomic_write, not
+        # torch's zip-writer message ("[enforce fail at inline_container.cc] ... unexpected pos")
+        buf = io.BytesIO()
         try:
-            torch.save(ckpt, tmp)
-        except RuntimeError as e:   # torch's zip writer reports a failed write (e.g. a full disk) this way
+            torch.save(ckpt, buf)
+        except RuntimeError as e:
             raise OSError(errno.EIO, f"torch.save failed: {_first_line(e)}") from None
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
     atomic_write(path, _save, "checkpoint")
 
 

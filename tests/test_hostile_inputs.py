@@ -289,6 +289,11 @@ BAD_ARGS = [
     (["snn-eval", "{ckpt}", "--mask", "Q@99=0.5"], "Q@99"),
     (["snn-eval", "{ckpt}", "--mask", "act=0.5"], "act"),
     (["snn-eval", "{ckpt}", "--pepper", "2"], "pepper"),
+    (["snn-eval", "{ckpt}", "--pepper", ""], "--pepper"),
+    (["snn-eval", "{ckpt}", "--pepper", " , "], "--pepper"),
+    (["snn-eval", "{ckpt}", "--mask", ""], "--mask"),
+    (["snn-eval", "{ckpt}", "--mask", "Q=0.5", "--mask", ","], "--mask"),
+    (["train", "--mask", ""], "--mask"),
     (["run", "{net}", "--T", "0"], "--T"),
     (["run", "{net}", "--n", "-1"], "--n"),
     (["run", "{net}", "--offset", "-1"], "--offset"),
@@ -326,6 +331,8 @@ BAD_EXPORT_ARGS = [
     (["{ckpt}", "-o", "o.net", "--mask", "act=0.5"], "act"),
     (["{ckpt}", "-o", ""], "-o"),
     (["{ckpt}", "-o", "o.net", "--precision", "double"], "--precision"),
+    (["{ckpt}", "-o", "o.net", "--mask", ""], "--mask"),
+    (["{ckpt}", "-o", "o.net", "--mask", "Q=0.5", " "], "--mask"),
 ]
 
 
@@ -525,6 +532,29 @@ def test_failed_writes_leave_no_temp_file(work):
         atomic_write(out, interrupted)
     assert _tree(work) == set()
     assert check_output_file(out) == out and _tree(work) == set()   # the write probe leaves nothing
+
+
+def test_full_disk_while_saving_a_checkpoint(base_ckpt, work, monkeypatch):
+    """A checkpoint's bytes are written with plain file I/O: a full disk (here /dev/full, whose writes fail
+    with ENOSPC) is reported as such, not as torch's zip-writer error; nothing is left behind."""
+    import builtins
+
+    import mst_lava.checkpoint
+    from mst_lava.checkpoint import model_from_checkpoint, save_checkpoint
+    model = model_from_checkpoint(base_ckpt)
+    real_open = builtins.open
+    monkeypatch.setattr(mst_lava.checkpoint, "open",
+                        lambda f, mode="r", *a, **k: real_open("/dev/full", mode) if "w" in mode else
+                        real_open(f, mode, *a, **k), raising=False)
+    with pytest.raises(MSTError, match=r"m\.pt.*disk is full") as e:
+        save_checkpoint(work / "m.pt", model, dataset="digits")
+    assert "\n" not in str(e.value) and "inline_container" not in str(e.value)
+    assert _tree(work) == set()
+    monkeypatch.undo()
+    save_checkpoint(work / "m.pt", model, dataset="digits")
+    from mst_lava.checkpoint import read_checkpoint
+    saved = read_checkpoint(work / "m.pt")["state_dict"]
+    assert torch.equal(saved["head.weight"], base_ckpt["state_dict"]["head.weight"])
 
 
 # ----------------------------------------------------------------------------------------
