@@ -158,6 +158,14 @@ def device_or_auto(text: str) -> str:
     return device_name(text, allow_auto=True)
 
 
+def list_text(text: str) -> str:
+    """A non-empty comma-separated list (``--pepper 0.01,0.05``): an empty value is an error, not 'none'."""
+    if not str(text).strip(" ,\t\n"):
+        raise argparse.ArgumentTypeError("expected a comma-separated list such as 0.01,0.05, got an empty string "
+                                         "(leave the option out for none)")
+    return str(text)
+
+
 def path_text(text: str) -> str:
     """A non-empty path."""
     if not str(text).strip():
@@ -284,6 +292,10 @@ class MaskAction(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         words = [str(v) for v in values]
+        blank = next((w for w in words if not w.strip(" ,\t\n")), None)
+        if blank is not None:     # `--mask ''`: an empty configuration is a mistake, not "no masking"
+            parser.error(f"argument {option_string}: got an empty value {blank!r}; give SITE=R words, e.g. "
+                         f"{option_string} Q=0.75 K=0.75 (leave {option_string} out for no masking)")
         if self.configurations:
             prev = getattr(namespace, self.dest, None)
             groups = [] if prev is None or prev is self.default else list(prev)

@@ -16,8 +16,11 @@ Layout of the saved dict (plain containers and tensors only, so ``weights_only``
 from __future__ import annotations
 
 import errno
+import io
 import pickle
 import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +64,16 @@ def save_checkpoint(path, model: torch.nn.Module, *, arch: str = "mst", mask: di
         ckpt["train_state"] = train_state
 
     def _save(tmp):
+        # serialized in memory first, then written with plain file I/O (as the HDF5 writer does): a failed
+        # write (a full disk, a quota) is an OSError with its errno, reported as such by atomic_write, not
+        # torch's zip-writer message ("[enforce fail at inline_container.cc] ... unexpected pos")
+        buf = io.BytesIO()
         try:
-            torch.save(ckpt, tmp)
-        except RuntimeError as e:   # torch's zip writer reports a failed write (e.g. a full disk) this way
+            torch.save(ckpt, buf)
+        except RuntimeError as e:
             raise OSError(errno.EIO, f"torch.save failed: {_first_line(e)}") from None
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
     atomic_write(path, _save, "checkpoint")
 
 
@@ -106,6 +115,32 @@ def _sniff(path: Path) -> None:
                    "`mst train`")
 
 
+def _check_archive(path: Path) -> None:
+    """Before torch.load: the zip archive's members, by their central directory, declare no more data
+    than the memory available (a zip bomb is not expanded), and every member's CRC-32 matches (a bit
+    flipped inside a tensor is refused, naming the member, not loaded as a different weight)."""
+    from mst_lava.resources import available_memory, fmt_bytes
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            declared = sum(i.file_size for i in infos)
+            have = available_memory()
+            if declared > have:
+                big = max(infos, key=lambda i: i.file_size)
+                raise MSTError(f"{path}: its zip members declare {fmt_bytes(declared)} of uncompressed data "
+                               f"({big.filename}: {fmt_bytes(big.file_size)}), more than the {fmt_bytes(have)} of "
+                               "memory available; the file is corrupt or hostile and was not loaded")
+            bad = z.testzip()
+    except MSTError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError, OSError) as e:
+        raise MSTError(f"{path} is not a readable checkpoint (truncated or corrupt: {_first_line(e)}); re-create "
+                       "it with `mst train`") from None
+    if bad is not None:
+        raise MSTError(f"{path} is corrupt: the zip member {bad} fails its CRC-32 check (a changed byte, e.g. a "
+                       "disk or copy error); it was not loaded: re-create or re-copy it")
+
+
 def read_checkpoint(path) -> dict[str, Any]:
     """Load and validate a checkpoint dict. Never unpickles arbitrary objects.
 
@@ -121,8 +156,11 @@ def read_checkpoint(path) -> dict[str, Any]:
     if not path.is_file():
         raise MSTError(f"checkpoint path {path} is not a regular file")
     _sniff(path)
+    _check_archive(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():     # torch warns (on stderr) about sparse tensors it validates
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL [\w.]+", str(e))
         raise MSTError(f"{path} was refused: it holds objects other than tensors and plain containers"
@@ -143,11 +181,65 @@ def _kind(v) -> str:
     return type(v).__name__
 
 
+# the top-level entries a checkpoint may have (the layout above); an unknown one that holds tensors is
+# refused (data nothing reads, e.g. a hidden payload or an inflated file), an unknown plain value is kept
+KNOWN_KEYS = ("format", "version", "arch", "config", "state_dict", "mask", "metrics", "dataset", "train_state")
+
+
+# the tensor dtypes a checkpoint may hold: the floating types of weights, buffers and optimizer state
+# (`mst train` writes float32; import-official converts to float32; float16/bfloat16/float64 are exact or
+# near-exact in float32), and int64 for BatchNorm's num_batches_tracked and step counters. Not fp8 (no
+# arithmetic), not integers, bool or complex as weights (validate_checkpoint compares each weight's kind
+# with the model's), not sparse or meta tensors.
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+TENSOR_DTYPES = (*FLOAT_DTYPES, torch.int64)
+
+
+def _check_tensor_kind(v: torch.Tensor, where: str, dtypes: tuple | None = TENSOR_DTYPES) -> None:
+    if v.layout != torch.strided:
+        raise MSTError(f"{where} is a {str(v.layout).replace('torch.', '')} tensor; a checkpoint holds dense "
+                       "tensors only")
+    if v.device.type != "cpu":
+        raise MSTError(f"{where} is a tensor on the {v.device.type!r} device, with no data in the file "
+                       "(a meta tensor); the checkpoint is incomplete")
+    if dtypes is not None and v.dtype not in dtypes:
+        raise MSTError(f"{where} has dtype {str(v.dtype).replace('torch.', '')}; a checkpoint holds float32, "
+                       "float16, bfloat16 or float64 tensors (int64 only for counters such as BatchNorm's "
+                       "num_batches_tracked)")
+
+
+def _collect_tensors(v, where: str, out: list, depth: int = 0) -> None:
+    if isinstance(v, torch.Tensor):
+        out.append((where, v))
+    elif depth < 50 and isinstance(v, dict):
+        for k, x in v.items():
+            _collect_tensors(x, f"{where}.{k}", out, depth + 1)
+    elif depth < 50 and isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            _collect_tensors(x, f"{where}[{i}]", out, depth + 1)
+
+
+def _holds_tensor(v, depth: int = 0) -> bool:
+    if isinstance(v, torch.Tensor):
+        return True
+    if depth > 50:
+        return True     # nesting that deep is no plain config: treat it as data
+    if isinstance(v, dict):
+        return any(_holds_tensor(x, depth + 1) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return any(_holds_tensor(x, depth + 1) for x in v)
+    return False
+
+
 def validate_checkpoint(ckpt: dict, path="checkpoint") -> None:
     """The checks of :func:`read_checkpoint` on a loaded dict (MSTError naming ``path`` and the field)."""
     for key in ("arch", "config", "state_dict"):
         if key not in ckpt:
             raise MSTError(f"{path} lacks the {key!r} entry")
+    for key, v in ckpt.items():
+        if key not in KNOWN_KEYS and _holds_tensor(v):
+            raise MSTError(f"{path}: unknown top-level entry {key!r} holds tensors; an mst_lava checkpoint has "
+                           f"only {', '.join(KNOWN_KEYS)}; it was not loaded")
     if not isinstance(ckpt["arch"], str):
         raise MSTError(f"{path}: 'arch' must be a name such as 'mst', not {_kind(ckpt['arch'])}")
     if not isinstance(ckpt["config"], dict):
@@ -158,6 +250,11 @@ def validate_checkpoint(ckpt: dict, path="checkpoint") -> None:
     for k, v in sd.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
             raise MSTError(f"{path}: state_dict entry {k!r} is a {_kind(v)}, not a tensor")
+        _check_tensor_kind(v, f"{path}: weight {k}")
+    ts_tensors = []
+    _collect_tensors(ckpt.get("train_state"), "train_state", ts_tensors)
+    for where, v in ts_tensors:
+        _check_tensor_kind(v, f"{path}: {where}", None)   # any dtype: RNG states are uint8
     for key, types, what in (("mask", (dict,), "a dict of SITE: ratio"), ("metrics", (dict,), "a dict"),
                              ("dataset", (str,), "a dataset name"), ("train_state", (dict,), "a dict")):
         v = ckpt.get(key)
@@ -168,6 +265,12 @@ def validate_checkpoint(ckpt: dict, path="checkpoint") -> None:
         ep = ts.get("epoch")
         if isinstance(ep, bool) or not isinstance(ep, int) or ep < 0 or not isinstance(ts.get("optimizer"), dict):
             raise MSTError(f"{path}: 'train_state' needs an 'epoch' integer >= 0 and an 'optimizer' dict")
+    from mst_lava.model import required_config_keys
+    missing = [k for k in required_config_keys(ckpt["arch"]) if k not in ckpt["config"]]
+    if missing:
+        raise MSTError(f"{path}: its model config lacks {missing[0]!r}"
+                       f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}, which changes what the model "
+                       "computes; it is not filled with a default: re-create the checkpoint with `mst train`")
     meta = meta_model(ckpt, path)
     expected = meta.state_dict()
     for k, t in expected.items():
@@ -179,6 +282,13 @@ def validate_checkpoint(ckpt: dict, path="checkpoint") -> None:
     extra = [k for k in sd if k not in expected]
     if extra:
         raise MSTError(f"{path}: weights do not fit its own config: unexpected entry {extra[0]}")
+    for k, t in expected.items():
+        if t.is_floating_point() != sd[k].is_floating_point():
+            want = ("floating point (float32, float16, bfloat16 or float64)" if t.is_floating_point()
+                    else str(t.dtype).replace("torch.", ""))
+            have = str(sd[k].dtype).replace("torch.", "")
+            raise MSTError(f"{path}: weight {k} is {have}; it must be {want}: it would be cast silently to another "
+                           "value: re-create the checkpoint with `mst train`")
     from mst_lava.resources import available_memory, fmt_bytes
     need = sum(t.numel() * t.element_size() for t in list(meta.parameters()) + list(meta.buffers()))
     have = available_memory()
@@ -190,11 +300,35 @@ def validate_checkpoint(ckpt: dict, path="checkpoint") -> None:
             n = int((~torch.isfinite(v)).sum())
             raise MSTError(f"{path}: weight {k} holds {n} NaN or infinite value{'s' if n > 1 else ''} (training "
                            "diverged?); retrain it, e.g. with a lower --lr")
+    _check_value_ranges(sd, meta, path)
     from mst_lava.model.rsm import check_mask_sites, parse_mask_spec
     try:
         check_mask_sites(parse_mask_spec(ckpt.get("mask") or {}), meta, "stored mask")
     except MSTError as e:
         raise MSTError(f"{path}: {e}") from None
+
+
+def _check_value_ranges(sd: dict, meta: torch.nn.Module, path) -> None:
+    """Values a model cannot compute with, though finite: a QCFS threshold λ that is zero, negative or
+    denormal (x/λ overflows, the quantizer's steps vanish), a negative BatchNorm running variance (a NaN
+    square root). An MSTError names the first such entry."""
+    from mst_lava.model.qcfs import QCFS
+    tiny = torch.finfo(torch.float32).tiny
+    for name, m in meta.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(m, QCFS):
+            k = prefix + "lam"
+            v = sd[k].detach().to(torch.float64)
+            if bool((v < tiny).any()):
+                raise MSTError(f"{path}: QCFS threshold {k} is {float(v.min()):.6g}; it must be positive and at "
+                               f"least {tiny:.3g} (a normal float32); retrain or re-import the model")
+        elif isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            k = prefix + "running_var"
+            v = sd.get(k)
+            if v is not None and bool((v.detach().to(torch.float64) < 0).any()):
+                n = int((v < 0).sum())
+                raise MSTError(f"{path}: BatchNorm variance {k} holds {n} negative value{'s' if n > 1 else ''} "
+                               f"(min {float(v.min()):.6g}); a variance is never negative: the file is corrupt")
 
 
 def meta_model(ckpt: dict, path="checkpoint") -> torch.nn.Module:

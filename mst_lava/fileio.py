@@ -16,6 +16,29 @@ from pathlib import Path
 from mst_lava.errors import MSTError
 
 # ----------------------------------------------------------------------------------------
+# Input files
+
+def check_input_file(path, what: str = "input file") -> Path:
+    """Refuse, before it is opened, an input that is not a regular file: a named pipe (FIFO) would
+    block the read until a writer comes, a device never ends, a socket cannot be opened. Symlinks to a
+    regular file are fine. Returns ``Path(path)``."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MSTError(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise MSTError(f"{what} {path}: cannot inspect it ({_reason(e)})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise MSTError(f"{what} {path} is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+        raise MSTError(f"{what} {path} is {kind}, not a regular file; it was not opened (a read could block "
+                       "forever): give a regular file")
+    return path
+
+
+# ----------------------------------------------------------------------------------------
 # Output paths and atomic writes
 
 LEGACY_TEMP_AGE_S = 600     # pid-less temp files (older versions) count as stale after this long
@@ -92,18 +115,27 @@ def check_output_file(path, what: str = "output file", inputs=()) -> Path:
     ``inputs``. Removes stale temp files of an earlier killed write to it. Returns ``Path(path)``."""
     path = Path(path)
     _check_target(path, what)
-    for inp in inputs:
-        if inp is not None and _same_file(path, inp):
-            raise MSTError(f"{what} {path} is also this command's input {inp}; writing it would destroy the "
-                           "input: choose another output name")
+    refuse_inputs(path, inputs, what)
     _probe_writable(_existing_folder(path, what), path, what)
     remove_stale_temps(path)
     return path
 
 
-def check_output_dir(path, what: str = "report folder") -> Path:
+def refuse_inputs(path, inputs, what: str = "output file", hint: str = "choose another output name") -> None:
+    """Refuse an output ``path`` that is one of ``inputs`` by identity (same device and inode: another
+    spelling, a symlink to it or a hard link), so that writing it cannot destroy the input."""
+    for inp in inputs:
+        if inp is not None and _same_file(path, inp):
+            raise MSTError(f"{what} {path} is also this command's input {inp}; writing it would destroy the "
+                           f"input: {hint}")
+
+
+def check_output_dir(path, what: str = "report folder", names=(), inputs=()) -> Path:
     """Refuse, before any work, a folder that cannot be written into: a regular file or device, a
-    path under a regular file, or an unwritable folder. Returns ``Path(path)``."""
+    path under a regular file, or an unwritable folder; and, among the files ``names`` the command
+    writes into it, one that is not a regular file (a directory, symlink, FIFO) or that is one of the
+    command's ``inputs`` (by identity: ``cp model.pt rep/report.json; ... --report rep``). Returns
+    ``Path(path)``."""
     path = Path(path)
     if not str(path).strip():
         raise MSTError(f"{what} is empty: give a folder name")
@@ -116,6 +148,9 @@ def check_output_dir(path, what: str = "report folder") -> Path:
         raise MSTError(f"{what} {path}: cannot inspect it ({_reason(e)})") from None
     if not stat.S_ISDIR(st.st_mode):
         raise MSTError(f"{what} {path} exists and is not a folder; give a folder name")
+    for name in names:
+        _check_target(path / name, f"{what} file")
+        refuse_inputs(path / name, inputs, f"{what} file", "choose another report folder")
     _probe_writable(path, path, what)
     return path
 

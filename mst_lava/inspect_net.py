@@ -44,6 +44,9 @@ def register(subparsers) -> None:
 
 def cmd_inspect(args) -> int:
     from mst_lava.export import read_network
+    if args.json:       # before anything is read: --json must not be the network itself (another spelling, a link)
+        from mst_lava.fileio import check_output_file
+        check_output_file(args.json, "--json output", inputs=[args.net])
     graph = read_network(args.net)
     rep = inspect_graph(graph, args.target)
     rep["file"] = str(args.net)

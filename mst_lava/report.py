@@ -378,16 +378,22 @@ def plot_spikes_per_block(r: dict, path) -> None:
     plt.close(fig)
 
 
+# the files each command writes into its --report folder: checked against the command's inputs before
+# any work (fileio.check_output_dir(..., names=..., inputs=...)), so that none of them is overwritten
+EVAL_PLOTS = ("accuracy_vs_T.png", "firing_rate.png", "spikes_per_block.png", "energy_breakdown.png")
+EVAL_REPORT_FILES = ("report.json", "summary.md", *EVAL_PLOTS)     # + snn-eval's progress.json
+RUN_REPORT_FILES = ("report.json", "summary.md", "energy_breakdown.png")
+
+
 def write_report(r: dict, out_dir, plots: bool = True) -> list[Path]:
-    """Write report.json, summary.md and (unless ``plots=False``) three PNG plots into ``out_dir``."""
+    """Write report.json, summary.md and (unless ``plots=False``) four PNG plots into ``out_dir``."""
     out = ensure_dir(out_dir, "report folder")
     paths = [out / "report.json", out / "summary.md"]
     write_json(paths[0], r)
     write_text(paths[1], markdown_summary(r))
     if plots:
-        for name, fn in (("accuracy_vs_T.png", plot_accuracy), ("firing_rate.png", plot_firing_rates),
-                         ("spikes_per_block.png", plot_spikes_per_block),
-                         ("energy_breakdown.png", plot_energy_breakdown)):
+        for name, fn in zip(EVAL_PLOTS, (plot_accuracy, plot_firing_rates, plot_spikes_per_block,
+                                         plot_energy_breakdown)):
             p = out / name
             atomic_write(p, lambda tmp, fn=fn: _plot_into(fn, r, tmp), "plot")
             paths.append(p)

@@ -74,6 +74,19 @@ def _inf_weight(c):
     c["state_dict"]["patch_embed.weight"][0, 0, 0, 0] = float("inf")
 
 
+def _weight(key, value):
+    return lambda c: c["state_dict"].__setitem__(key, torch.full_like(c["state_dict"][key], value))
+
+
+def _as(key, fn):
+    return lambda c: c["state_dict"].__setitem__(key, fn(c["state_dict"][key]))
+
+
+def _negative_var(c):
+    c["state_dict"]["stages.0.1.norm2.running_var"] = c["state_dict"]["stages.0.1.norm2.running_var"].clone()
+    c["state_dict"]["stages.0.1.norm2.running_var"][3] = -0.25
+
+
 CONFIG_CASES = {
     "depths_int": (_set("depths", 2), "depths"),
     "depths_str": (_set("depths", "22"), "depths"),
@@ -88,6 +101,9 @@ CONFIG_CASES = {
     "mlp_ratio_nan": (_set("mlp_ratio", float("nan")), "mlp_ratio"),
     "num_classes_zero": (_set("num_classes", 0), "num_classes"),
     "unknown_key": (_set("evil", 1), "evil"),
+    "img_size_missing": (lambda c: c["config"].pop("img_size"), "lacks 'img_size'"),
+    "L_missing": (lambda c: c["config"].pop("L"), "lacks 'L'"),
+    "window_missing": (lambda c: c["config"].pop("window"), "lacks 'window'"),
     "config_list": (lambda c: c.__setitem__("config", [1, 2]), "'config' must be a dict"),
     "config_missing": (lambda c: c.pop("config"), "'config'"),
     "arch_unknown": (lambda c: c.__setitem__("arch", "transformer9000"), "transformer9000"),
@@ -99,6 +115,21 @@ CONFIG_CASES = {
     "stored_mask_block": (lambda c: c.__setitem__("mask", {"Q@99": 0.5}), "Q@99"),
     "stored_mask_ratio": (lambda c: c.__setitem__("mask", {"Q": "lots"}), "not a number"),
     "train_state_bad": (lambda c: c.__setitem__("train_state", {"epoch": "x"}), "train_state"),
+    "lam_zero": (_weight("stages.0.0.attn.q_act.lam", 0.0), "stages.0.0.attn.q_act.lam"),
+    "lam_negative": (_weight("embed_act.lam", -2.0), "embed_act.lam"),
+    "lam_denormal": (_weight("stages.1.0.sc1.lam", 1e-40), "stages.1.0.sc1.lam"),
+    "running_var_negative": (_negative_var, "stages.0.1.norm2.running_var"),
+    "weight_fp8": (_as("head.weight", lambda w: w.to(torch.float8_e4m3fn)), "head.weight"),
+    "weight_sparse": (_as("head.weight", lambda w: w.to_sparse()), "head.weight"),
+    "weight_meta": (_as("head.weight", lambda w: torch.empty_like(w, device="meta")), "head.weight"),
+    "weight_int64": (_as("head.weight", lambda w: w.long()), "head.weight"),
+    "weight_uint8": (_as("patch_embed.weight", lambda w: w.to(torch.uint8)), "patch_embed.weight"),
+    "weight_bool": (_as("head.bias", lambda w: w.bool()), "head.bias"),
+    "weight_complex": (_as("head.weight", lambda w: w.to(torch.complex64)), "head.weight"),
+    "lam_int64": (_as("embed_act.lam", lambda w: torch.tensor(3)), "embed_act.lam"),
+    "train_state_meta": (lambda c: c.__setitem__("train_state", {"epoch": 0, "optimizer": {
+        "state": {0: {"exp_avg": torch.empty(3, device="meta")}}}}), "exp_avg"),
+    "unknown_entry_with_tensors": (lambda c: c.__setitem__("payload", {"x": [torch.zeros(1000)]}), "'payload'"),
 }
 
 
@@ -157,6 +188,46 @@ def test_not_a_checkpoint(case, work, capsys):
     for label, entry, argv in _commands(p, work):
         line = refused(capsys, work, argv, FILE_CASES[case][1], entry=entry)
         assert "malicious" not in line and "weights_only" not in line, f"{label}: {line}"
+
+
+def _flip_bit_in_tensor(p: Path) -> str:
+    """Flip one bit inside the largest tensor's bytes of a torch zip file; returns the member's name."""
+    import zipfile
+    with zipfile.ZipFile(p) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(p.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    raw[info.header_offset + 30 + name_len + extra_len + info.file_size // 2] ^= 0x10
+    p.write_bytes(bytes(raw))
+    return info.filename
+
+
+def _zip_bomb(p: Path) -> str:
+    """A valid checkpoint plus one deflated member of 64 MiB of zeros (64 KiB on disk)."""
+    import zipfile
+    p.write_bytes(DIGITS.read_bytes())
+    with zipfile.ZipFile(p, "a", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("digits/data/999", bytes(64 << 20))
+    return "digits/data/999"
+
+
+ARCHIVE_CASES = {
+    "crc_bit_flip": (lambda p: (p.write_bytes(DIGITS.read_bytes()), _flip_bit_in_tensor(p))[1], "CRC"),
+    "zip_bomb": (_zip_bomb, "uncompressed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ARCHIVE_CASES))
+def test_damaged_or_hostile_archive(case, work, capsys, monkeypatch):
+    """Checked on the zip archive before torch.load: the members' CRC-32 and declared sizes."""
+    import mst_lava.resources
+    p = work / f"{case}.pt"
+    member = ARCHIVE_CASES[case][0](p)
+    assert p.stat().st_size < 2 * DIGITS.stat().st_size
+    if case == "zip_bomb":      # 64 MiB stands for gigabytes: the memory budget is cut to 32 MiB
+        monkeypatch.setattr(mst_lava.resources, "available_memory", lambda: 32 << 20)
+    for _label, entry, argv in _commands(p, work):
+        refused(capsys, work, argv, str(p), member, ARCHIVE_CASES[case][1], entry=entry)
 
 
 def test_malicious_pickle_message_does_not_invite_the_unsafe_path(work, capsys):
@@ -218,6 +289,11 @@ BAD_ARGS = [
     (["snn-eval", "{ckpt}", "--mask", "Q@99=0.5"], "Q@99"),
     (["snn-eval", "{ckpt}", "--mask", "act=0.5"], "act"),
     (["snn-eval", "{ckpt}", "--pepper", "2"], "pepper"),
+    (["snn-eval", "{ckpt}", "--pepper", ""], "--pepper"),
+    (["snn-eval", "{ckpt}", "--pepper", " , "], "--pepper"),
+    (["snn-eval", "{ckpt}", "--mask", ""], "--mask"),
+    (["snn-eval", "{ckpt}", "--mask", "Q=0.5", "--mask", ","], "--mask"),
+    (["train", "--mask", ""], "--mask"),
     (["run", "{net}", "--T", "0"], "--T"),
     (["run", "{net}", "--n", "-1"], "--n"),
     (["run", "{net}", "--offset", "-1"], "--offset"),
@@ -255,6 +331,8 @@ BAD_EXPORT_ARGS = [
     (["{ckpt}", "-o", "o.net", "--mask", "act=0.5"], "act"),
     (["{ckpt}", "-o", ""], "-o"),
     (["{ckpt}", "-o", "o.net", "--precision", "double"], "--precision"),
+    (["{ckpt}", "-o", "o.net", "--mask", ""], "--mask"),
+    (["{ckpt}", "-o", "o.net", "--mask", "Q=0.5", " "], "--mask"),
 ]
 
 
@@ -368,6 +446,53 @@ def test_output_that_is_the_input(work, capsys):
     assert ckpt.read_bytes() == DIGITS.read_bytes()
 
 
+def test_inspect_json_that_is_the_network(exported_net, work, capsys):
+    net = work / "d.net"
+    net.write_bytes(exported_net.read_bytes())
+    (work / "sub").mkdir()
+    os.symlink(net, work / "link.net")
+    os.link(net, work / "hard.net")
+    for out, needle in ((net, "input"), (work / "sub" / ".." / "d.net", "input"), (work / "link.net", "symbolic"),
+                        (work / "hard.net", "input")):
+        refused(capsys, work, ["inspect", net, "--json", out], needle)
+    assert net.read_bytes() == exported_net.read_bytes()
+
+
+def test_report_folder_holding_an_input(exported_net, work, capsys):
+    """An input inside --report DIR under a name the command writes there: refused before any work,
+    whatever the spelling (the file itself, a hard link, a symlink to it)."""
+    rep = work / "rep"
+    rep.mkdir()
+    ckpt, net = work / "m.pt", work / "m.net"
+    ckpt.write_bytes(DIGITS.read_bytes())
+    net.write_bytes(exported_net.read_bytes())
+    cases = []
+    for name in ("report.json", "summary.md", "firing_rate.png", "progress.json"):
+        cases.append((["snn-eval", rep / name, "--report", rep], rep / name, DIGITS))
+    os.link(ckpt, rep / "energy_breakdown.png")
+    cases.append((["snn-eval", ckpt, "--report", rep], ckpt, DIGITS))
+    cases.append((["snn-eval", ckpt, "--report", work / "sub" / ".." / "rep"], ckpt, DIGITS))
+    for backend in ("lava-cpu", "torch"):
+        for name in ("report.json", "summary.md"):
+            cases.append((["run", rep / name, "--report", rep, "--backend", backend], rep / name, exported_net))
+        cases.append((["run", net, "--report", rep, "--backend", backend, "--n", "1"], net, None))
+    (work / "sub").mkdir()
+    for argv, given, original in cases:
+        if original is not None:
+            given.write_bytes(original.read_bytes())
+        if argv[0] == "run" and given == net:
+            os.unlink(rep / "energy_breakdown.png")
+            os.link(net, rep / "energy_breakdown.png")
+        refused(capsys, work, argv, "input", "rep")
+        assert given.read_bytes() == (original or exported_net).read_bytes()
+        if original is not None and given.parent == rep:
+            given.unlink()
+    os.unlink(rep / "energy_breakdown.png")
+    os.symlink(ckpt, rep / "report.json")       # a symlink at an output name: refused as well, not written through
+    refused(capsys, work, ["snn-eval", ckpt, "--report", rep], "symbolic link", "report.json")
+    assert ckpt.read_bytes() == DIGITS.read_bytes()
+
+
 def test_stale_temp_files_of_a_killed_run_are_removed(work, capsys):
     out = work / "o.net"
     dead = work / ".o.net.99999999.abcdefgh.tmp"             # pid beyond pid_max: its writer is gone
@@ -407,6 +532,29 @@ def test_failed_writes_leave_no_temp_file(work):
         atomic_write(out, interrupted)
     assert _tree(work) == set()
     assert check_output_file(out) == out and _tree(work) == set()   # the write probe leaves nothing
+
+
+def test_full_disk_while_saving_a_checkpoint(base_ckpt, work, monkeypatch):
+    """A checkpoint's bytes are written with plain file I/O: a full disk (here /dev/full, whose writes fail
+    with ENOSPC) is reported as such, not as torch's zip-writer error; nothing is left behind."""
+    import builtins
+
+    import mst_lava.checkpoint
+    from mst_lava.checkpoint import model_from_checkpoint, save_checkpoint
+    model = model_from_checkpoint(base_ckpt)
+    real_open = builtins.open
+    monkeypatch.setattr(mst_lava.checkpoint, "open",
+                        lambda f, mode="r", *a, **k: real_open("/dev/full", mode) if "w" in mode else
+                        real_open(f, mode, *a, **k), raising=False)
+    with pytest.raises(MSTError, match=r"m\.pt.*disk is full") as e:
+        save_checkpoint(work / "m.pt", model, dataset="digits")
+    assert "\n" not in str(e.value) and "inline_container" not in str(e.value)
+    assert _tree(work) == set()
+    monkeypatch.undo()
+    save_checkpoint(work / "m.pt", model, dataset="digits")
+    from mst_lava.checkpoint import read_checkpoint
+    saved = read_checkpoint(work / "m.pt")["state_dict"]
+    assert torch.equal(saved["head.weight"], base_ckpt["state_dict"]["head.weight"])
 
 
 # ----------------------------------------------------------------------------------------
@@ -453,6 +601,45 @@ def test_bad_fmnist_files(case, work, capsys):
         refused(capsys, work, argv, needle, file_named)
 
 
+def test_fifo_inputs_are_refused_not_opened(exported_net, work, capsys):
+    """Named pipes given as a checkpoint, a network or a dataset file: refused by their type before any
+    open() (which would block until a writer comes)."""
+    import signal
+    old = signal.signal(signal.SIGALRM, lambda *a: pytest.fail("a FIFO input was opened and blocked"))
+    signal.alarm(120)
+    try:
+        os.mkfifo(work / "ck.pt")
+        for _label, entry, argv in _commands(work / "ck.pt", work):
+            refused(capsys, work, argv, "ck.pt", "not a regular file", entry=entry)
+        os.mkfifo(work / "n.net")
+        for argv in (["run", work / "n.net", "--backend", "torch"], ["inspect", work / "n.net"],
+                     ["verify", DIGITS, work / "n.net"]):
+            refused(capsys, work, argv, "n.net", "not a regular file")
+        data = work / "fm"
+        _fmnist(data)
+        (data / "t10k-labels-idx1-ubyte.gz").unlink()
+        os.mkfifo(data / "t10k-labels-idx1-ubyte.gz")
+        refused(capsys, work, ["snn-eval", DIGITS, "--dataset", "fmnist", "--data", data, "--report", work / "r"],
+                "t10k-labels-idx1-ubyte.gz", "FIFO")
+        sub = work / "cifar-10-batches-py"
+        sub.mkdir()
+        os.mkfifo(sub / "test_batch")
+        refused(capsys, work, ["snn-eval", DIGITS, "--dataset", "cifar10", "--data", work, "--report", work / "r"],
+                "test_batch", "FIFO")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_fifo_event_files_are_refused_not_opened(work):
+    from mst_lava.data import event_io
+    os.mkfifo(work / "e.aedat")
+    for read in (event_io.read_aedat_header, event_io.read_aedat2, event_io.read_aedat31, event_io.read_aedat4,
+                 event_io.read_prophesee_dat, event_io.read_asl_mat):
+        with pytest.raises(MSTError, match="FIFO"):
+            read(work / "e.aedat")
+
+
 def test_good_fmnist_files_still_read(work):
     from mst_lava.data.static import fmnist
     _fmnist(work / "fm", labels=(9, 0, 3, 1))
@@ -470,6 +657,29 @@ def test_cifar_labels_out_of_range(work, capsys):
     (sub / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1]}))
     refused(capsys, work, ["snn-eval", DIGITS, "--dataset", "cifar10", "--data", work, "--report", work / "r"],
             "2 labels")
+
+
+def test_shipped_checkpoints_and_optional_config_fields_still_load(base_ckpt, work):
+    """Every shipped checkpoint passes every check; lam_init and preset (no effect on the computation of a
+    trained model) may be absent."""
+    from mst_lava.checkpoint import read_checkpoint
+    for p in sorted((ROOT / "export").glob("*.pt")):
+        read_checkpoint(p)
+    c = dict(base_ckpt, config={k: v for k, v in base_ckpt["config"].items() if k not in ("lam_init", "preset")})
+    torch.save(c, work / "lean.pt")
+    read_checkpoint(work / "lean.pt")
+
+
+@pytest.mark.parametrize("field", ["img_size", "width", "hidden", "L"])
+def test_baseline_config_missing_a_field(field, work, capsys):
+    from mst_lava.checkpoint import save_checkpoint
+    from mst_lava.model.baselines import build_baseline
+    p = work / "r.pt"
+    save_checkpoint(p, build_baseline("vgg16", "digits"), arch="vgg16", dataset="digits")
+    c = torch.load(p, weights_only=True)
+    del c["config"][field]
+    torch.save(c, p)
+    refused(capsys, work, ["snn-eval", p, "--report", work / "rep"], str(p), f"lacks {field!r}")
 
 
 @pytest.mark.parametrize("field,value", [("width", "16"), ("width", 10 ** 9), ("hidden", -1), ("img_size", 8.5),

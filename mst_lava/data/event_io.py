@@ -40,6 +40,12 @@ def _fail(path, what: str) -> MSTError:
     return MSTError(f"{path}: {what}")
 
 
+def _regular(path) -> Path:
+    """``path`` as a Path, refused (not opened) unless it is a regular file: a FIFO would block the read."""
+    from mst_lava.fileio import check_input_file
+    return check_input_file(path, "event file")
+
+
 def make_events(x, y, t, p, sensor_size=None) -> np.ndarray:
     """Build a sorted tonic event array; drop events outside ``sensor_size=(W, H)`` if given."""
     x = np.asarray(x).astype(np.int64).ravel()
@@ -74,7 +80,7 @@ def read_aedat_header(path) -> tuple[float, int, list[str]]:
     start with '#' is not swallowed.
     """
     version, lines = 1.0, []
-    with open(path, "rb") as f:
+    with open(_regular(path), "rb") as f:
         offset = 0
         while True:
             line = f.readline(1 << 20)
@@ -359,7 +365,7 @@ def read_aedat4(path, with_size: bool = False):
     event stream is read; frames, IMU and trigger packets are skipped. With ``with_size``,
     returns ``(events, (sizeX, sizeY) or None)``.
     """
-    path = Path(path)
+    path = _regular(path)
     data = path.read_bytes()
     if not data.startswith(AEDAT4_MAGIC):
         raise _fail(path, "is not an AEDAT 4.0 file (missing '#!AER-DAT4.0' magic line)")
@@ -406,7 +412,7 @@ def read_atis_bin(path) -> np.ndarray:
     ``tonic.io.read_mnist_file``; this wrapper validates the file first.
     """
     from tonic.io import read_mnist_file
-    path = Path(path)
+    path = _regular(path)
     size = path.stat().st_size
     if size % 5:
         raise _fail(path, f"truncated or corrupt ATIS .bin file: {size} bytes is not a whole "
@@ -426,7 +432,7 @@ def read_prophesee_dat(path, sensor_size=None) -> np.ndarray:
     events: uint32 timestamp (µs) and uint32 with x in bits 0-13, y in bits 14-27 and
     polarity in bits 28-31.
     """
-    path = Path(path)
+    path = _regular(path)
     data = path.read_bytes()
     pos, n_header = 0, 0
     while data.startswith(b"% ", pos) or data.startswith(b"%\n", pos):
@@ -460,7 +466,7 @@ def read_asl_mat(path, height: int = 180) -> np.ndarray:
     MATLAB v5 files are read with ``scipy.io.loadmat``, v7.3 (HDF5) with h5py. As in tonic,
     ``y`` counts from the bottom and is flipped: ``row = height - 1 - y``.
     """
-    path = Path(path)
+    path = _regular(path)
     try:
         import scipy.io as sio
         try:

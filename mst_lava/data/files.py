@@ -79,8 +79,9 @@ def read_idx(path: Path, kind: str | None = None) -> np.ndarray:
     MSTError naming it. Only the declared payload is decompressed (a gzip bomb is not expanded)."""
     import zlib
 
+    from mst_lava.fileio import check_input_file
     from mst_lava.resources import available_memory, fmt_bytes
-    path = Path(path)
+    path = check_input_file(path, "dataset file")
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
@@ -175,6 +176,8 @@ class _SafeUnpickler(pickle.Unpickler):
 def _load_cifar_batch(path: Path) -> dict:
     if not path.exists():
         raise MSTError(f"CIFAR: {path} not found")
+    from mst_lava.fileio import check_input_file
+    check_input_file(path, "CIFAR: dataset file")
     try:
         with open(path, "rb") as f:
             d = _SafeUnpickler(f, encoding="bytes").load()

@@ -44,3 +44,14 @@ def build_model_from_config(arch: str, cfg: dict):
     if arch not in ARCHS:
         raise MSTError(f"unknown architecture {arch!r} in checkpoint; known: {', '.join(ARCHS)}")
     return ARCHS[arch](dict(cfg))
+
+
+def required_config_keys(arch: str) -> tuple[str, ...]:
+    """The config fields a checkpoint of ``arch`` must give (those that change the computation)."""
+    if arch == "mst":
+        from mst_lava.model.mst import REQUIRED_IN_CHECKPOINT
+        return REQUIRED_IN_CHECKPOINT
+    if arch in ("resnet18", "vgg16"):
+        from mst_lava.model.baselines import REQUIRED_IN_CHECKPOINT as BASELINE_REQUIRED
+        return BASELINE_REQUIRED
+    return ()

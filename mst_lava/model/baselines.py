@@ -70,6 +70,11 @@ class BaselineConfig:
         return config_from_dict(cls, d, "baseline config")
 
 
+# Fields a baseline checkpoint's config must give (as mst.REQUIRED_IN_CHECKPOINT; all of them were written
+# since baselines exist). Not required: arch (the checkpoint's own 'arch' entry), lam_init and preset.
+REQUIRED_IN_CHECKPOINT = ("img_size", "in_chans", "num_classes", "width", "hidden", "L")
+
+
 BASELINE_PRESETS: dict[str, dict] = {
     "digits": dict(img_size=8, in_chans=1, num_classes=10, width=16, hidden=0),
     "fmnist": dict(img_size=28, in_chans=1, num_classes=10, width=32, hidden=0),

@@ -120,6 +120,15 @@ class MSTConfig:
 # Config fields that switch on the official code's topology (docs/official-mst.md)
 OFFICIAL_TOPOLOGY = ("mlp_norm", "mlp_skip_norm", "final_layernorm")
 
+# Fields that change what the model computes: a checkpoint's config must give every one of them; a missing
+# one is refused naming it (mst_lava.checkpoint), never rebuilt with the default (a file without L would
+# otherwise quantize at 16 levels, one without img_size would read 32x32 inputs). Every shipped checkpoint
+# (export/*.pt) and every file `mst train`/`mst import-official` wrote has all of them. Not required:
+# lam_init (only the initial λ; the weights hold the trained λ), preset (a label) and OFFICIAL_TOPOLOGY
+# (written only when on: absent means off).
+REQUIRED_IN_CHECKPOINT = ("img_size", "in_chans", "num_classes", "patch_size", "embed_kernel", "embed_dim",
+                          "depths", "heads", "window", "mlp_ratio", "qkv_bias", "L")
+
 
 def official_topology(cfg: MSTConfig) -> list[str]:
     """The official-topology fields a config switches on (empty for this project's own MST)."""

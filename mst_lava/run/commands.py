@@ -105,7 +105,8 @@ def cmd_run(args) -> int:
                        "by sample on the CPU (or Loihi)")
     if args.report:
         from mst_lava.fileio import check_output_dir
-        check_output_dir(args.report, "--report")
+        from mst_lava.report import RUN_REPORT_FILES
+        check_output_dir(args.report, "--report", names=RUN_REPORT_FILES, inputs=[args.net])
     if args.backend == "torch":
         from mst_lava.run import torch_backend as backend
     else:

@@ -72,7 +72,7 @@ def register(subparsers) -> None:
     p.add_argument("--energy-precision", default="fp32", choices=("fp32", "int8"),
                    help="45 nm constants for the theoretical energy (default fp32: E_AC 0.9 pJ, E_MAC 4.6 pJ)")
     at.add_threads_option(p)
-    p.add_argument("--pepper", default=None, metavar="D1,D2,...",
+    p.add_argument("--pepper", type=at.list_text, default=None, metavar="D1,D2,...",
                    help="also evaluate with pepper (salt) noise at these densities, e.g. 0.01,0.05,0.1: the "
                         "fraction of pixels per image set to its brightest value (same noise for every config)")
     p.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
@@ -265,7 +265,10 @@ def _run_snn_eval(args) -> int:
     device = _device(args.device)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     from mst_lava.checkpoint import check_output_dir
-    check_output_dir(args.report, "--report")
+    from mst_lava.report import EVAL_REPORT_FILES
+    from mst_lava.snn.progress import EvalProgress
+    check_output_dir(args.report, "--report", names=(*EVAL_REPORT_FILES, EvalProgress.NAME),
+                     inputs=[args.checkpoint])
     if args.pepper:
         from mst_lava.data.noise import parse_densities
         parse_densities(args.pepper)
