@@ -11,9 +11,8 @@ import math
 import numpy as np
 import torch
 
-from mst_lava import __version__
+from mst_lava import __version__, neurons
 from mst_lava import netx_ops as ops
-from mst_lava import neurons
 from mst_lava.errors import MSTError
 from mst_lava.export.graph import Layer, NetxGraph
 from mst_lava.model.rsm import SITES, drop_threshold, parse_mask_spec, ratio_for
