@@ -41,6 +41,12 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=2, help="runs per configuration (the best is kept)")
     ap.add_argument("--layer", action="store_true", help="also measure granularity=layer (slow to compile)")
     ap.add_argument("--out", default=None, help="write a Markdown table here")
+    ap.add_argument("--graded", default=None, metavar="NET",
+                    help="also run this graded (IF_BURST) file at --graded-T steps next to --net at --T, on the same "
+                         "images, and compare images/s (e.g. export/fmnist_burst.net against export/fmnist.net)")
+    ap.add_argument("--graded-T", type=int, default=1)
+    ap.add_argument("--only-graded", action="store_true",
+                    help="with --graded: measure only the two default-configuration runs (binary at --T, graded)")
     args = ap.parse_args(argv)
 
     from mst_lava.export import export_checkpoint, read_network
@@ -54,17 +60,30 @@ def main(argv=None) -> int:
     masked = export_checkpoint(args.ckpt, tmp / "qka.net", precision=default.precision, merge_input=merge,
                                mask=["Q=0.75", "K=0.75", "A=0.75"]) if Path(args.ckpt).exists() else None
 
-    configs = [
+    configs = [] if args.only_graded else [
         ("default model, fused blocks, pipelined (mst run default)", default, default.precision, "block", True),
         ("default model, fused blocks, not pipelined", default, default.precision, "block", False),
         ("default model, floating point, fused, pipelined", default, "float", "block", True),
     ]
-    if masked is not None:
+    if masked is not None and not args.only_graded:
         configs.append(("RSM 75 % on Q, K, A (12 RSM processes), pipelined", read_network(tmp / "qka.net"),
                         default.precision, "block", True))
     if args.layer:
         configs.append(("one process per layer part, pipelined synapses", default, default.precision, "layer", True))
 
+    graded_rows = []
+    if args.graded:
+        graded = read_network(args.graded)
+        for label, graph, T in ((f"{os.path.relpath(args.net, ROOT)}, binary, T = {args.T}", default, args.T),
+                                (f"{os.path.relpath(args.graded, ROOT)}, graded, T = {args.graded_T}", graded,
+                                 args.graded_T)):
+            best = None
+            for _ in range(max(args.repeat, 1)):
+                res = runner.run(graph, x, T, precision=default.precision)
+                if best is None or res.run_s < best.run_s:
+                    best = res
+            graded_rows.append((label, T, best))
+            print(f"{best.n_samples / best.run_s:8.2f} images/s {best.steps_per_s:8.1f} steps/s  {label}", flush=True)
     rows = []
     load0 = _load()
     for label, graph, prec, gran, pipe in configs:
@@ -93,6 +112,14 @@ def main(argv=None) -> int:
     for label, prec, _gran, _pipe, r in rows:
         L.append(f"| {label} | {prec} | {r.meta['processes']} | {r.meta['latency']} | **{r.steps_per_s:.1f}** | "
                  f"{r.compile_s:.2f} |")
+    if graded_rows:
+        base = graded_rows[0][2].n_samples / graded_rows[0][2].run_s
+        L += ["", f"Binary against graded, side by side in this run (fused blocks, pipelined, {default.precision} "
+              "point; images/s = images / wall time of the `run` calls, the pipeline's fill included):", "",
+              "| network | T | Lava steps | steps/s | images/s | × binary |", "|---|---|---|---|---|---|"]
+        for label, T, r in graded_rows:
+            ips = r.n_samples / r.run_s
+            L.append(f"| {label} | {T} | {r.steps} | {r.steps_per_s:.1f} | **{ips:.2f}** | {ips / base:.1f} |")
     text = "\n".join(L) + "\n"
     print(text)
     if args.out:

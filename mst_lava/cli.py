@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
+from pathlib import Path
 
 from mst_lava import argtypes as at
 from mst_lava import interrupts
@@ -109,7 +111,13 @@ def _check_train_args(args) -> None:
 EXPORT_DIR = shipped_dir("export")     # the checkout's export/, or the wheel's copy (digits.net)
 # the shipped networks `mst demo` runs: dataset → (file, how it was made)
 SHIPPED = {"digits": ("digits.net", "mst-export export/digits.pt -o export/digits.net --precision fixed"),
-           "fmnist": ("fmnist.net", "mst-export export/fmnist.pt -o export/fmnist.net --precision fixed")}
+           "fmnist": ("fmnist.net", "mst-export export/fmnist.pt -o export/fmnist.net --precision fixed "
+                                    "--merge-input events")}
+# ... and the graded-spike network of each (IF_BURST neurons, B = the checkpoint's QCFS levels), run at T = 1
+SHIPPED_GRADED = {"digits": ("digits_burst.net", "mst-export export/digits.pt -o export/digits_burst.net "
+                                                 "--precision fixed --burst 16"),
+                  "fmnist": ("fmnist_burst.net", "mst-export export/fmnist.pt -o export/fmnist_burst.net "
+                                                 "--precision fixed --burst 8 --merge-input events")}
 
 
 def _add_demo(sub) -> None:
@@ -117,7 +125,9 @@ def _add_demo(sub) -> None:
                        description="Runs a shipped network (export/digits.net by default, export/fmnist.net with "
                                    "--dataset fmnist; both exported in fixed point) on Lava's CPU simulator over "
                                    "the first test images and prints accuracy, spike counts, synaptic ops and "
-                                   "energy; writes the report. No training.")
+                                   "energy; then the same images through the graded-spike network of the same "
+                                   "checkpoint (export/digits_burst.net, export/fmnist_burst.net: IF_BURST neurons, "
+                                   "T = 1) and a side-by-side table; writes both reports. No training.")
     p.add_argument("--dataset", default="digits", choices=tuple(SHIPPED),
                    help="digits (default, the quick one: 8x8 images) or fmnist (Fashion-MNIST 28x28; needs "
                         "`make data`)")
@@ -125,7 +135,9 @@ def _add_demo(sub) -> None:
                    help="number of test images (default 100 digits, 20 fmnist)")
     p.add_argument("--T", type=at.positive_int, default=64, help="time steps per image (default 64)")
     p.add_argument("--report", type=at.path_text, default=None,
-                   help="report folder (default runs/demo or runs/demo-fmnist)")
+                   help="report folder (default runs/demo or runs/demo-fmnist); the graded network's report goes "
+                        "to its subfolder graded/")
+    p.add_argument("--no-graded", action="store_true", help="run the binary network only")
     p.set_defaults(func=_run_demo)
 
 
@@ -139,8 +151,39 @@ def _run_demo(args) -> int:
         raise MSTError(f"the shipped network {net} is missing; re-create it with `{how}`")
     n = args.n if args.n is not None else (100 if args.dataset == "digits" else 20)
     report = args.report or ("runs/demo" if args.dataset == "digits" else f"runs/demo-{args.dataset}")
-    return main(["run", str(net), "--dataset", args.dataset, "--n", str(n), "--T", str(args.T),
-                 "--backend", "lava-cpu", "--precision", "fixed", "--report", report])
+
+    def run(file, T, rep):
+        return main(["run", str(file), "--dataset", args.dataset, "--n", str(n), "--T", str(T),
+                     "--backend", "lava-cpu", "--precision", "fixed", "--report", str(rep)])
+    rc = run(net, args.T, report)
+    graded = EXPORT_DIR / SHIPPED_GRADED[args.dataset][0]
+    if rc or args.no_graded:
+        return rc
+    if not graded.exists():
+        print(f"(no graded network: {graded} is missing; make it with `{SHIPPED_GRADED[args.dataset][1]}`)")
+        return 0
+    print(f"\n--- the graded-spike network of the same checkpoint: {graded.name}, T = 1 ---")
+    rc = run(graded, 1, Path(report) / "graded")
+    if rc == 0:
+        print()
+        print(demo_table([Path(report) / "report.json", Path(report) / "graded" / "report.json"]))
+    return rc
+
+
+def demo_table(reports) -> str:
+    """The side-by-side table ``mst demo`` prints from its two ``mst run`` reports."""
+    from mst_lava.energy import format_energy
+    rows = ["| network | neurons | T | accuracy | Lava steps | images/s | energy per inference (45 nm) | SNN/ANN |",
+            "|---|---|---|---|---|---|---|---|"]
+    for p in reports:
+        r = json.loads(Path(p).read_text())
+        th, tp = r["energy"]["theoretical"], r["throughput"]
+        kind = ", ".join(r.get("neuron_types") or ["IF"])
+        rows.append(f"| {Path(r['network']).name} | {kind} | {r['T']} | {100 * r['accuracy']:.2f} % | {tp['steps']} | "
+                    f"{r['n_samples'] / tp['run_s']:.2f} | {format_energy(th['total_with_residual_and_dynamic_pJ'])} "
+                    f"({th['precision']}) | {th.get('ratio_to_ann_with_extra', float('nan')):.3f} |")
+    return "\n".join(rows) + ("\n(SNN/ANN: with residual and dynamic products, against the dense ANN from the "
+                               "file's own graph, same constants)")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -27,6 +27,8 @@ import sys
 
 import numpy as np
 
+from mst_lava import neurons
+
 from mst_lava.errors import MSTError
 
 TARGETS = ("loihi2", "loihi")
@@ -149,6 +151,8 @@ def _bit_widths(L) -> dict:
         be = int(L.fix.get("bias_exp", 0))
         out["bias_bits"] = _bits_signed(int(np.abs(b >> be).max(initial=0)))
         out["bias_exp"] = be
+    if L.neuron is not None:          # payload bits of the messages the neurons send (0: binary spikes)
+        out["message_bits"] = neurons.payload_bits(neurons.burst_of(L.neuron))
     if L.neuron is not None and "vThMant" in L.neuron:
         vm = int(L.neuron["vThMant"])
         out["threshold_bits"] = vm.bit_length()
@@ -434,17 +438,18 @@ def markdown(rep: dict) -> str:
     if not fixed:
         L.append("- float file: no bit widths (export with `--precision fixed` for Loihi's integer parameters)")
     L += ["", "| # | layer | type | shape | neurons | fan-in | fan-out | synapses | non-zero | "
-          "weight bits (exp) | threshold bits | bias bits (exp) | V range (θ) | runs on | cores |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "weight bits (exp) | threshold bits | bias bits (exp) | V range (θ) | message bits | runs on | cores |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rep["layers"]:
         wb = f"{r['weight_bits']} ({r['weight_exp']:+d})" if "weight_bits" in r else "—"
         bb = f"{r['bias_bits']} ({r['bias_exp']})" if "bias_bits" in r else "—"
         tb = str(r["threshold_bits"]) if "threshold_bits" in r else "—"
         vr = f"{r['voltage_range_thresholds']:g}" if "voltage_range_thresholds" in r else "—"
+        mb = str(r["message_bits"]) if "message_bits" in r else "—"
         shape = "×".join(str(s) for s in r["shape"])
         L.append(f"| {r['index']} | {r['name']} | {r['type']} | {shape} | {_n(r['neurons'])} | {_n(r['fan_in'])} | "
                  f"{_n(r['fan_out'])} | {_n(r['synapses'])} | {_n(r['nonzero_synapses'])} | {wb} | {tb} | {bb} | "
-                 f"{vr} | {r['mapping']} | {r['cores'] or '—'} |")
+                 f"{vr} | {mb} | {r['mapping']} | {r['cores'] or '—'} |")
     L += ["", f"## Per-core limits ({rep['target']}, hw_profiles/{rep['target']}.json)", "",
           "| limit | value | kind | source |", "|---|---|---|---|"]
     for k, v in rep["limit_sources"].items():
@@ -452,7 +457,8 @@ def markdown(rep: dict) -> str:
                  f"{v.get('kind', '')} | {v.get('source', '')} |")
     L += ["", "Fan-in = synapses into one neuron; fan-out = synapses leaving one presynaptic neuron (largest); "
           "synapses = all connections (a conv's shared kernel counted at every position, as a core stores it); "
-          "V range = the 24-bit voltage range in thresholds (2**23 / (vThMant << 6)). Cores: greedy, one layer "
+          "V range = the 24-bit voltage range in thresholds (2**23 / (vThMant << 6)); message bits = the payload of "
+          "the layer's spike messages (0: binary spikes; graded IF_BURST neurons: ceil(log2(B + 1))). Cores: greedy, one layer "
           "per core; see `mst inspect --help`. An estimate from public limits, not a placement by Intel's "
           "compiler.", ""]
     return "\n".join(L)

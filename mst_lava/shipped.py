@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 # top-level folder → the files of it that go into the wheel (glob patterns; each must match)
-FILES = {"hw_profiles": ("*.json",), "export": ("digits.net", "fmnist.net")}
+FILES = {"hw_profiles": ("*.json",), "export": ("digits.net", "fmnist.net", "digits_burst.net", "fmnist_burst.net")}
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGED = PACKAGE_DIR / "_shipped"

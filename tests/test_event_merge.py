@@ -203,7 +203,7 @@ def _inputs(f, fn):
 CASES = [
     ("v2", lambda f: f["mst"].attrs.__setitem__("version", 2),
      r"merge1\): is a conv with 5 spike inputs .* extension version 3, but /mst has version 2"),
-    ("v4", lambda f: f["mst"].attrs.__setitem__("version", 4), r"extension version 4; .* update mst_lava"),
+    ("v5", lambda f: f["mst"].attrs.__setitem__("version", 5), r"extension version 5; .* update mst_lava"),
     ("exp_scalar", lambda f: _set(_merge(f), "mst/fixed/weight_exp", np.int64(0)),
      r"merge1\)/mst/fixed: weight_exp has shape \(\), expected \(5,\)"),
     ("exp_range", lambda f: _set(_merge(f), "mst/fixed/weight_exp", np.array([0, 0, 8, 0, 0])),

@@ -94,7 +94,8 @@ def test_rsm_drops_the_events_of_keep_mask_numpy(precision):
     want = np.stack([rsm.keep_mask_numpy(seed, site, block, t, n, ratio) for t in range(T)])
     np.testing.assert_array_equal(got.astype(bool), want)
     assert 0.6 < 1 - want.mean() < 0.9                         # about 75 % dropped
-    assert counts[0].tolist() == [T * n, want.sum(), T * n - want.sum()]   # events, delivered, dropped
+    # events, delivered, dropped (unit spikes), delivered messages (= delivered for binary spikes)
+    assert counts[0].tolist() == [T * n, want.sum(), T * n - want.sum(), want.sum()]
 
 
 def test_rsm_with_a_layout_index_uses_the_torch_element_index():

@@ -72,7 +72,8 @@ def test_new_counts_is_the_record_of_both_executors(graphs):
     L = graphs["float"].layers[1]
     c = new_counts(L)
     assert c == {"site": L.site, "block": L.block, "type": L.type, "spikes": 0, "delivered": 0, "dropped": 0,
-                 "neurons": int(np.prod(L.shape)), "synops": 0, "neuron_updates": 0}
+                 "messages": 0, "neurons": int(np.prod(L.shape)), "synops": 0, "synops_messages": 0,
+                 "neuron_updates": 0}
 
 
 def test_exact_matmul_stays_exact_beyond_float64():

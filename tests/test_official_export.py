@@ -196,7 +196,7 @@ def _replace(g, key, value):
 
 @pytest.mark.parametrize("edit,message", [
     (lambda f: f["mst"].attrs.__setitem__("version", 1), "extension version 2, but /mst has version 1"),
-    (lambda f: f["mst"].attrs.__setitem__("version", 4), "newer mst_lava"),
+    (lambda f: f["mst"].attrs.__setitem__("version", 5), "newer mst_lava"),
     (lambda f: _replace(_layer(f, "mst_residual", lambda g: "scale" in g["mst/float"])["mst/float"], "gain",
                         np.array([2.0, 1.0])), "gain[0] is 2.0"),
     (lambda f: _replace(_layer(f, "mst_residual", lambda g: "scale" in g["mst/float"])["mst/fixed"], "scale_mant",
@@ -206,7 +206,7 @@ def _replace(g, key, value):
     (lambda f: _replace(_layer(f, "mst_readout")["mst"], "token_norm", "batch"), "token_norm"),
     (lambda f: _replace(_layer(f, "mst_readout")["mst/float"], "norm_eps", -1.0), "norm_eps"),
     (lambda f: _layer(f, "mst_readout")["mst/fixed"].__delitem__("norm_frac_bits"), "norm_frac_bits"),
-], ids=["v2-field-in-v1", "v4", "gain0", "scale-mant", "offset-shape", "norm-kind", "eps", "frac-bits"])
+], ids=["v2-field-in-v1", "v5", "gain0", "scale-mant", "offset-shape", "norm-kind", "eps", "frac-bits"])
 def test_reader_refuses_bad_version_2_fields(tmp_path, edit, message):
     src = tmp_path / "off.net"
     write_network(src, export_model(official_digits(), precision="fixed"))

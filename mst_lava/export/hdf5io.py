@@ -677,7 +677,7 @@ def _validate_neuron(L: Layer, ctx: _Ctx, where: str, mst: bool, fixed: bool) ->
                 _float(ctx, w, k, n[k])
         return
     if n["type"] not in neurons.NEURON_TYPES:
-        ctx.fail(w, f"type is {n['type']!r}; MST neurons are {' or '.join(map(repr, neurons.NEURON_TYPES))} "
+        ctx.fail(w, f"type is {n['type']!r}; MST neurons must be {' or '.join(map(repr, neurons.NEURON_TYPES))} "
                     "(reset by subtraction), a CUBA/LOIHI neuron would silently change the network")
     _need(n, ["reset", "compare", "v_init", "threshold"], ctx, w, "IF neuron")
     for k in ("reset", "compare", "v_init"):

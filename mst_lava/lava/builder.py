@@ -461,7 +461,7 @@ def _build_segments(net: LavaNetwork, body: list, knodes: list, source: dict, co
                          threshold=kern.threshold, index=kern.index, fixed=kern.fixed, name=_name(graph, k),
                          kernel=kern, **common)
             net.procs.append(proc)
-            net.kernel_slots[k.id] = (proc, 0, 3)
+            net.kernel_slots[k.id] = (proc, 0, len(kern.count_names))
             sp, sname = source[k.inputs[0]]
             net.connect(sp, sname, proc, "s_in")
             source[k.id] = (proc, "s_out")

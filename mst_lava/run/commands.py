@@ -131,6 +131,7 @@ def cmd_run(args) -> int:
             "precision": rec.precision, **rec.setup,
             "T": args.T, "n_samples": int(len(labels)), "offset": args.offset,
             "rsm_seed": rec.seed, "mask": rec.graph.attrs.get("mask"),
+            "neuron_types": sorted({str(L.neuron["type"]) for L in rec.graph.layers if L.neuron is not None}),
             "labels": labels.tolist(), "predictions": res.pred.tolist(), "accuracy": acc,
             "logits": res.logits.tolist(), "scores": res.scores.tolist(),
             "counts_per_layer_total": res.counts, "per_inference": summary,

@@ -62,6 +62,7 @@ def verify(args) -> int:
     from mst_lava import argtypes as at
     at.apply_threads(getattr(args, "threads", None))
     t0 = time.perf_counter()
+    ref_counts = None
     if args.reference == "snn":
         if precision != "float":
             raise MSTError("--reference snn compares floating point only (the converted checkpoint is float)")
@@ -74,6 +75,7 @@ def verify(args) -> int:
                            "reference: use a smaller --n or --T")
         ref = NetSim(graph, precision=precision).run(x, args.T, seed=seed)
         ref_sites, ref_pred = ref.site_counts(), np.asarray(ref.pred.cpu().numpy())
+        ref_counts = ref.counts
         ref_name = f"torch NetSim ({precision})"
     t_ref = time.perf_counter() - t0
     net = build(graph, x, args.T, precision, args, seed)
@@ -90,8 +92,28 @@ def verify(args) -> int:
     print(f"largest per-site difference {100 * worst:.4f} % (tolerance {tol}); predictions "
           f"{'identical' if same_pred else 'DIFFER'}")
     passed = ok and same_pred
+    if ref_counts is not None and precision == "fixed":     # fixed point: every count of every layer, exactly
+        bad = layer_count_differences(ref_counts, res.counts)
+        n_keys = sum(len(c) for c in ref_counts.values())
+        print(f"every per-layer count ({n_keys} values: spikes, delivered, messages, synops, synops_messages, "
+              f"overflows, ...): {'identical' if not bad else f'{len(bad)} differ, first {bad[:3]}'}")
+        passed &= not bad
     print("PASS" if passed else "FAIL")
     return 0 if passed else 1
+
+
+def layer_count_differences(ref: dict, lava: dict) -> list[tuple]:
+    """(layer, key, torch, lava) for every numeric count that differs between two per-layer count records."""
+    out = []
+    for name, c in ref.items():
+        if name not in lava and c.get("type") == "input":
+            continue                                   # the encoder counts nothing
+        other = lava.get(name, {})
+        for k, v in c.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "block" and \
+                    int(round(v)) != int(round(other.get(k, 0))):
+                out.append((name, k, v, other.get(k)))
+    return out
 
 
 def snn_reference(model, graph, x, T: int, seed: int):
@@ -101,8 +123,10 @@ def snn_reference(model, graph, x, T: int, seed: int):
     from mst_lava.snn import OpCounter, simulate
     mask = graph.attrs.get("mask") or {}
     counter = OpCounter(model)
+    from mst_lava import neurons
+    burst = max([neurons.burst_of(L.neuron) for L in graph.layers if L.neuron is not None] or [1])
     r = simulate(model, torch.from_numpy(x), T, mask=mask or None, seed=seed, counter=counter,
-                 attention="compensated")
+                 attention="compensated", burst=burst)
     s = counter.summary(T)
     n = x.shape[0]
     sites = {f"{e['site']}@{e['block']}": int(round(e["spikes_emitted"] * n)) for e in s["sites"]}
