@@ -28,7 +28,6 @@ import sys
 import numpy as np
 
 from mst_lava import neurons
-
 from mst_lava.errors import MSTError
 
 TARGETS = ("loihi2", "loihi")
@@ -457,8 +456,9 @@ def markdown(rep: dict) -> str:
                  f"{v.get('kind', '')} | {v.get('source', '')} |")
     L += ["", "Fan-in = synapses into one neuron; fan-out = synapses leaving one presynaptic neuron (largest); "
           "synapses = all connections (a conv's shared kernel counted at every position, as a core stores it); "
-          "V range = the 24-bit voltage range in thresholds (2**23 / (vThMant << 6)); message bits = the payload of "
-          "the layer's spike messages (0: binary spikes; graded IF_BURST neurons: ceil(log2(B + 1))). Cores: greedy, one layer "
+          "V range = the 24-bit voltage range in thresholds (2**23 / (vThMant << 6)); message bits = the payload "
+          "of the layer's spike messages (0: binary spikes; graded IF_BURST neurons: ceil(log2(B + 1))). "
+          "Cores: greedy, one layer "
           "per core; see `mst inspect --help`. An estimate from public limits, not a placement by Intel's "
           "compiler.", ""]
     return "\n".join(L)

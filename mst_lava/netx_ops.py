@@ -221,10 +221,17 @@ def if_init(vth, shape, ref, fixed: bool):
     return v + (vth // 2 if fixed else vth / 2)
 
 
-def shift_exp(x, e: int):
-    """``x · 2**e`` for e >= 0, ``floor(x / 2**-e)`` for e < 0 (an arithmetic shift, int64)."""
-    e = int(e)
-    return x * (1 << e) if e >= 0 else x >> (-e)
+def shift_exp(x, e):
+    """``x · 2**e`` for e >= 0, ``floor(x / 2**-e)`` for e < 0 (an arithmetic shift, int64). ``e`` an int, or one
+    exponent per output channel of ``x`` (..., C, H, W) (a (C,) array or tensor: per-channel weight exponents)."""
+    if (e.numel() if is_torch(e) else np.size(e)) == 1:
+        e = int(e.reshape(-1)[0]) if is_torch(e) else int(np.asarray(e).reshape(-1)[0])
+        return x * (1 << e) if e >= 0 else x >> (-e)
+    if is_torch(x):
+        e = torch.as_tensor(e, device=x.device, dtype=torch.int64).reshape(-1, 1, 1)
+        return (x << e.clamp(min=0)) >> (-e).clamp(min=0)
+    e = np.asarray(e, dtype=np.int64).reshape(-1, 1, 1)
+    return np.right_shift(np.left_shift(x, np.maximum(e, 0)), np.maximum(-e, 0))
 
 
 def loihi_current(acc, weight_exp: int):

@@ -544,14 +544,25 @@ def run_markdown(r: dict) -> str:
              f"- backend {r['backend']}, {r['precision']} point, granularity {r['granularity']}, T={r['T']}, "
              f"{r['n_samples']} samples from {r['offset']}, RSM seed {r['rsm_seed']}, mask {format_mask(r['mask'])}",
              f"- accuracy: **{100 * r['accuracy']:.2f} %**",
-             f"- throughput: {th['steps_per_s']:.1f} Lava steps/s ({th['process_kinds']}; "
+             f"- throughput: {th['steps_per_s']:.1f} Lava steps/s, {th.get('images_per_s', float('nan')):.2f} images/s "
+             f"({th['process_kinds']}; "
              f"compile {th['compile_s']:.2f} s)", "",
              "All counts below were counted by the Lava processes during the run (per inference = mean over "
              "samples)."]
     L += ["", "| quantity | per inference |", "|---|---|"]
-    for k in ("spikes_emitted", "spikes_delivered", "firing_rate", "synops", "neuron_updates", "analog_macs",
-              "residual_accumulations", "qk_products", "softmax_v_accumulations", "softmax_elements"):
-        L.append(f"| {k} | {fmt_num(t[k]) if k != 'firing_rate' else f'{t[k]:.4f}'} |")
+    for k in ("spikes_emitted", "spikes_delivered", "messages_delivered", "firing_rate", "synops", "burst_synops",
+              "burst_event_synops", "neuron_updates", "analog_macs", "residual_accumulations", "qk_products",
+              "softmax_v_accumulations", "softmax_elements"):
+        if k in t:
+            L.append(f"| {k} | {fmt_num(t[k]) if k != 'firing_rate' else f'{t[k]:.4f}'} |")
+    en = r.get("energy") or {}
+    if "ann" in en:
+        a, th_ = en["ann"], en["theoretical"]
+        L += ["", f"ANN baseline (dense ANN from the file's graph, 45 nm {a['precision']} constants): "
+              f"{fmt_num(a['macs'])} MACs; SNN/ANN energy {th_['ratio_to_ann']:.3f} (papers' formula), "
+              f"{th_['ratio_to_ann_with_extra']:.3f} with residual and dynamic products"
+              + (f", {th_['graded_event_as_mac_ratio_to_ann']:.3f} pricing one MAC per graded message"
+                 if th_.get("graded_event_as_mac_ratio_to_ann") is not None else "") + "."]
     if r["precision"] == "fixed":
         L += ["", "## 24-bit overflow events (Loihi: the current wraps around, the voltage saturates)", ""]
         ov = s.get("overflows") or []

@@ -71,6 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the widest graded payload --burst may need, ceil(log2(B + 1)) bits; at most "
                         f"{neurons.MAX_PAYLOAD_BITS} (Lava's graded spikes). Default "
                         f"{neurons.DEFAULT_MAX_PAYLOAD_BITS} (what Intel calls typical on Loihi 2)")
+    p.add_argument("--weight-exponents", choices=("auto", "layer", "channel"), default="auto",
+                   help="fixed point: one Loihi weight exponent per conv (layer) or one per output channel (channel: "
+                        "every channel keeps nearly 8 bits of its own; on Loihi one synapse group per exponent; "
+                        "extension version 4). auto (default): channel for --burst B > 1, whose one-step graded "
+                        "payloads need the precision, layer otherwise (the binary files as before)")
     p.add_argument("--summary", action="store_true", help="print the exported layer table")
 
 
@@ -98,7 +103,8 @@ def run(args) -> int:
             raise MSTError(str(e)) from None
     del ckpt
     graph = export_checkpoint(args.checkpoint, out, precision=args.precision, mask=mask, seed=args.seed,
-                              merge_input=args.merge_input, burst=args.burst, payload_bits=args.payload_bits)
+                              merge_input=args.merge_input, burst=args.burst, payload_bits=args.payload_bits,
+                              weight_exponents=args.weight_exponents)
     n_sites = len(graph.sites())
     masked = {f"{layer.site}@{layer.block}": layer.rsm_ratio for _, layer in graph.sites() if layer.rsm_ratio > 0}
     if args.summary:

@@ -71,6 +71,9 @@ def merge_conv_weight(reduction_w: np.ndarray, g: np.ndarray, C: int) -> np.ndar
     return out
 
 
+WEIGHT_EXPONENTS = ("auto", "layer", "channel")
+
+
 class _Builder:
     def __init__(self, mask: dict, seed: int, burst: int = 1):
         self.layers: list[Layer] = []
@@ -147,13 +150,17 @@ class _Builder:
 
 def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
                  ckpt: dict | None = None, merge_input: str = "graded", burst: int = 1,
-                 payload_bits: int = neurons.DEFAULT_MAX_PAYLOAD_BITS) -> NetxGraph:
+                 payload_bits: int = neurons.DEFAULT_MAX_PAYLOAD_BITS, weight_exponents: str = "auto") -> NetxGraph:
     """The network graph of a trained MST (eval mode), in ``precision`` "float" or "fixed".
 
     ``merge_input``: "graded" (a patch merging reads the graded residual stream, every step) or "events"
     (it reads the spike trains the stream sums, one composed weight set per train: format §5b).
     ``burst`` B > 1: every neuron is a graded ``IF_BURST`` neuron (up to B spikes of λ/B per step, sent as one
-    payload of ``ceil(log2(B + 1))`` bits, at most ``payload_bits``); B = the QCFS levels L is lossless at T = 1."""
+    payload of ``ceil(log2(B + 1))`` bits, at most ``payload_bits``); B = the QCFS levels L is lossless at T = 1.
+    ``weight_exponents`` (fixed point): "layer" (one per conv), "channel" (one per output channel of a single-input
+    conv, extension version 4), "auto" (channel for graded neurons, whose one-step payloads need the precision)."""
+    if weight_exponents not in WEIGHT_EXPONENTS:
+        raise MSTError(f"weight exponents must be one of {', '.join(WEIGHT_EXPONENTS)}, not {weight_exponents!r}")
     from mst_lava.model.mst import MST
     if precision not in ("float", "fixed"):
         raise MSTError(f"precision must be 'float' or 'fixed', not {precision!r}")
@@ -226,7 +233,7 @@ def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
         attrs["checkpoint_metrics"] = dict(ckpt.get("metrics") or {})
     graph = NetxGraph(layers=b.layers, attrs=attrs, kind="mst")
     if precision == "fixed":
-        quantize_graph(graph)
+        quantize_graph(graph, per_channel=weight_exponents == "channel" or (weight_exponents == "auto" and burst > 1))
     return graph
 
 
@@ -434,6 +441,30 @@ def quantize_synapse(w_scaled: np.ndarray, bias: np.ndarray, theta: float, x_bou
                    f"too large or too small for its weights to be represented")
 
 
+def channel_exponents(q: FixedSynapse, w_scaled: np.ndarray, x_bound: float) -> FixedSynapse:
+    """Per-output-channel weight exponents (format §2a, extension version 4) on top of :func:`quantize_synapse`'s
+    fit: the membrane unit ``m``, threshold and bias stay; output channel o takes the smallest exponent
+    ``e_o >= -8`` whose quantum ``m · 2**(e_o + 6)`` still holds its own largest |w| within 127, so a channel with
+    small weights keeps (nearly) 8 bits of its own instead of the layer quantum's fewer (on Loihi: one synapse
+    group per exponent, all feeding the layer's neurons). ``q.weight_exp`` becomes an int64 (Co,) array."""
+    w = np.asarray(w_scaled, dtype=np.float64)
+    rows = w.reshape(w.shape[0], -1)
+    m = q.membrane_unit
+    exps = np.empty(rows.shape[0], dtype=np.int64)
+    Wq = np.empty(rows.shape, dtype=np.int64)
+    for o, r in enumerate(rows):
+        amax = float(np.max(np.abs(r), initial=0.0))
+        e = next((e for e in range(ops.WEIGHT_EXP_MIN, ops.WEIGHT_EXP_MAX + 1)
+                  if np.round(amax / (m * 2.0 ** (e + ops.ACT_SHIFT))) <= ops.WEIGHT_MANT_MAX), ops.WEIGHT_EXP_MAX)
+        exps[o] = e
+        Wq[o] = np.clip(np.round(r / (m * 2.0 ** (e + ops.ACT_SHIFT))), -ops.WEIGHT_MANT_MAX, ops.WEIGHT_MANT_MAX)
+    q.weight = Wq.reshape(w.shape)
+    q.weight_exp = exps
+    q.max_current = float((np.abs(Wq).sum(axis=1) * 2.0 ** (exps + ops.ACT_SHIFT)).max(initial=0.0)) * x_bound
+    q.headroom = q.max_current <= ops.CURRENT_MAX
+    return q
+
+
 def quantize_source_synapse(weights: list, bias: np.ndarray, theta: float, name: str = "layer"):
     """Fixed-point parameters of a conv with one weight set per spike input (format §5b), all summing into one
     IF population: one bit-accurate Dense per source (8-bit mantissas, its own exponent in [−8, 7]) into one LIF.
@@ -566,11 +597,12 @@ def _set_fixed_neuron(layer: Layer, vth_mant: int) -> None:
     layer.neuron["vInit"] = np.int64((vth_mant << ops.VTH_SHIFT) // 2)
 
 
-def quantize_graph(graph: NetxGraph) -> None:
+def quantize_graph(graph: NetxGraph, per_channel: bool = False) -> None:
     """Add the fixed-point parameters (``fix`` dicts, integer ``weight``/``bias``) to a float graph.
 
     Every neuron layer is fitted to Loihi's bit widths (:func:`quantize_synapse`); graded
     payloads (input image, residual stream) are bounded and must stay within 24 bits.
+    ``per_channel``: single-input convs get one weight exponent per output channel (:func:`channel_exponents`).
     """
     L = graph.layers
     stage_unit = _stage_units(L)
@@ -611,9 +643,12 @@ def quantize_graph(graph: NetxGraph) -> None:
             x_bound = float(neurons.burst_of(L[src].neuron)) if spikes else float(bound[src])
             q = quantize_synapse(np.asarray(layer.flt["weight"]) * u, np.asarray(layer.flt["bias"]),
                                  float(layer.neuron["threshold"]), x_bound, name=layer.name)
+            if per_channel and t == "conv":
+                q = channel_exponents(q, np.asarray(layer.flt["weight"]) * u, x_bound)
             layer.params["weight"] = q.weight.astype(np.int16)
             layer.params["bias"] = q.bias
-            layer.fix = {"weight_exp": np.int64(q.weight_exp), "bias_exp": np.int64(q.bias_exp),
+            layer.fix = {"weight_exp": np.asarray(q.weight_exp, dtype=np.int64) if np.ndim(q.weight_exp)
+                         else np.int64(q.weight_exp), "bias_exp": np.int64(q.bias_exp),
                          "input_unit": float(u), "membrane_unit": float(q.membrane_unit),
                          "max_current": float(q.max_current)}
             _set_fixed_neuron(layer, q.vth_mant)
@@ -655,7 +690,8 @@ def quantize_graph(graph: NetxGraph) -> None:
 
 def export_checkpoint(ckpt_path, out_path, *, precision: str = "float", mask=None,
                       seed: int | None = None, merge_input: str = "graded", burst: int = 1,
-                      payload_bits: int = neurons.DEFAULT_MAX_PAYLOAD_BITS) -> NetxGraph:
+                      payload_bits: int = neurons.DEFAULT_MAX_PAYLOAD_BITS,
+                      weight_exponents: str = "auto") -> NetxGraph:
     """Load a checkpoint, export it and write the .net file (atomic). Returns the graph."""
     from mst_lava.checkpoint import load_checkpoint
     from mst_lava.export.hdf5io import write_network
@@ -665,7 +701,8 @@ def export_checkpoint(ckpt_path, out_path, *, precision: str = "float", mask=Non
     if mask is None:
         mask = ckpt.get("mask") or {}
     graph = export_model(model, precision=precision, mask=mask, seed=0 if seed is None else seed, ckpt=ckpt,
-                         merge_input=merge_input, burst=burst, payload_bits=payload_bits)
+                         merge_input=merge_input, burst=burst, payload_bits=payload_bits,
+                         weight_exponents=weight_exponents)
     graph.attrs["source"] = str(ckpt_path)
     write_network(out_path, graph)
     return graph

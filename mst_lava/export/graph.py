@@ -126,6 +126,12 @@ def uses_graded_neurons(layer: Layer) -> bool:
     return layer.neuron is not None and str(layer.neuron.get("type", "IF")) == "IF_BURST"
 
 
+def uses_channel_exponents(layer: Layer) -> bool:
+    """A single-input ``conv`` of a fixed file with one weight exponent per output channel (extension version 4)."""
+    return layer.type == "conv" and len(layer.inputs) == 1 and layer.fix is not None \
+        and np.size(layer.fix.get("weight_exp", 0)) > 1
+
+
 def token_norm(layer: Layer) -> str:
     """The readout's per-token normalization: "none" or "layer" (extension version 2, §5a)."""
     return str(layer.mst.get("token_norm", "none"))
@@ -135,7 +141,7 @@ def extension_version(graph: NetxGraph) -> int:
     """The /mst extension version a graph needs: 3 if a conv has several spike inputs (§5b), else 2 if it uses
     a version-2 field (§5a), else 1 (so files of this project's own MST stay readable by the mst_lava releases
     that read version 1 only, and files of the official topology by those that read version 2)."""
-    if any(uses_graded_neurons(layer) for layer in graph.layers):
+    if any(uses_graded_neurons(layer) or uses_channel_exponents(layer) for layer in graph.layers):
         return 4
     if any(uses_source_weights(layer) for layer in graph.layers):
         return 3

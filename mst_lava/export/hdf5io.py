@@ -35,6 +35,7 @@ from mst_lava.export.graph import (
     Layer,
     NetxGraph,
     extension_version,
+    uses_channel_exponents,
     uses_graded_neurons,
     uses_source_weights,
     uses_stream_affine,
@@ -862,6 +863,9 @@ def _validate_mst_layer(graph: NetxGraph, i: int, L: Layer, ctx: _Ctx, where: st
     if v2 and graph.mst_version is not None and graph.mst_version < 2:
         ctx.fail(where, f"uses {'a stream scale/offset' if L.type == 'mst_residual' else 'mst/token_norm'}, a field "
                         f"of extension version 2, but /mst has version {graph.mst_version}")
+    if uses_channel_exponents(L) and graph.mst_version is not None and graph.mst_version < 4:
+        ctx.fail(where, f"has one weight exponent per output channel, a field of extension version 4, but /mst has "
+                        f"version {graph.mst_version}")
     if uses_graded_neurons(L) and graph.mst_version is not None and graph.mst_version < 4:
         ctx.fail(where, f"has graded IF_BURST neurons, a neuron type of extension version 4, but /mst has version "
                         f"{graph.mst_version}")
@@ -924,6 +928,9 @@ def _validate_synapse(L: Layer, ctx: _Ctx, where: str, fixed: bool, in_shape, sr
         if L.type == "conv" and n_sources > 1:             # one exponent per input (§5b)
             e = _int_array(ctx, wx, "weight_exp", L.fix["weight_exp"], ops.WEIGHT_EXP_MIN, ops.WEIGHT_EXP_MAX,
                            shape=(n_sources,), why="Loihi's weight exponent, one per input")
+        elif L.type == "conv" and np.size(L.fix["weight_exp"]) > 1:      # one per output channel (version 4)
+            e = _int_array(ctx, wx, "weight_exp", L.fix["weight_exp"], ops.WEIGHT_EXP_MIN, ops.WEIGHT_EXP_MAX,
+                           shape=(Co,), why="Loihi's weight exponent, one per output channel")
         elif L.type == "conv":
             e = _int(ctx, wx, "weight_exp", L.fix["weight_exp"], ops.WEIGHT_EXP_MIN, ops.WEIGHT_EXP_MAX,
                      "Loihi's weight exponent")

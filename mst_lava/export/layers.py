@@ -33,6 +33,13 @@ def pair(v) -> tuple[int, int]:
     return (int(a[0]), int(a[0])) if a.size == 1 else (int(a[0]), int(a[1]))
 
 
+def weight_exponent(e):
+    """A conv's fixed-point weight exponent: an int (one per layer), or an int64 (Co,) array (one per output
+    channel, format §2, extension version 4)."""
+    a = np.asarray(e).reshape(-1)
+    return int(a[0]) if a.size == 1 else a.astype(np.int64)
+
+
 def new_counts(layer) -> dict:
     """The counts record of one layer, all zero: the keys every executor reports (format §7); a layer
     type adds its own (``analog_macs``, ``residual_adds``, ``softmax_elements``, ``av_macs``, overflows).
@@ -175,7 +182,7 @@ class Conv(LayerType):
         geo = dict(stride=L.params.get("stride", 1), padding=L.params.get("padding", 0),
                    groups=L.params.get("groups", 1), out_shape=L.shape)
         if len(srcs) == 1:
-            P = self.make_params(W, b, fixed=fixed, weight_exp=int(L.fix["weight_exp"]) if fixed else 0,
+            P = self.make_params(W, b, fixed=fixed, weight_exp=L.fix["weight_exp"] if fixed else 0,
                                  in_shape=srcs[0].shape, spike_input=srcs[0].output == "spikes", **geo)
         else:
             exps = np.asarray(L.fix["weight_exp"]).reshape(-1) if fixed else np.zeros(len(srcs), dtype=np.int64)
@@ -192,7 +199,7 @@ class Conv(LayerType):
         stride, padding = pair(stride), pair(padding)
         groups = int(np.asarray(groups).reshape(-1)[0])
         return {"weight": w, "bias": None if bias is None else np.asarray(bias).reshape(-1).astype(w.dtype),
-                "weight_exp": int(weight_exp), "stride": stride, "padding": padding, "groups": groups,
+                "weight_exp": weight_exponent(weight_exp), "stride": stride, "padding": padding, "groups": groups,
                 "in_shape": in_shape, "out_shape": tuple(int(s) for s in out_shape), "spike_input": bool(spike_input),
                 # synaptic ops per input event: its non-zero synapses in the weights this precision runs (§7)
                 "fanout": ops.conv_fanout(in_shape, w, stride, padding, groups).astype(np.float64),

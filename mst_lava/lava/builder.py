@@ -319,7 +319,7 @@ def _lava_conv_fits(k: KNode) -> bool:
     """A pointwise conv fed by 0/1 spikes: Lava's Conv computes it exactly (fixed: no 24-bit clamp)."""
     kern = k.kernel
     return (k.role == "synapse" and isinstance(kern, K.SynapseKernel) and kern.kind == "conv"
-            and kern.spike_input and kern.pointwise)
+            and kern.spike_input and kern.pointwise and np.ndim(kern.weight_exp) == 0)
 
 
 def _lava_conv(k: KNode, graph):

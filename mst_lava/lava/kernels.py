@@ -24,7 +24,7 @@ import numpy as np
 
 from mst_lava import netx_ops as ops
 from mst_lava.errors import MSTError
-from mst_lava.export.layers import LAYER_TYPES, channel_events, events, synops
+from mst_lava.export.layers import LAYER_TYPES, channel_events, events, synops, weight_exponent
 
 
 class Kernel:
@@ -98,7 +98,7 @@ class SynapseKernel(Kernel):
         super().__init__()
         self.kind, self.fixed = kind, bool(fixed)
         self.in_shape, self.out_shape = tuple(int(s) for s in in_shape), tuple(int(s) for s in out_shape)
-        self.weight_exp = int(weight_exp)
+        self.weight_exp = weight_exponent(weight_exp)
         self.spike_input = bool(spike_input)
         dt = np.int64 if self.fixed else np.float64
         if self.fixed and bias is not None:
@@ -212,7 +212,7 @@ class IFKernel(Kernel):
         self.vth = int(vth) if self.fixed else float(vth)
         self.graded = bool(graded)
         self.bias = None if bias is None else np.asarray(bias).astype(self.dtype)
-        self.weight_exp = None if weight_exp is None else int(weight_exp)
+        self.weight_exp = None if weight_exp is None else weight_exponent(weight_exp)
         self.size = float(np.prod(self.shape))
         self.v = None
         self.reset()

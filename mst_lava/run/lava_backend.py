@@ -75,8 +75,11 @@ def run(args) -> RunRecord:
         result=res, labels=labels, graph=graph, precision=precision, dataset=dname, seed=net.seed,
         setup={"granularity": args.granularity, "pipeline": net.pipeline, "pipeline_latency": net.latency},
         throughput={"steps": res.steps, "run_s": res.run_s, "steps_per_s": res.steps_per_s,
+                    "images_per_s": res.n_samples / res.run_s if res.run_s > 0 else float("nan"),
                     "compile_s": res.compile_s, "build_s": build_s, "processes": res.n_procs,
                     "process_kinds": net.describe()},
-        throughput_line=f"throughput {res.steps_per_s:.1f} steps/s ({res.steps} steps in {res.run_s:.2f} s; "
+        throughput_line=f"throughput {res.steps_per_s:.1f} steps/s, "
+                        f"{res.n_samples / max(res.run_s, 1e-9):.2f} images/s "
+                        f"({res.steps} steps in {res.run_s:.2f} s; "
                         f"compile {res.compile_s:.2f} s; {res.n_procs} Lava processes)",
         machine=machine_info())
