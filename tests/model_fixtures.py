@@ -25,3 +25,10 @@ def spiky_mst(seed: int = 0):
     torch.manual_seed(seed)
     m = build_model("digits", embed_dim=16, heads=(2, 4), mlp_ratio=2.0)
     return sharpen_attention(make_spiky(m, seed=seed), seed=seed).double()
+
+
+def digits_images(n: int) -> torch.Tensor:
+    """The first ``n`` digits test images (float32, normalized as in training)."""
+    from mst_lava.data import get_dataset
+    ds = get_dataset("digits", None, "test", 8, in_chans=1)
+    return torch.stack([torch.as_tensor(ds[i][0]) for i in range(n)]).float()

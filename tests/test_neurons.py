@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from model_fixtures import spiky_mst
+from model_fixtures import digits_images, spiky_mst
 
 from mst_lava import netx_ops as ops
 from mst_lava import neurons
@@ -29,12 +29,6 @@ MASK = {"Q": 0.5, "V": 0.5, "MLP1": 0.5}
 
 def test_every_registered_type_is_covered():
     assert set(CASES) == set(neurons.NEURON_TYPES)
-
-
-def _digits(n):
-    from mst_lava.data import get_dataset
-    ds = get_dataset("digits", None, "test", 8, in_chans=1)
-    return torch.stack([torch.as_tensor(ds[i][0]) for i in range(n)]).float()
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +74,7 @@ def test_float_step_equals_the_simulator_neuron(name):
 @pytest.mark.parametrize("name", CASES)
 def test_float_executor_equals_the_torch_snn(model, name):
     B = CASES[name]
-    x = _digits(4).double()
+    x = digits_images(4).double()
     T, seed = (2, 5)
     c = OpCounter(model)
     r = simulate(model, x, T, mask=MASK, seed=seed, counter=c, attention="compensated", burst=B)
@@ -99,7 +93,7 @@ def test_fixed_torch_equals_fixed_lava(model32, name):
     import mst_lava.lava  # noqa: F401
     from mst_lava.lava import runner
     B = CASES[name]
-    x = _digits(3)
+    x = digits_images(3)
     T = 2
     g = export_model(model32, precision="fixed", mask=MASK, seed=4, burst=B)
     ref = NetSim(g, precision="fixed").run(x, T)
@@ -120,7 +114,7 @@ def test_fixed_torch_equals_fixed_lava(model32, name):
 
 
 def test_a_dropped_graded_message_loses_its_whole_payload(model):
-    x = _digits(2).double()
+    x = digits_images(2).double()
     g = export_model(model, precision="float", mask={"V": 0.75}, seed=1, burst=4)
     plain = NetSim(export_model(model, precision="float", seed=1, burst=4)).run(x, 1, record=True)
     masked = NetSim(g).run(x, 1, record=True)
@@ -134,7 +128,7 @@ def test_a_dropped_graded_message_loses_its_whole_payload(model):
 def test_one_step_burst_file_is_the_ann(model):
     """B = L at T = 1: the graded file computes the ANN (its own run_ann) exactly, in float."""
     m = model
-    x = _digits(4).double()
+    x = digits_images(4).double()
     L = int(m.cfg.L)
     g = export_model(m, precision="float", burst=L)
     res = NetSim(g).run(x, 1)
