@@ -13,6 +13,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -r requirements.txt
 	$(VPY) -m pip install -q --no-deps --ignore-requires-python lava-nc==0.10.0 lava-dl==0.6.0
+	# NeuroBench's synaptic-operation rule, for tests/test_neurobench_synops.py only; --no-deps: its pins
+	# (torchaudio) would replace torch, and what it imports (numba, snntorch's modules) is already here
+	$(VPY) -m pip install -q --no-deps neurobench==2.3.0 snntorch==1.0.0
 	$(VPY) -m pip install -q --no-deps -e .
 	$(VPY) -c "from mst_lava.lava.compat import install_pth; print('Lava start-up hook:', install_pth())"
 	touch $(STAMP)

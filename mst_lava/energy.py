@@ -196,43 +196,57 @@ def ann_energy(ann: dict, profile="cmos45nm", precision: str = "fp32") -> dict:
                       _line("softmax evaluations (elements)", ann["softmax_elements"], None, "not priced")]}
 
 
-def ann_counts_of_graph(graph) -> dict:
-    """The ANN baseline of an exported network, from the file's own graph (``mst run``; no model, no torch): the
-    MACs the QCFS ANN the file came from performs per inference, in the structure of
-    :func:`mst_lava.snn.counters.ann_counts`. A ``conv``: every output × ``in/groups · kH · kW`` (a conv with one
-    weight set per spike input, format §5b, is the one patch merging on the stream: one input's worth); the
-    readout: ``K · C``; attention: ``Q·Kᵀ`` and ``softmax·V`` each ``nW · h · N · N · d``; softmax elements
-    ``nW · h · N · N``."""
-    import numpy as np
-    layer_macs = matmul = soft = 0.0
-    rows = []
-    for L in graph.layers:
-        macs = 0.0
-        if L.type == "conv":
-            w = np.asarray(L.params["weight"])
-            per_out = float(np.prod(w.shape[1:4])) / max(len(L.inputs), 1)
-            macs = float(np.prod(L.shape)) * per_out
-            layer_macs += macs
-        elif L.type == "mst_readout":
-            macs = float(np.prod(np.asarray(L.params["weight"]).shape))
-            layer_macs += macs
-        elif L.type == "mst_qk":
-            d = graph.layers[L.inputs[0]].shape[0] // int(L.mst["heads"])
-            n_el = float(np.prod(L.shape))
-            macs = 2 * n_el * d                      # Q·Kᵀ here, softmax·V at the mst_softmax_av that reads it
-            matmul += macs
-            soft += n_el
-        if macs:
-            rows.append({"name": L.name, "type": L.type, "macs": macs})
-    return {"samples": 1, "macs": layer_macs + matmul, "layer_macs": layer_macs, "matmul_macs": matmul,
-            "softmax_elements": soft, "layers": rows, "source": "the exported file's graph"}
+def snn_operations(summary: dict) -> float:
+    """Every operation an SNN run counted per inference: synaptic ops, analog MACs, residual accumulations, the
+    attention products and analog matmul MACs (neuron updates and softmax evaluations apart)."""
+    t = _totals(summary)
+    return float(t["synops"] + t["analog_macs"] + t["residual_accumulations"] + t["qk_products"]
+                 + t["softmax_v_accumulations"] + t["analog_matmul_macs"])
+
+
+def baselines(summary: dict, dense: dict, zero_skipping: dict, profile="cmos45nm") -> dict:
+    """The SNN against the dense ANN and the zero-skipping ANN (:mod:`mst_lava.ann_ops`): plain operation counts
+    and their ratios, and energies with fp32 and with int8 constants (the SNN's total with residual and dynamic
+    products, each ANN's MACs × E_MAC of the same constants)."""
+    prof = load_profile(profile) if not isinstance(profile, dict) else profile
+    ops = snn_operations(summary)
+    out = {"profile": prof["name"], "snn_operations": ops, "dense_ann_macs": dense["macs"],
+           "zero_skipping_ann_macs": zero_skipping["macs"], "zero_skipping_source": zero_skipping.get("source"),
+           "op_ratio_dense": ops / dense["macs"] if dense["macs"] else None,
+           "op_ratio_zero_skipping": ops / zero_skipping["macs"] if zero_skipping["macs"] else None}
+    for precision in ("fp32", "int8"):
+        th = theoretical_energy(summary, prof, precision)
+        e_mac = _pj(prof, f"{precision}_mac")
+        snn = th["total_with_residual_and_dynamic_pJ"]
+        d, z = dense["macs"] * e_mac, zero_skipping["macs"] * e_mac
+        out[precision] = {"snn_pJ": snn, "dense_ann_pJ": d, "zero_skipping_ann_pJ": z,
+                          "ratio_dense": snn / d if d else None, "ratio_zero_skipping": snn / z if z else None}
+        if th["graded_event_as_mac_pJ"] is not None:
+            out[precision]["graded_event_as_mac_ratio_zero_skipping"] = th["graded_event_as_mac_pJ"] / z if z else None
+    return out
+
+
+def baseline_lines(b: dict) -> list[str]:
+    """What a command prints of :func:`baselines`: operation counts next to every energy ratio, each named."""
+    lines = [f"operations per inference: SNN {b['snn_operations'] / 1e6:.3g} M; dense ANN "
+             f"{b['dense_ann_macs'] / 1e6:.3g} M MACs (SNN/ANN {b['op_ratio_dense']:.3f}); zero-skipping ANN "
+             f"{b['zero_skipping_ann_macs'] / 1e6:.3g} M MACs (SNN/ANN {b['op_ratio_zero_skipping']:.3f})"]
+    for p in ("fp32", "int8"):
+        e = b[p]
+        lines.append(f"SNN/ANN energy, 45 nm {p} constants, residual and dynamic products included: "
+                     f"{e['ratio_dense']:.3f} vs the dense ANN, {e['ratio_zero_skipping']:.3f} vs the zero-skipping "
+                     "ANN")
+    return lines
 
 
 def energy_report(summary: dict, ann: dict | None = None, precision: str = "fp32",
-                  hardware=("loihi", "loihi2"), theory="cmos45nm") -> dict:
-    """Both views for one set of counts, plus the ANN baseline and the SNN/ANN ratio."""
+                  hardware=("loihi", "loihi2"), theory="cmos45nm", zero_skipping: dict | None = None) -> dict:
+    """Both views for one set of counts, plus the ANN baseline and the SNN/ANN ratio; with ``zero_skipping``
+    (and ``ann``) also :func:`baselines`: both ANNs, operation counts, fp32 and int8 constants."""
     out = {"hardware": [hardware_energy(summary, h) for h in hardware],
            "theoretical": theoretical_energy(summary, theory, precision)}
+    if ann is not None and zero_skipping is not None:
+        out["baselines"] = baselines(summary, ann, zero_skipping, theory)
     if ann is not None:
         a = ann_energy(ann, theory, precision)
         out["ann"] = a

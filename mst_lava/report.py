@@ -159,6 +159,19 @@ def markdown_summary(r: dict) -> str:
                   f"on the graded stream: "
                   f"{format_energy(th0['graded_event_as_mac_pJ'])} with residual and dynamic products, SNN/ANN "
                   f"{th0.get('graded_event_as_mac_ratio_to_ann', float('nan')):.3f} ({r['configs'][0]['label']})."]
+    if "baselines" in e0:
+        L += ["", "Baselines (45 nm, residual and dynamic products included; the zero-skipping ANN counted on "
+                  f"{e0['baselines'].get('zero_skipping_source') or 'the first batch'}):", ""]
+        L += ["| mask | SNN operations | SNN / dense ANN MACs | SNN / zero-skipping ANN MACs | "
+              "energy vs dense, fp32 | vs zero-skipping, fp32 | vs dense, int8 | vs zero-skipping, int8 |",
+              "|---|---|---|---|---|---|---|---|"]
+        for c in r["configs"]:
+            b = c["energy"][tm].get("baselines")
+            if b:
+                L.append(f"| {c['label']} | {fmt_num(b['snn_operations'])} | {b['op_ratio_dense']:.3f} | "
+                         f"{b['op_ratio_zero_skipping']:.3f} | {b['fp32']['ratio_dense']:.3f} | "
+                         f"{b['fp32']['ratio_zero_skipping']:.3f} | {b['int8']['ratio_dense']:.3f} | "
+                         f"{b['int8']['ratio_zero_skipping']:.3f} |")
     L += energy_vs_T(r)
     if th0.get("constant_input_macs"):
         L += ["", f"The layer reading the input image sees the same values every step (direct encoding); it is "
@@ -477,15 +490,18 @@ def overflow_line(summary: dict) -> str | None:
             f"{fmt_num(t['voltage_overflows'])} voltage saturations in {len(ov)} layer(s); most in {where}")
 
 
-def run_energy(summary: dict, precision: str, graph=None) -> tuple[dict | None, str | None]:
+def run_energy(summary: dict, precision: str, graph=None, images=None) -> tuple[dict | None, str | None]:
     """The energy report of a run's per-inference counts, or (None, why not); with ``graph`` (the run's network)
-    the ANN baseline is the file's own graph (:func:`mst_lava.energy.ann_counts_of_graph`) and the report has
-    ``theoretical.ratio_to_ann`` and ``ratio_to_ann_with_extra`` as ``snn-eval``'s."""
-    from mst_lava import energy
+    the dense ANN baseline is the file's own graph (:func:`mst_lava.ann_ops.dense_counts`) and the report has
+    ``theoretical.ratio_to_ann`` and ``ratio_to_ann_with_extra`` as ``snn-eval``'s; with ``images`` also the
+    zero-skipping ANN counted on them (``energy.baselines``)."""
+    from mst_lava import ann_ops, energy
     from mst_lava.errors import MSTError
     try:
-        ann = energy.ann_counts_of_graph(graph) if graph is not None else None
-        return energy.energy_report(summary, ann, precision="int8" if precision == "fixed" else "fp32"), None
+        ann = ann_ops.dense_counts(graph) if graph is not None else None
+        zs = ann_ops.zero_skipping_counts(graph, images) if graph is not None and images is not None else None
+        return energy.energy_report(summary, ann, precision="int8" if precision == "fixed" else "fp32",
+                                    zero_skipping=zs), None
     except (MSTError, KeyError, ValueError) as e:
         return None, f"energy report unavailable: {e}"
 
@@ -520,6 +536,9 @@ def run_lines(summary: dict, precision: str, energy: dict | None, energy_note: s
         if th.get("graded_event_as_mac_ratio_to_ann") is not None:
             line += f"; {th['graded_event_as_mac_ratio_to_ann']:.3f} pricing one MAC per graded message"
         lines.append(line + ")")
+    if "baselines" in energy:
+        from mst_lava.energy import baseline_lines
+        lines += baseline_lines(energy["baselines"])
     return lines
 
 

@@ -417,7 +417,7 @@ class QK(_Windowed):
 
     def ann(self, P, ins):
         q, k = self.windows(P, ins[0]), self.windows(P, ins[1])
-        return ops.qk_value_float(q @ k.transpose(-1, -2), 1, P["scale"])
+        return ops.qk_value_float(q @ k.swapaxes(-1, -2), 1, P["scale"])
 
 
 class SoftmaxAV(_Windowed):

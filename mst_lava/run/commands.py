@@ -115,7 +115,7 @@ def cmd_run(args) -> int:
     res, labels = rec.result, rec.labels
     acc = float((res.pred == labels).mean())
     summary = per_inference_summary(res)
-    energy, energy_note = run_energy(summary, rec.precision, rec.graph)
+    energy, energy_note = run_energy(summary, rec.precision, rec.graph, rec.images)
     print(f"predictions: {res.pred.tolist()}")
     print(f"labels:      {labels.tolist()}")
     print(f"accuracy {100 * acc:.2f} % ({int((res.pred == labels).sum())}/{len(labels)})")

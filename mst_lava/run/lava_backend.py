@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
+import numpy as np
+
 from mst_lava.errors import MSTError
 from mst_lava.report import machine_info
 from mst_lava.run.inputs import load_inputs
-from mst_lava.run.record import RunRecord
+from mst_lava.run.record import ZERO_SKIP_SAMPLES, RunRecord
 
 BACKENDS = ("lava-cpu", "loihi")
 
@@ -72,6 +74,7 @@ def run(args) -> RunRecord:
     with interrupts_stop_lava():
         res = run_network(net, backend=args.backend, progress=not args.no_progress, desc="mst run")
     return RunRecord(
+        images=np.asarray(x[:ZERO_SKIP_SAMPLES]) if np.ndim(x) == 4 else None,
         result=res, labels=labels, graph=graph, precision=precision, dataset=dname, seed=net.seed,
         setup={"granularity": args.granularity, "pipeline": net.pipeline, "pipeline_latency": net.latency},
         throughput={"steps": res.steps, "run_s": res.run_s, "steps_per_s": res.steps_per_s,

@@ -18,3 +18,9 @@ class RunRecord:
     throughput: dict
     throughput_line: str    # one printed line
     machine: dict = field(default_factory=dict)   # report.json's "machine" (platform, and torch's where it ran)
+    # the first static images of the run (at most ZERO_SKIP_SAMPLES; None for event frames): the zero-skipping
+    # ANN baseline is counted on them (mst_lava.ann_ops)
+    images: np.ndarray | None = None
+
+
+ZERO_SKIP_SAMPLES = 256

@@ -11,7 +11,7 @@ import numpy as np
 from mst_lava.errors import MSTError
 from mst_lava.report import machine_info
 from mst_lava.run.inputs import eval_split, samples
-from mst_lava.run.record import RunRecord
+from mst_lava.run.record import ZERO_SKIP_SAMPLES, RunRecord
 
 DEFAULT_BATCH = 64
 # NetSim holds every step of a layer at once: measured peak ≈ 9 × 8 bytes × (largest layer) per sample-step
@@ -101,6 +101,7 @@ def run(args) -> RunRecord:
           f"precision, T={args.T}, {n} {dname} samples, backend torch")
     counts: dict = {}
     labels, preds, logits, scores = [], [], [], []
+    first: list = []                                # images for the zero-skipping ANN baseline
     run_s = 0.0
     if not hasattr(tqdm, "_lock"):
         # tqdm's default lock is a multiprocessing RLock, which fixes the process's start method; Lava's
@@ -113,6 +114,8 @@ def run(args) -> RunRecord:
             if x.ndim != 4:
                 raise MSTError(f"dataset {dname} gives event frames {tuple(x.shape[1:])}; the torch executor runs "
                                "static images only (use --backend lava-cpu for event data)")
+            if sum(len(v) for v in first) < ZERO_SKIP_SAMPLES:
+                first.append(x[:ZERO_SKIP_SAMPLES - sum(len(v) for v in first)])
             t0 = time.perf_counter()
             r = sim.run(torch.from_numpy(x).to(dev), args.T, seed=seed)
             sc = r.readout.sum(0)
@@ -133,6 +136,7 @@ def run(args) -> RunRecord:
     if dev.type == "cuda":
         machine["gpu"] = torch.cuda.get_device_name(dev)
     return RunRecord(
+        images=np.concatenate(first),
         result=res, labels=np.concatenate(labels), graph=graph, precision=precision, dataset=dname, seed=seed,
         setup={"device": str(dev), "batch_size": bs},
         throughput={"samples": n, "sample_steps": steps, "run_s": run_s,

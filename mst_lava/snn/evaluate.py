@@ -240,16 +240,35 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
     wall = wall_before + time.perf_counter() - t0
     x0, _ = next(iter(loader))
     ann = ann_counts(model, x0.to(device, dtype))
+    zs = zero_skipping_ann(model, x0)
     for ci, cfg in enumerate(configs):
         cseeds = seeds if cfg else seeds[:1]
         accuracy = {str(t): _mean_std([acc[(ci, s)][t] for s in cseeds]) for t in Ts}
         counts = {str(t): counters[ci].summary(t) for t in Ts}
-        energy = {str(t): energy_report(counts[str(t)], ann, precision) for t in Ts}
+        energy = {str(t): energy_report(counts[str(t)], ann, precision, zero_skipping=zs) for t in Ts}
         results.append({"label": mask_label(cfg), "mask": cfg, "seeds": cseeds, "accuracy": accuracy,
                         "counts": counts, "energy": energy})
     return {"T": Ts, "n_samples": n_samples, "attention": attention, "merge_input": merge_input,
             "burst": burst, "configs": results, "ann_counts": ann,
             "sim_wall_s": wall}
+
+
+def zero_skipping_ann(model, x) -> dict | None:
+    """The zero-skipping ANN baseline (:mod:`mst_lava.ann_ops`) of an MST on the images ``x`` (its float graph,
+    exported in memory, evaluated as the ANN), or None for the ResNet/VGG baselines, which have no exported form."""
+    from mst_lava.ann_ops import zero_skipping_counts
+    from mst_lava.export.exporter import export_model
+    from mst_lava.model.mst import MST
+    if not isinstance(model, MST):
+        return None
+    was = model.training
+    try:
+        graph = export_model(model.eval(), precision="float")
+    finally:
+        model.train(was)
+    z = zero_skipping_counts(graph, x.detach().cpu().double().numpy())
+    z["source"] = f"the ANN of the model's float graph on the first {len(x)} test images"
+    return z
 
 
 def run_snn_eval(args) -> int:
