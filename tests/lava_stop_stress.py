@@ -37,14 +37,15 @@ def chain_network():
     """Encoder → 3 IF populations: 4 Lava processes."""
     from lava.magma.core.run_configs import Loihi2SimCfg
 
-    from mst_lava.lava import processes as P
+    from mst_lava.lava import models as M
+    from mst_lava.lava import process as P
     T = 10 ** 6
     enc = P.InputEncoder(data=np.ones((1, 4)), shape=(4,), T=T)
     nrns = [P.IFNeuron(shape=(4,), vth=1.0, T=T) for _ in range(3)]
     enc.out.connect(nrns[0].a_in)
     for a, b in zip(nrns, nrns[1:]):
         a.s_out.connect(b.a_in)
-    models = {enc: P.PyInputEncoderModelFloat, **{n: P.PyIFNeuronModelFloat for n in nrns}}
+    models = {enc: M.PyInputEncoderModelFloat, **{n: M.PyIFNeuronModelFloat for n in nrns}}
     return nrns[-1], Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map=models)
 
 

@@ -155,7 +155,7 @@ def test_lava_equals_torch_and_verify_passes(files, capsys):
 def test_one_process_per_layer_runs_the_merge_as_a_source_synapse(files):
     """granularity "layer": the merge is its own Lava process (SourceSynapse, one input port per source), exact."""
     import mst_lava.lava  # noqa: F401
-    from mst_lava.lava import processes as P
+    from mst_lava.lava import process as P
     from mst_lava.lava import runner
     from mst_lava.lava.builder import build_network
     g = read_network(files / "fixed_events.net")

@@ -8,7 +8,7 @@ import torch
 import mst_lava.lava  # noqa: F401
 from mst_lava.errors import MSTError
 from mst_lava.export import NetSim, export_model
-from mst_lava.lava import processes as P
+from mst_lava.lava import process as P
 from mst_lava.lava import runner
 from mst_lava.lava.builder import build_network
 from mst_lava.model import build_model

@@ -138,7 +138,8 @@ def test_exception_in_a_process_model_stops_lava(tmp_path):
         from lava.magma.core.resources import CPU
         from lava.magma.core.run_configs import Loihi2SimCfg
         from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
-        from mst_lava.lava import processes as P
+        from mst_lava.lava import models as M
+        from mst_lava.lava import process as P
         from mst_lava.lava.session import LavaSession, descendant_pids
 
         class Boom(AbstractProcess):
@@ -162,8 +163,8 @@ def test_exception_in_a_process_model_stops_lava(tmp_path):
         enc.out.connect(nrn.a_in)
         nrn.s_out.connect(boom.a_in)
         cfg = Loihi2SimCfg(select_tag="floating_pt",
-                           exception_proc_model_map={{enc: P.PyInputEncoderModelFloat,
-                                                      nrn: P.PyIFNeuronModelFloat, boom: PyBoom}})
+                           exception_proc_model_map={{enc: M.PyInputEncoderModelFloat,
+                                                      nrn: M.PyIFNeuronModelFloat, boom: PyBoom}})
         sess = LavaSession(boom, cfg)
         try:
             sess.run(200)

@@ -6,13 +6,14 @@ import pytest
 from lava.proc.io.sink import RingBuffer
 
 import mst_lava.lava  # noqa: F401  (Python 3.11 shim before lava)
-from mst_lava.lava import processes as P
+from mst_lava.lava import models as M
+from mst_lava.lava import process as P
 from mst_lava.lava.session import LavaSession
 from mst_lava.model import rsm
 
 
 def _run(procs, root, steps, precision="float"):
-    with LavaSession(root, P.run_config(procs, precision)) as s:
+    with LavaSession(root, M.run_config(procs, precision)) as s:
         s.run(steps)
         return s
 
@@ -47,7 +48,7 @@ def test_if_neuron_matches_hand_computation(precision):
     sink = RingBuffer(shape=(2, 3), buffer=T)
     enc.out.connect(nrn.a_in)
     nrn.s_out.connect(sink.a_in)
-    with LavaSession(sink, P.run_config([enc, nrn], precision)) as s:
+    with LavaSession(sink, M.run_config([enc, nrn], precision)) as s:
         s.run(T)
         got = np.moveaxis(sink.data.get(), -1, 0)
         v_lava = nrn.v.get()
@@ -67,7 +68,7 @@ def test_if_neuron_resets_between_samples():
     ro = P.Readout(in_shape=(1,), num_classes=1, T=T, n_samples=2)
     enc.out.connect(nrn.a_in)
     nrn.s_out.connect(ro.x_in)
-    with LavaSession(ro, P.run_config([enc, nrn, ro])) as s:
+    with LavaSession(ro, M.run_config([enc, nrn, ro])) as s:
         s.run(2 * T)
         scores = ro.scores.get()
     # v: .5 → .75, 1.0 (spike) → 0, .25, .5, .75: one spike per sample because v restarts at θ/2
@@ -87,7 +88,7 @@ def test_rsm_drops_the_events_of_keep_mask_numpy(precision):
     sink = RingBuffer(shape=shape, buffer=T)
     enc.out.connect(r.s_in)
     r.s_out.connect(sink.a_in)
-    with LavaSession(sink, P.run_config([enc, r], precision)) as s:
+    with LavaSession(sink, M.run_config([enc, r], precision)) as s:
         s.run(T)
         got = np.moveaxis(sink.data.get(), -1, 0).reshape(T, n)
         counts = r.counts.get()
@@ -107,7 +108,7 @@ def test_rsm_with_a_layout_index_uses_the_torch_element_index():
     sink = RingBuffer(shape=shape, buffer=T)
     enc.out.connect(r.s_in)
     r.s_out.connect(sink.a_in)
-    with LavaSession(sink, P.run_config([enc, r])) as s:
+    with LavaSession(sink, M.run_config([enc, r])) as s:
         s.run(T)
         got = np.moveaxis(sink.data.get(), -1, 0)
     for t in range(T):
@@ -135,7 +136,7 @@ def test_pipelined_segment_is_aligned_by_delays():
     net.connect(res, "out", ro, "x_in")
     align_latencies(net)
     assert net.latency == 1 and res.proc_params["in_delays"] == {"in0": 1}
-    with LavaSession(ro, P.run_config(net.procs)) as s:
+    with LavaSession(ro, M.run_config(net.procs)) as s:
         s.run(2 * T + net.latency)
         trace = ro.scores.get()[:, 0]
     np.testing.assert_array_equal(trace, 3 * data[0, :, 0])        # x + 2x of the same step
@@ -149,7 +150,7 @@ def test_delay_line_shifts_by_its_delay():
     sink = RingBuffer(shape=(1,), buffer=T)
     enc.out.connect(dl.s_in)
     dl.s_out.connect(sink.a_in)
-    with LavaSession(sink, P.run_config([enc, dl])) as s:
+    with LavaSession(sink, M.run_config([enc, dl])) as s:
         s.run(T)
         got = sink.data.get()[0]
     np.testing.assert_array_equal(got, [0, 0, 1, 2, 3, 4])

@@ -46,7 +46,7 @@ def test_torch_backend_never_imports_lava(nets, tmp_path):
             # the run left multiprocessing's start method unset, so Lava can still be imported afterwards
             "import multiprocessing as mp\n"
             "assert mp.get_start_method(allow_none=True) is None, mp.get_start_method()\n"
-            "import mst_lava.lava.processes\n")
+            "import mst_lava.lava.models\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "summary.md").read_text().startswith("# torch run (NetSim)")

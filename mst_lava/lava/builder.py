@@ -10,10 +10,10 @@ residual accumulation, the readout. How kernels become Lava processes is the
 ``granularity``:
 
 ``"block"`` (default, fast)
-    Kernels are fused into wide :class:`~mst_lava.lava.processes.Segment` processes, one
+    Kernels are fused into wide :class:`~mst_lava.lava.process.Segment` processes, one
     per transformer block (the stem with the first residual node, each patch merging with
     its residual node, likewise). A site with an RSM ratio > 0 gets its own
-    :class:`~mst_lava.lava.processes.RSM` process between its neurons and their consumers,
+    :class:`~mst_lava.lava.process.RSM` process between its neurons and their consumers,
     which cuts the block into consecutive segments. A block with Q, K, A masked becomes
     3 segments + 3 RSM processes; an unmasked digits model runs in 8 OS processes.
 ``"layer"``
@@ -38,7 +38,8 @@ from mst_lava import neurons
 from mst_lava.errors import MSTError
 from mst_lava.export.layers import LAYER_TYPES, rsm_site
 from mst_lava.lava import kernels as K
-from mst_lava.lava import processes as P
+from mst_lava.lava import models as M
+from mst_lava.lava import process as P
 
 GRANULARITIES = ("block", "layer")
 
@@ -104,7 +105,7 @@ class LavaNetwork:
         return self.readout
 
     def run_config(self, hardware: bool = False):
-        return P.run_config(self.procs, self.precision, hardware=hardware)
+        return M.run_config(self.procs, self.precision, hardware=hardware)
 
     def describe(self) -> str:
         kinds: dict[str, int] = {}

@@ -1,9 +1,9 @@
 """Per-step kernels of the Lava ProcessModels: small state machines over numpy arrays.
 
-Every Lava ProcessModel in :mod:`mst_lava.lava.processes` is a thin shell around one or
+Every Lava ProcessModel in :mod:`mst_lava.lava.models` is a thin shell around one or
 more of these kernels (Norse style: explicit state, a ``reset`` and a ``step``), so the
 same arithmetic runs whether a layer is its own Lava process (``granularity="layer"``) or
-one of many kernels fused into a wide :class:`~mst_lava.lava.processes.Segment` process
+one of many kernels fused into a wide :class:`~mst_lava.lava.process.Segment` process
 (``granularity="block"``, the fast default).
 
 Semantics are those of docs/netx-mst-format.md. A kernel keeps the state of one layer
