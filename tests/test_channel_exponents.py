@@ -10,7 +10,7 @@ from model_fixtures import digits_images, spiky_mst
 from mst_lava import netx_ops as ops
 from mst_lava.errors import MSTError
 from mst_lava.export import NetSim, export_model, read_network, write_network
-from mst_lava.export.exporter import channel_exponents, quantize_synapse
+from mst_lava.export.quantize import channel_exponents, quantize_synapse
 
 
 def test_shift_exp_per_channel_numpy_equals_torch_and_the_scalar_form():

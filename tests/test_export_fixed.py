@@ -12,7 +12,7 @@ import torch
 from mst_lava import netx_ops as ops
 from mst_lava.errors import MSTError
 from mst_lava.export import NetSim, export_model
-from mst_lava.export.exporter import quantize_synapse
+from mst_lava.export.quantize import quantize_synapse
 from mst_lava.model import rsm
 
 torch.set_num_threads(1)
