@@ -43,6 +43,7 @@ from mst_lava.fileio import (  # noqa: F401
     check_output_dir,
     check_output_file,
     ensure_dir,
+    file_kind,
     remove_stale_temps,
 )
 
@@ -82,37 +83,21 @@ def _first_line(e: BaseException) -> str:
     return s.splitlines()[0] if s else type(e).__name__
 
 
-ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-
-
 def _sniff(path: Path) -> None:
-    """Refuse, by its first bytes, a file that is no torch zip checkpoint, saying what it is instead."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError as e:
-        raise MSTError(f"cannot read checkpoint {path}: {_reason(e)}") from None
-    if not head:
-        raise MSTError(f"{path} is empty (0 bytes), not a checkpoint; re-create it with `mst train`")
-    if head.startswith(ZIP_MAGIC):
+    """Refuse, by its first bytes (:func:`mst_lava.fileio.file_kind`), a file that is no torch zip checkpoint,
+    saying what it is instead."""
+    kind = file_kind(path, "checkpoint")
+    if kind == "zip":
         return
-    if any(head[o:o + 8] == HDF5_MAGIC for o in (0, 512, 1024, 2048)):
-        raise MSTError(f"{path} is an HDF5 file (a network exported by mst-export?), not a checkpoint: give the "
-                       ".pt checkpoint written by `mst train`")
-    if b"\0" not in head:
-        try:
-            head[:-4].decode("utf-8")
-            text = True
-        except UnicodeDecodeError:
-            text = False
-        if text:
-            raise MSTError(f"{path} is a text file, not a checkpoint: give the .pt checkpoint written by `mst train`")
-    if head[:1] == b"\x80":
-        raise MSTError(f"{path} is a raw pickle or an old-style torch file, not an mst_lava checkpoint (a torch zip "
-                       "file written by `mst train`); it was not unpickled")
-    raise MSTError(f"{path} is not a checkpoint (not a torch zip file); give the .pt checkpoint written by "
-                   "`mst train`")
+    raise MSTError({
+        "empty": f"{path} is empty (0 bytes), not a checkpoint; re-create it with `mst train`",
+        "hdf5": f"{path} is an HDF5 file (a network exported by mst-export?), not a checkpoint: give the .pt "
+                "checkpoint written by `mst train`",
+        "text": f"{path} is a text file, not a checkpoint: give the .pt checkpoint written by `mst train`",
+        "pickle": f"{path} is a raw pickle or an old-style torch file, not an mst_lava checkpoint (a torch zip file "
+                  "written by `mst train`); it was not unpickled",
+    }.get(kind, f"{path} is not a checkpoint (not a torch zip file); give the .pt checkpoint written by "
+                "`mst train`"))
 
 
 def _check_archive(path: Path) -> None:

@@ -44,6 +44,35 @@ def check_input_file(path, what: str = "input file") -> Path:
 LEGACY_TEMP_AGE_S = 600     # pid-less temp files (older versions) count as stale after this long
 
 
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def file_kind(path, what: str = "file") -> str:
+    """What a file is by its first bytes: "empty", "zip", "hdf5", "pickle" (a raw pickle or a pre-1.6 torch file),
+    "text" or "unknown" (the one sniffing rule of the checkpoint readers; an unreadable file is an MSTError)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise MSTError(f"cannot read {what} {path}: {_reason(e)}") from None
+    if not head:
+        return "empty"
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
+    if any(head[o:o + 8] == HDF5_MAGIC for o in (0, 512, 1024, 2048)):
+        return "hdf5"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if b"\0" not in head:
+        try:
+            head[:-4].decode("utf-8")
+            return "text"
+        except UnicodeDecodeError:
+            pass
+    return "unknown"
+
+
 def _reason(e: OSError) -> str:
     if e.errno == errno.ENOSPC:
         return "no space left on the device (the disk is full)"

@@ -34,8 +34,8 @@ from typing import Any
 import torch
 
 from mst_lava import argtypes as at
-from mst_lava.checkpoint import HDF5_MAGIC, ZIP_MAGIC
 from mst_lava.errors import MSTError
+from mst_lava.fileio import file_kind
 from mst_lava.model.mst import MST, MSTConfig, relative_position_index, shift_attention_mask
 
 L_OFFICIAL = 16            # main.py: replace_activation_by_floor(ann, t=16, ...): the QCFS levels
@@ -134,20 +134,14 @@ def plain(v, where: str = "config"):
 
 
 def _sniff(path: Path) -> None:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError as e:
-        raise MSTError(f"cannot read {path}: {e.strerror or e}") from None
-    if not head:
-        raise MSTError(f"{path} is empty (0 bytes), not a checkpoint")
-    if head.startswith(HDF5_MAGIC):
-        raise MSTError(f"{path} is an HDF5 file, not a checkpoint of the official MST code")
-    if head[:1] == b"\x80":
-        raise MSTError(f"{path} is a raw pickle or a torch file in the legacy (pre-1.6) format; only torch's "
-                       "zip format is read (it was not unpickled). Re-save it with torch >= 1.6 where you trust it")
-    if not head.startswith(ZIP_MAGIC):
-        raise MSTError(f"{path} is not a torch checkpoint (not a zip file)")
+    kind = file_kind(path, "checkpoint")
+    if kind != "zip":
+        raise MSTError({
+            "empty": f"{path} is empty (0 bytes), not a checkpoint",
+            "hdf5": f"{path} is an HDF5 file, not a checkpoint of the official MST code",
+            "pickle": f"{path} is a raw pickle or a torch file in the legacy (pre-1.6) format; only torch's zip "
+                      "format is read (it was not unpickled). Re-save it with torch >= 1.6 where you trust it",
+        }.get(kind, f"{path} is not a torch checkpoint (not a zip file)"))
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
