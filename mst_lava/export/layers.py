@@ -542,6 +542,15 @@ class Readout(LayerType):
         n = synops(P["fanout"], events)
         return {"synops": n, "synops_messages": n, "analog_macs": float(np.prod(P["weight"].shape)) * steps}
 
+    @staticmethod
+    def logits(P, scores, T: int, fixed: bool):
+        """The logits estimate from the accumulated readout ``scores = Σ_t y(t)`` (..., K): fixed point
+        ``scores · unit / T`` (float64), float ``scores / T``. Predictions are the argmax of ``scores``."""
+        if fixed:
+            s = scores.to(ops.torch.float64) if ops.is_torch(scores) else np.asarray(scores, dtype=np.float64)
+            return s * P["unit"] / T
+        return scores / T
+
     def batched(self, P, ins, T, B, fixed):
         x = ins[0]                                   # (T, B, C, H, W): the residual stream, every step
         return self.value(P, self.pool(P, x), fixed), self.counts(P, channel_events(x), T * B)

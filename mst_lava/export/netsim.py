@@ -149,12 +149,8 @@ class NetSim:
             elif L.type == "mst_readout":
                 readout = out
                 tot = out.sum(0)
-                if self.fixed:
-                    logits = tot.to(torch.float64) * P["unit"] / T
-                    pred = tot.argmax(-1)
-                else:
-                    logits = tot / T
-                    pred = logits.argmax(-1)
+                logits = lt.logits(P, tot, T, self.fixed)
+                pred = tot.argmax(-1)
             vals[i] = out
             counts[L.name or f"layer{i}"] = c
             if record and L.output == "spikes":

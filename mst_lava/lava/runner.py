@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import mst_lava.lava  # noqa: F401  (Python 3.11 shim before any lava import)
+from mst_lava.backends import LAVA_BACKENDS as BACKENDS
 from mst_lava.errors import MSTError
 from mst_lava.export.layers import LAYER_TYPES, new_counts
 from mst_lava.lava.builder import LavaNetwork, build_network
 from mst_lava.lava.session import LavaSession
-
-BACKENDS = ("lava-cpu", "loihi")
 
 
 @dataclass
@@ -144,12 +143,8 @@ def run_network(net: LavaNetwork, *, backend: str = "lava-cpu", progress: bool =
     finally:
         sess.stop()
     counts, per_sample = collect(net, scores, proc_counts)
-    ro_layer = net.graph.layers[net.knodes[[k.id for k in net.knodes if k.role == "readout"][0]].layer]
-    if net.precision == "fixed":
-        unit = float(ro_layer.fix.get("unit", 1.0))
-        logits = scores.astype(np.float64) * unit / T
-    else:
-        logits = scores / T
+    ro = net.knodes[[k.id for k in net.knodes if k.role == "readout"][0]]
+    logits = ro.kernel.layer.logits(ro.kernel.P, scores, T, net.precision == "fixed")
     return LavaResult(scores=scores, logits=logits, pred=np.argmax(scores, axis=-1), counts=counts,
                       per_sample=per_sample, T=T, n_samples=n, precision=net.precision,
                       granularity=net.granularity, n_procs=len(net.procs), steps=sess.steps_run, run_s=sess.run_s,

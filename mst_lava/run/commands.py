@@ -16,9 +16,9 @@ from __future__ import annotations
 import sys
 
 from mst_lava import argtypes as at
+from mst_lava.backends import BACKENDS
 from mst_lava.errors import MSTError
 
-BACKENDS = ("lava-cpu", "loihi", "torch")
 RUN_DATASET_DEFAULT = "the one recorded in the file"
 
 

@@ -12,8 +12,6 @@ from mst_lava.report import machine_info
 from mst_lava.run.inputs import load_inputs
 from mst_lava.run.record import ZERO_SKIP_SAMPLES, RunRecord
 
-BACKENDS = ("lava-cpu", "loihi")
-
 
 def add_process_graph_options(p) -> None:
     """Options that shape the Lava process graph (``mst run`` and ``mst verify``)."""
