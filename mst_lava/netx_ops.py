@@ -295,6 +295,19 @@ def if_step_fixed(v, current, vth: int, bias=None, burst: int = 1):
     return v, s, sat
 
 
+def neuron_step(v, current, vth, fixed: bool, bias=None, burst: int = 1):
+    """One step of an IF population (binary or burst), with the overflow events the format counts (§2, §7):
+    fixed point, ``current`` is the raw synaptic current, which wraps to 24 bits (a wrap event per element that
+    did), then :func:`if_step_fixed` (a saturation event per clipped voltage); float, ``v += I (+ bias)`` and
+    :func:`if_step`. Returns ``(v, s, wraps, saturations)``, the two counts as 0-d arrays/tensors (0 in float)."""
+    if fixed:
+        u = wrap24(current)
+        v, s, sat = if_step_fixed(v, u, vth, bias, burst)
+        return v, s, (u != current).sum(), sat.sum()
+    v, s = if_step(v, current if bias is None else current + bias, vth, burst)
+    return v, s, 0, 0
+
+
 def if_scan(currents, vth, fixed: bool, T: int | None = None, v0=None, bias=None, burst: int = 1):
     """Run IF over time. ``currents`` is (T or 1, ...) (1 = the same current every step).
 
@@ -308,23 +321,13 @@ def if_scan(currents, vth, fixed: bool, T: int | None = None, v0=None, bias=None
     shape = tuple(currents.shape[1:])
     v = if_init(vth, shape, currents, fixed) if v0 is None else v0
     out = []
-    n_cur = n_volt = 0
-    if fixed:
-        wrapped = wrap24(currents)
-        n_cur = int((wrapped != currents).sum()) * (T if currents.shape[0] == 1 else 1)
-        sat_sum = 0
-        for t in range(T):
-            v, s, sat = if_step_fixed(v, wrapped[t if wrapped.shape[0] > 1 else 0], vth, bias, burst)
-            sat_sum = sat_sum + sat.sum()                  # a tensor on torch: no device sync per step
-            out.append(s)
-        n_volt = int(sat_sum)
-    else:
-        for t in range(T):
-            cur = currents[t if currents.shape[0] > 1 else 0]
-            v, s = if_step(v, cur if bias is None else cur + bias, vth, burst)
-            out.append(s)
+    n_cur = n_volt = 0                                     # tensors on torch: no device sync per step
+    for t in range(T):
+        v, s, wraps, sats = neuron_step(v, currents[t if currents.shape[0] > 1 else 0], vth, fixed, bias, burst)
+        n_cur, n_volt = n_cur + wraps, n_volt + sats
+        out.append(s)
     spikes = torch.stack(out, 0) if is_torch(currents) else np.stack(out, 0)
-    return spikes, v, {"current_overflows": n_cur, "voltage_overflows": n_volt}
+    return spikes, v, {"current_overflows": int(n_cur), "voltage_overflows": int(n_volt)}
 
 
 # ----------------------------------------------------------------------------------------

@@ -223,17 +223,12 @@ class IFKernel(Kernel):
     def step(self, t, current):
         # one step of netx_ops.if_scan (what NetSim scans over T), its counts as if_scan counts them
         if self.fixed:
-            raw = np.asarray(current).astype(np.int64)
+            current = np.asarray(current).astype(np.int64)
             if self.weight_exp is not None:
-                raw = ops.loihi_current(raw, self.weight_exp)
-            u = ops.wrap24(raw)
-            self.counts[2] += np.count_nonzero(u != raw)
-            self.v, s, sat = ops.if_step_fixed(self.v, u, self.vth, self.bias, self.burst)
-            self.counts[3] += np.count_nonzero(sat)
-        else:
-            if self.bias is not None:
-                current = current + self.bias
-            self.v, s = ops.if_step(self.v, current, self.vth, self.burst)
+                current = ops.loihi_current(current, self.weight_exp)
+        self.v, s, wraps, sats = ops.neuron_step(self.v, current, self.vth, self.fixed, self.bias, self.burst)
+        self.counts[2] += wraps
+        self.counts[3] += sats
         n_msg = np.count_nonzero(s)
         self.counts[0] += n_msg if self.burst == 1 else float(np.sum(s))    # unit spikes (a payload s counts s)
         self.counts[1] += self.size
