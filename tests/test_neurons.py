@@ -10,6 +10,8 @@ Crafted bad neuron groups are refused with one message naming the field.
 """
 from __future__ import annotations
 
+import contextlib
+
 import h5py
 import numpy as np
 import pytest
@@ -195,3 +197,20 @@ def test_binary_file_with_graded_fields_needs_version_4(tmp_path, model32):
 def test_bad_burst_options(model32, burst, bits, words):
     with pytest.raises(MSTError, match=words):
         export_model(model32, burst=burst, payload_bits=bits)
+
+
+@pytest.mark.parametrize("args,words", [(["--burst", "0"], "--burst"), (["--burst", "-2"], "--burst"),
+                                        (["--burst", "2.5"], "--burst"), (["--burst", "300"], "9-bit payloads"),
+                                        (["--burst", "4", "--payload-bits", "30"], "payload-bits")])
+def test_mst_export_refuses_bad_burst_options_and_writes_nothing(tmp_path, capsys, args, words):
+    from pathlib import Path
+
+    from mst_lava.export.cli import export_main
+    ckpt = Path(__file__).resolve().parent.parent / "export" / "digits.pt"
+    out = tmp_path / "b.net"
+    with pytest.raises(SystemExit) if args[1] in ("0", "-2", "2.5") else contextlib.nullcontext():
+        rc = export_main([str(ckpt), "-o", str(out), *args])
+        assert rc == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and not list(tmp_path.iterdir())
