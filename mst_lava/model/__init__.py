@@ -26,21 +26,25 @@ def _build_mst(cfg: dict):
     return MST(MSTConfig.from_dict(cfg))
 
 
-# Architectures a checkpoint may name; baselines register themselves here.
-ARCHS = {"mst": _build_mst}
+def _build_baseline(arch: str):
+    def build(cfg: dict):
+        from mst_lava.model.baselines import baseline_from_config
+        return baseline_from_config(arch, cfg)
+    return build
+
+
+# The architectures a checkpoint may name → a builder from its config dict (each imports its module, with torch,
+# when called: the QCFS ResNet-18 / VGG-16 baselines live in model/baselines.py, which imports nothing from here).
+ARCHS = {"mst": _build_mst, "resnet18": _build_baseline("resnet18"), "vgg16": _build_baseline("vgg16")}
 
 
 def build_model_from_config(arch: str, cfg: dict):
+    """The model a checkpoint's ``arch`` and ``config`` describe (untrained weights), or an MSTError."""
     from mst_lava.errors import MSTError
     if not isinstance(arch, str):
         raise MSTError(f"the architecture name must be a string such as 'mst', not {type(arch).__name__}")
     if not isinstance(cfg, dict):
         raise MSTError(f"the model config must be a dict of fields, not {type(cfg).__name__}")
-    if arch not in ARCHS:
-        try:  # baselines live in their own module and register on import
-            import mst_lava.model.baselines  # noqa: F401
-        except ImportError:
-            pass
     if arch not in ARCHS:
         raise MSTError(f"unknown architecture {arch!r} in checkpoint; known: {', '.join(ARCHS)}")
     return ARCHS[arch](dict(cfg))

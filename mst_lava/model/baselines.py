@@ -13,7 +13,7 @@ is unique:
 Inputs are small images (e.g. 28×28 grayscale, 32×32 RGB, 8×8 digits). The stem is a
 3×3 stride-1 conv without max-pooling; VGG uses 2×2 *average* pooling (max pooling does not
 convert to IF neurons), skipped once the map is 1×1; both end with global average pooling.
-Registered into ``mst_lava.model.ARCHS`` as ``"resnet18"`` and ``"vgg16"``.
+Named in ``mst_lava.model.ARCHS`` as ``"resnet18"`` and ``"vgg16"`` (built by :func:`baseline_from_config`).
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from mst_lava.errors import MSTError
-from mst_lava.model import ARCHS
 from mst_lava.model.mst import (
     MAX_CHANNELS,
     MAX_CLASSES,
@@ -179,16 +178,14 @@ def build_baseline(arch: str = "resnet18", preset: str | None = None, **override
             raise MSTError(f"unknown baseline preset {preset!r}; choose from {', '.join(BASELINE_PRESETS)}")
         d.update(BASELINE_PRESETS[preset], preset=preset)
     d.update(overrides)
-    return _from_config(arch, d)
+    return baseline_from_config(arch, d)
 
 
-def _from_config(arch: str, d: dict) -> nn.Module:
+def baseline_from_config(arch: str, d: dict) -> nn.Module:
+    """A QCFS ResNet-18 (``arch`` "resnet18") or VGG-16 ("vgg16") from a checkpoint's config dict."""
     d = dict(d)
     if d.setdefault("arch", arch) != arch:
         raise MSTError(f"config names arch {d['arch']!r} but {arch!r} was asked for")
     cfg = BaselineConfig.from_dict(d)
     return QCFSResNet18(cfg) if arch == "resnet18" else QCFSVGG16(cfg)
 
-
-ARCHS["resnet18"] = lambda cfg: _from_config("resnet18", cfg)
-ARCHS["vgg16"] = lambda cfg: _from_config("vgg16", cfg)
