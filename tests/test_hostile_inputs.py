@@ -693,3 +693,64 @@ def test_bad_baseline_config(field, value, work, capsys):
     c["config"][field] = value
     torch.save(c, p)
     refused(capsys, work, ["snn-eval", p, "--report", work / "rep"], str(p), field if field != "arch" else "vgg99")
+
+
+# ----------------------------------------------------------------------------------------
+# issue 31: nothing lost, nothing silently wrong
+
+def _net_copy(src: Path, dst: Path, edit) -> Path:
+    import h5py
+    dst.write_bytes(src.read_bytes())
+    with h5py.File(dst, "r+") as f:
+        edit(f)
+    return dst
+
+
+def _external_link_to(target: Path):
+    import h5py
+
+    def edit(f):
+        del f["layer/1/bias"]
+        f["layer/1/bias"] = h5py.ExternalLink(str(target), "/bias")
+    return edit
+
+
+def _soft_link(f):
+    import h5py
+    del f["layer/1/bias"]
+    f["layer/1/bias"] = h5py.SoftLink("/layer/2/bias")
+
+
+def _external_storage(target: Path):
+    def edit(f):
+        target.write_bytes(bytes(64))
+        del f["layer/1/bias"]
+        f.create_dataset("layer/1/bias", shape=(8,), dtype="f8", external=[(str(target), 0, 64)])
+    return edit
+
+
+LINK_CASES = [  # (name, edit of a copy of the exported file given the work folder, needles)
+    ("external_link_to_fifo", lambda w: _external_link_to(w / "pipe"), ("layer/1/bias", "external link")),
+    ("external_link_to_missing_file", lambda w: _external_link_to(w / "nothing.h5"),
+     ("layer/1/bias", "external link")),
+    ("soft_link", lambda w: _soft_link, ("layer/1/bias", "soft link to /layer/2/bias")),
+    ("external_storage", lambda w: _external_storage(w / "raw.bin"), ("layer/1/bias", "other files")),
+]
+
+
+@pytest.mark.parametrize("name,edit,needles", LINK_CASES, ids=[c[0] for c in LINK_CASES])
+def test_links_that_leave_the_file_are_refused(name, edit, needles, exported_net, work, capsys):
+    """An external link to a named pipe blocked inspect, run and verify for ever: every link but a hard one
+    (and data kept in other files) is refused before any dataset is read, naming the link."""
+    import signal
+    os.mkfifo(work / "pipe")
+    net = _net_copy(exported_net, work / "linked.net", edit(work))
+    old = signal.signal(signal.SIGALRM, lambda *a: pytest.fail("a link out of the file was followed"))
+    signal.alarm(120)
+    try:
+        for argv in (["inspect", net], ["run", net, "--backend", "torch", "--n", "1"],
+                     ["run", net, "--n", "1"], ["verify", DIGITS, net, "--n", "1"]):
+            refused(capsys, work, argv, "linked.net", *needles)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

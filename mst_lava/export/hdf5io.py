@@ -285,6 +285,7 @@ def read_network(path) -> NetxGraph:
                        "re-create it with `mst-export`")
     try:
         with h5py.File(p, "r") as f:
+            _refuse_links(f, ctx)           # before any dataset is read: nothing outside the file is opened
             graph = _read_file(f, ctx)
     except MSTError:
         raise
@@ -300,6 +301,37 @@ def read_network(path) -> NetxGraph:
     except (ValueError, TypeError, KeyError, IndexError, OverflowError, ZeroDivisionError) as e:  # pragma: no cover
         raise MSTError(f"{p}: invalid network ({type(e).__name__}: {e})") from None
     return graph
+
+
+def _refuse_links(f, ctx: _Ctx) -> None:
+    """Walk every member of the file by its links, without resolving any but hard links, and refuse soft and
+    external links and datasets whose data lives in other files (external storage, virtual datasets): following
+    them opens paths outside the file (a named pipe there blocks the reader for ever). Nothing is read."""
+    seen = set()
+    stack = [(f, "")]
+    while stack:
+        g, prefix = stack.pop()
+        for name in g.keys():                       # link names: resolves nothing
+            path = f"{prefix}/{name}"
+            link = g.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                ctx.fail(path.lstrip("/"), f"is an HDF5 external link to {link.filename}:{link.path}; a network "
+                                           "file is self-contained (links that leave the file are refused)")
+            if isinstance(link, h5py.SoftLink):
+                ctx.fail(path.lstrip("/"), f"is an HDF5 soft link to {link.path}; a network file holds its "
+                                           "members directly (soft and external links are refused)")
+            if not isinstance(link, h5py.HardLink):
+                ctx.fail(path.lstrip("/"), f"is an HDF5 link of an unknown kind ({type(link).__name__})")
+            obj = g[name]
+            if isinstance(obj, h5py.Dataset):
+                if obj.external or obj.is_virtual:
+                    ctx.fail(path.lstrip("/"), "keeps its data in other files (HDF5 external storage or a "
+                                               "virtual dataset); a network file is self-contained")
+            elif isinstance(obj, h5py.Group):
+                addr = h5py.h5o.get_info(obj.id).addr
+                if addr not in seen:                # a hard link back up the tree: walk each group once
+                    seen.add(addr)
+                    stack.append((obj, path))
 
 
 def _value_attr(v):
