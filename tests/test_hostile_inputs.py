@@ -754,3 +754,42 @@ def test_links_that_leave_the_file_are_refused(name, edit, needles, exported_net
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def _cifar100(root: Path, labels=(0, 1, 2)):
+    sub = root / "cifar-100-python"
+    sub.mkdir(parents=True)
+    (sub / "test").write_bytes(pickle.dumps({b"data": np.zeros((len(labels), 3072), np.uint8),
+                                             b"fine_labels": list(labels)}))
+
+
+DATASET_MISMATCH_CASES = [  # (argv after the network, needles): datasets that do not fit digits (1x8x8, 10 classes)
+    (["--dataset", "fmnist", "--data", "{fm}"], ("dataset fmnist has 28x28 images with 1 channel", "8x8", "--resize")),
+    (["--dataset", "cifar10", "--data", "{work}"], ("dataset cifar10 has 32x32 images with 3 channels", "--resize")),
+    (["--dataset", "imagenet", "--data", "{work}"], ("dataset imagenet has 224x224", "--resize")),
+    (["--dataset", "cifar100", "--data", "{work}", "--resize"], ("dataset cifar100 has 100 classes", "has 10")),
+]
+
+
+@pytest.mark.parametrize("args,needles", DATASET_MISMATCH_CASES, ids=[c[0][1] + (" --resize" if "--resize" in c[0]
+                                                                                     else "") for c in
+                                                                       DATASET_MISMATCH_CASES])
+def test_dataset_that_does_not_fit_the_network(args, needles, exported_net, work, capsys):
+    """`mst run digits.net --dataset fmnist` shrank 28x28 images to 8x8 and reported 0 % (verify: PASS): a
+    dataset other than the file's whose images or classes differ from the network's is refused, on both
+    backends and in verify; --resize allows the resize, never other classes."""
+    _fmnist(work / "fm")
+    _cifar100(work)
+    args = [a.format(fm=work / "fm", work=work) for a in args]
+    for argv in (["run", exported_net, "--backend", "torch"], ["run", exported_net],
+                 ["verify", DIGITS, exported_net]):
+        refused(capsys, work, argv + args + ["--n", "1"], *needles)
+
+
+def test_resize_runs_a_dataset_of_another_size(exported_net, work, capsys):
+    _fmnist(work / "fm")
+    rc = main(["run", str(exported_net), "--backend", "torch", "--dataset", "fmnist", "--data", str(work / "fm"),
+               "--resize", "--n", "2", "--T", "2", "--no-progress"])
+    assert rc == 0 and "accuracy" in capsys.readouterr().out
+    from mst_lava.run.commands import register  # noqa: F401  (the option is documented in --help)
+    assert main(["run", "--help"]) == 0 and "--resize" in capsys.readouterr().out

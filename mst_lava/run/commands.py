@@ -28,6 +28,10 @@ def _add_common(p, *, n_type, n_default: int, n_help: str, T_default: int) -> No
     at.add_dataset_options(p, RUN_DATASET_DEFAULT, legacy_data_name=True)
     p.add_argument("--n", type=n_type, default=n_default, help=n_help)
     p.add_argument("--offset", type=at.non_negative_int, default=0, help="index of the first test sample (default 0)")
+    p.add_argument("--resize", action="store_true",
+                   help="let a --dataset other than the file's resize its images (and repeat or average their "
+                        "channels) to the network's input; without it a dataset whose image size or channels "
+                        "differ from the file's input layer is refused (the number of classes must match always)")
     p.add_argument("--T", type=at.positive_int, default=T_default, help=f"time steps per sample (default {T_default})")
     p.add_argument("--seed", type=at.seed, default=None,
                    help=f"RSM seed in [0, {at.SEED_MAX}] (default: the file's rsm_seed)")

@@ -90,7 +90,8 @@ def run(args) -> RunRecord:
     graph = read_network(args.net)
     precision = args.precision or graph.precision
     sim = NetSim(graph, precision=precision, device=dev)
-    ds, dname, n = eval_split(graph, args.dataset, args.data, args.n, args.offset, args.frames)
+    ds, dname, n = eval_split(graph, args.dataset, args.data, args.n, args.offset, args.frames,
+                              getattr(args, "resize", False))
     seed = graph.seed if args.seed is None else int(args.seed)
     bs = min(bs, n)
     fit = torch_batch_that_fits(graph, args.T, bs, dev)

@@ -55,7 +55,8 @@ def verify(args) -> int:
     diff = sorted(k for k in set(cfg_file) & set(cfg_ckpt) if cfg_file[k] != cfg_ckpt[k])
     if diff:
         raise MSTError(f"{args.net} was not exported from {args.checkpoint}: model configs differ in {diff}")
-    x, labels, dname = load_inputs(graph, args.dataset, args.data, args.n, args.offset)
+    x, labels, dname = load_inputs(graph, args.dataset, args.data, args.n, args.offset,
+                                     resize=getattr(args, "resize", False))
     seed = graph.seed if args.seed is None else int(args.seed)
     print(f"verify: {args.net} ({precision} precision) on {args.n} {dname} samples, T={args.T}, RSM seed {seed}, "
           f"mask {format_mask(graph.attrs.get('mask'))}")
