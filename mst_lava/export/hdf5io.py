@@ -687,6 +687,11 @@ def _validate_attrs(graph: NetxGraph, ctx: _Ctx) -> None:
     for k in ("tSample",):
         if k in a:
             _int(ctx, "/", f"attribute {k}", a[k], 1)
+    if "source_sha256" in a:
+        v = a["source_sha256"]
+        if not (isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)):
+            ctx.fail("/", f"attribute source_sha256 is {_describe(v)}; 64 lowercase hex digits (the SHA-256 of "
+                          "the exported weights) belong here")
     if "model_config" in a and not isinstance(a["model_config"], dict):
         ctx.fail("/", f"attribute model_config is {_describe(a['model_config'])}; a JSON object belongs here")
     if graph.precision == "fixed":
