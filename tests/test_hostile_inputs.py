@@ -793,3 +793,31 @@ def test_resize_runs_a_dataset_of_another_size(exported_net, work, capsys):
     assert rc == 0 and "accuracy" in capsys.readouterr().out
     from mst_lava.run.commands import register  # noqa: F401  (the option is documented in --help)
     assert main(["run", "--help"]) == 0 and "--resize" in capsys.readouterr().out
+
+
+def _set_attr(key, value):
+    return lambda f: f.attrs.__setitem__(key, value)
+
+
+IGNORED_FIELD_CASES = [  # (name, edit of the exported digits file, needles): fields that were read and ignored
+    ("membrane_unit_nan", lambda f: f["layer/1/mst/fixed/membrane_unit"].write_direct(np.array(np.nan)),
+     ("layer/1", "membrane_unit is nan")),
+    ("max_current_nan", lambda f: f["layer/1/mst/fixed/max_current"].write_direct(np.array(np.nan)),
+     ("layer/1", "max_current is nan")),
+    ("mask_unknown_site", _set_attr("mask", '{"bogus": 0.5}'), ("attribute mask names site 'bogus'",)),
+    ("mask_no_rsm_layers", _set_attr("mask", '{"Q": 0.75}'), ("no RSM ratios",)),
+    ("site_deleted", lambda f: f.__delitem__("layer/1/mst/site"), ("layer/1", "site is missing")),
+]
+
+
+@pytest.mark.parametrize("name,edit,needles", IGNORED_FIELD_CASES, ids=[c[0] for c in IGNORED_FIELD_CASES])
+def test_fields_read_and_ignored_are_refused(name, edit, needles, work, capsys):
+    """NaN in an informative fixed-point unit, a mask that names no site of the file or that no layer applies
+    (it was echoed as the run's mask), a neuron layer without its site (it dropped out of the energy report)."""
+    from mst_lava.export import export_checkpoint
+    src = work.parent / "fixed_src.net"
+    if not src.exists():
+        export_checkpoint(DIGITS, src, precision="fixed")
+    net = _net_copy(src, work / "edited.net", edit)
+    for argv in (["inspect", net], ["run", net, "--backend", "torch", "--n", "1"], ["run", net, "--n", "1"]):
+        refused(capsys, work, argv, "edited.net", *needles)
