@@ -320,6 +320,43 @@ BAD_ARGS = [
     (["rsm-search", "{ckpt}", "--uniform", "Q@99=0.5"], "Q@99"),
     (["demo", "--T", "0"], "--T"),
     (["demo", "--n", "-1"], "--n"),
+    # issue 31 item 12: huge sizes and counts, refused when parsed (they grew to 12 GB, overflowed, MemoryError)
+    (["snn-eval", "{ckpt}", "--T", "999999999999"], "--T"),
+    (["snn-eval", "{ckpt}", "--T", "8,100001"], "--T"),
+    (["snn-eval", "{ckpt}", "--seeds", "10001"], "--seeds"),
+    (["snn-eval", "{ckpt}", "--n", str(10 ** 7 + 1)], "--n"),
+    (["snn-eval", "{ckpt}", "--batch-size", str(10 ** 6 + 1)], "--batch-size"),
+    (["snn-eval", "{ckpt}", "--t-chunk", "999999999999"], "--t-chunk"),
+    (["snn-eval", "{ckpt}", "--threads", "999999999999"], "--threads"),
+    (["train", "--threads", "999999999999"], "--threads"),
+    (["train", "--threads", "4097"], "--threads"),
+    (["train", "--epochs", "999999999999"], "--epochs"),
+    (["train", "--batch-size", "999999999999"], "--batch-size"),
+    (["train", "--workers", "999999999999"], "--workers"),
+    (["train", "--frames", "999999999999"], "--frames"),
+    (["train", "--limit-train", "999999999999"], "--limit-train"),
+    (["train", "--warmup-epochs", "999999999999"], "--warmup-epochs"),
+    (["train", "--eval-from", "999999999999"], "--eval-from"),
+    (["train", "--qcfs-levels", "999999999999"], "--qcfs-levels"),
+    (["rsm-search", "{ckpt}", "--threads", "999999999999"], "--threads"),
+    (["rsm-search", "{ckpt}", "--T", "999999999999"], "--T"),
+    (["rsm-search", "{ckpt}", "--seeds", "999999999999"], "--seeds"),
+    (["rsm-search", "{ckpt}", "--final-seeds", "999999999999"], "--final-seeds"),
+    (["rsm-search", "{ckpt}", "--search-n", "999999999999"], "--search-n"),
+    (["rsm-search", "{ckpt}", "--n", "999999999999"], "--n"),
+    (["rsm-search", "{ckpt}", "--batch-size", "999999999999"], "--batch-size"),
+    (["run", "{net}", "--threads", "999999999999"], "--threads"),
+    (["run", "{net}", "--T", "999999999999"], "--T"),
+    (["run", "{net}", "--T", "100001"], "--T"),
+    (["run", "{net}", "--n", "999999999999"], "--n"),
+    (["run", "{net}", "--offset", "999999999999"], "--offset"),
+    (["run", "{net}", "--batch-size", "999999999999"], "--batch-size"),
+    (["run", "{net}", "--frames", "999999999999"], "--frames"),
+    (["verify", "{ckpt}", "{net}", "--threads", "999999999999"], "--threads"),
+    (["verify", "{ckpt}", "{net}", "--T", "999999999999"], "--T"),
+    (["verify", "{ckpt}", "{net}", "--n", "999999999999"], "--n"),
+    (["demo", "--T", "999999999999"], "--T"),
+    (["demo", "--n", "999999999999"], "--n"),
 ]
 
 BAD_EXPORT_ARGS = [
@@ -333,6 +370,8 @@ BAD_EXPORT_ARGS = [
     (["{ckpt}", "-o", "o.net", "--precision", "double"], "--precision"),
     (["{ckpt}", "-o", "o.net", "--mask", ""], "--mask"),
     (["{ckpt}", "-o", "o.net", "--mask", "Q=0.5", " "], "--mask"),
+    (["{ckpt}", "-o", "o.net", "--burst", "999999999999"], "--burst"),
+    (["{ckpt}", "-o", "o.net", "--payload-bits", "999999999999"], "--payload-bits"),
 ]
 
 
@@ -357,6 +396,13 @@ def test_argument_types_accept_good_values():
     assert argtypes.fraction("0.5") == 0.5 and argtypes.positive_float("1e-3") == 1e-3
     assert argtypes.fraction_list("0.75,0.25,0.25") == [0.25, 0.75]
     assert argtypes.device_name("cuda:1") == "cuda:1" and argtypes.device_or_auto("auto") == "auto"
+    # the upper bounds of sizes and counts are accepted themselves
+    assert argtypes.time_steps(str(argtypes.MAX_T)) == argtypes.MAX_T
+    assert argtypes.thread_count(str(argtypes.MAX_THREADS)) == argtypes.MAX_THREADS
+    assert argtypes.seed_count(str(argtypes.MAX_SEEDS)) == argtypes.MAX_SEEDS
+    assert argtypes.sample_count(str(argtypes.MAX_SAMPLES)) == argtypes.MAX_SAMPLES
+    assert argtypes.sample_count_or_all("0") == 0 and argtypes.batch_size(str(argtypes.MAX_BATCH)) == argtypes.MAX_BATCH
+    assert argtypes.time_steps_text("8,16,100000") == "8,16,100000"
 
 
 @pytest.fixture(scope="module")

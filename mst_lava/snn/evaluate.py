@@ -39,8 +39,9 @@ def register(subparsers) -> None:
                     "with spike, synaptic-op and energy counts (Loihi profile and 45 nm theoretical energy).")
     p.add_argument("checkpoint", help="checkpoint .pt written by `mst train`")
     at.add_dataset_options(p, "the one named in the checkpoint")
-    p.add_argument("--T", default=DEFAULT_T, help=f"comma-separated time steps (default {DEFAULT_T})")
-    p.add_argument("--seeds", type=at.positive_int, default=10,
+    p.add_argument("--T", type=at.time_steps_text, default=DEFAULT_T,
+                   help=f"comma-separated time steps, each at most {at.MAX_T:_} (default {DEFAULT_T})")
+    p.add_argument("--seeds", type=at.seed_count, default=10,
                    help="number of mask seeds 0, 1000, ... for masked configurations (default 10)")
     at.add_mask_option(p, "the checkpoint's ratios when it was trained with any; the unmasked network is "
                           "evaluated as well unless --no-unmasked", configurations=True,
@@ -61,10 +62,10 @@ def register(subparsers) -> None:
                         "as one spike; with B = the QCFS levels L the network at T = 1 computes the ANN. "
                         "Torch simulation only: mst-export writes binary neurons")
     p.add_argument("--report", type=at.path_text, default="snn_report", help="output folder (default snn_report)")
-    p.add_argument("--n", type=at.positive_int, default=None, help="evaluate the first N test samples only")
-    p.add_argument("--batch-size", type=at.positive_int, default=64,
+    p.add_argument("--n", type=at.sample_count, default=None, help="evaluate the first N test samples only")
+    p.add_argument("--batch-size", type=at.batch_size, default=64,
                    help="test samples simulated at once (default 64); memory grows with batch size × time chunk")
-    p.add_argument("--t-chunk", type=at.positive_int, default=None,
+    p.add_argument("--t-chunk", type=at.time_steps, default=None,
                    help="time steps folded into one forward pass (default: automatic, from the largest neuron layer)")
     p.add_argument("--device", type=at.device_name, default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"),
@@ -105,6 +106,9 @@ def parse_T(spec: str) -> list[int]:
         raise MSTError(f"--T {spec!r}: give comma-separated integers, e.g. --T 8,16,32,64") from None
     if not Ts or Ts[0] < 1:
         raise MSTError(f"--T {spec!r}: time steps must be positive integers")
+    from mst_lava.argtypes import MAX_T
+    if Ts[-1] > MAX_T:
+        raise MSTError(f"--T {spec!r}: time steps are at most {MAX_T:_}")
     return Ts
 
 
