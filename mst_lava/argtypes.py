@@ -50,9 +50,12 @@ MAX_WORKERS = 1024              # data loader processes
 
 
 def _int_in(text: str, lo: int, hi: int) -> int:
-    v = _int(text, f"an integer in [{lo}, {hi:_}]")
-    if not lo <= v <= hi:
-        raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi:_}], got {text!r}")
+    what = {0: "a non-negative integer", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
+    v = _int(text, what)
+    if v < lo:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    if v > hi:
+        raise argparse.ArgumentTypeError(f"expected {what} up to {hi:_}, got {text!r}")
     return v
 
 
@@ -91,8 +94,8 @@ worker_count = _bounded(0, MAX_WORKERS, "worker_count", f"Data loader processes 
 def time_steps_text(text: str) -> str:
     """Comma-separated time steps, each in [1, MAX_T] (``snn-eval --T 8,16,32``); returned as given."""
     for p in str(text).replace(" ", "").split(","):
-        if p and re.fullmatch(r"[+-]?\d+", p) and not 1 <= int(p) <= MAX_T:
-            raise argparse.ArgumentTypeError(f"time steps are integers in [1, {MAX_T:_}], got {p} (in {text!r})")
+        if p and re.fullmatch(r"[+-]?\d+", p) and int(p) > MAX_T:     # the rest: parse_T, with the work
+            raise argparse.ArgumentTypeError(f"time steps are at most {MAX_T:_}, got {p} (in {text!r})")
     return str(text)
 
 
