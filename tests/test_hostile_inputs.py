@@ -867,3 +867,54 @@ def test_fields_read_and_ignored_are_refused(name, edit, needles, work, capsys):
     net = _net_copy(src, work / "edited.net", edit)
     for argv in (["inspect", net], ["run", net, "--backend", "torch", "--n", "1"], ["run", net, "--n", "1"]):
         refused(capsys, work, argv, "edited.net", *needles)
+
+
+def _full_disk_on_second_file(monkeypatch):
+    """Report files are written through ``report.text_writer``: the second one hits a full disk mid-write."""
+    import errno
+
+    import mst_lava.report
+    real, made = mst_lava.report.text_writer, []
+
+    def text_writer(text):
+        made.append(text)
+        if len(made) != 2:
+            return real(text)
+
+        def write(tmp):
+            Path(tmp).write_text(text[: len(text) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write
+    monkeypatch.setattr(mst_lava.report, "text_writer", text_writer)
+    return made
+
+
+def test_full_disk_while_writing_a_run_report_leaves_no_half_report(exported_net, work, capsys, monkeypatch):
+    """`mst run --report`: report.json without summary.md was left behind; now all files or none."""
+    made = _full_disk_on_second_file(monkeypatch)
+    refused(capsys, work, ["run", exported_net, "--backend", "torch", "--n", "2", "--T", "2", "--no-progress",
+                           "--report", work / "rep"], "summary.md", "disk is full")
+    assert len(made) == 2 and not (work / "rep").exists()
+    (work / "rep").mkdir()
+    (work / "rep" / "report.json").write_text("the previous run's")      # an earlier report stays whole
+    made.clear()
+    refused(capsys, work, ["run", exported_net, "--backend", "torch", "--n", "2", "--T", "2", "--no-progress",
+                           "--report", work / "rep"], "summary.md", "disk is full")
+    assert (work / "rep" / "report.json").read_text() == "the previous run's"
+    monkeypatch.undo()
+    assert main(["run", str(exported_net), "--backend", "torch", "--n", "2", "--T", "2", "--no-progress",
+                 "--report", str(work / "rep")]) == 0
+    assert {"report.json", "summary.md"} <= set(os.listdir(work / "rep"))
+
+
+def test_full_disk_while_writing_an_snn_eval_report_leaves_no_half_report(work, capsys, monkeypatch):
+    made = _full_disk_on_second_file(monkeypatch)
+    rep = work / "rep"
+    argv = ["snn-eval", str(DIGITS), "--n", "4", "--T", "2", "--seeds", "1", "--batch-size", "4", "--no-plots",
+            "--report", str(rep)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "snn-eval" not in ln]
+    assert len(made) == 2 and len(err) == 1 and "summary.md" in err[0] and "disk is full" in err[0]
+    # nothing of the report; the progress of the evaluation stays for --resume
+    assert sorted(os.listdir(rep)) == ["progress.json"]

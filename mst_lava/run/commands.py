@@ -88,13 +88,14 @@ def cmd_verify(args) -> int:
 
 def cmd_run(args) -> int:
     from mst_lava.report import (
+        json_text,
         per_inference_summary,
-        plot_run_breakdown,
+        run_breakdown_writer,
         run_energy,
         run_lines,
         run_markdown,
-        write_json,
-        write_text,
+        text_writer,
+        write_report_folder,
     )
     from mst_lava.run.lava_backend import uses_process_graph_options
     at.resolve_dataset_options(args, "run")
@@ -127,8 +128,6 @@ def cmd_run(args) -> int:
         print(line)
     print(rec.throughput_line)
     if args.report:
-        from mst_lava.fileio import ensure_dir
-        out = ensure_dir(args.report, "--report folder")
         report = {
             "command": "mst " + " ".join(sys.argv[1:]) if sys.argv else "",
             "network": str(args.net), "dataset": rec.dataset, "backend": args.backend,
@@ -143,9 +142,11 @@ def cmd_run(args) -> int:
             "throughput": rec.throughput,
             "machine": rec.machine,
         }
-        write_json(out / "report.json", report)
-        write_text(out / "summary.md", run_markdown(report))
-        print(f"wrote {out / 'report.json'} and {out / 'summary.md'}")
-        if plot_run_breakdown(report, out / "energy_breakdown.png"):
-            print(f"wrote {out / 'energy_breakdown.png'}")
+        files = [("report.json", text_writer(json_text(report))), ("summary.md", text_writer(run_markdown(report)))]
+        plot = run_breakdown_writer(report)
+        if plot is not None:
+            files.append(("energy_breakdown.png", plot))
+        # every file of the report, all or nothing (a full disk left report.json without summary.md)
+        paths = write_report_folder(args.report, files)
+        print(f"wrote {' and '.join(str(p) for p in paths)}")
     return 0

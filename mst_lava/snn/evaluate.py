@@ -15,7 +15,6 @@ import math
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -363,11 +362,9 @@ def _run_snn_eval(args) -> int:
         "wall_s": time.perf_counter() - t0,
     }
     from mst_lava.report import write_report
-    paths = write_report(report, args.report, plots=not args.no_plots)
     best = report["configs"][0]
     tm = str(max(Ts))
-    print(f"ANN accuracy {100 * ann_acc:.2f} %; SNN ({best['label']}, {args.attention} attention) at T={tm}: "
-          f"{100 * best['accuracy'][tm]['mean']:.2f} %")
+    lines = []
     if pepper:
         lines = ["", "## Pepper noise", "", f"SNN accuracy (%) at T={tm}, mean ± std over the seeds, "
                  "against the clean input.", "", "| configuration | clean | " +
@@ -377,10 +374,12 @@ def _run_snn_eval(args) -> int:
             cells = [c["accuracy"][tm]] + [e["accuracy"][c["label"]][tm] for e in pepper]
             lines.append(f"| {c['label']} | " + " | ".join(f"{100 * a['mean']:.2f} ± {100 * a['std']:.2f}"
                                                           for a in cells) + " |")
-        summary = Path(args.report) / "summary.md"
-        text = summary.read_text() + "\n".join(lines) + "\n"
-        from mst_lava.checkpoint import atomic_write
-        atomic_write(summary, lambda tmp: Path(tmp).write_text(text), "report file")
+    # every file of the report, all or nothing (a full disk left report.json without summary.md)
+    paths = write_report(report, args.report, plots=not args.no_plots,
+                         summary_extra="\n".join(lines) + "\n" if lines else "")
+    print(f"ANN accuracy {100 * ann_acc:.2f} %; SNN ({best['label']}, {args.attention} attention) at T={tm}: "
+          f"{100 * best['accuracy'][tm]['mean']:.2f} %")
+    if lines:
         print("\n".join(lines[4:]))
     prog.finish()
     for p in paths:
