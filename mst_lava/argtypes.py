@@ -77,7 +77,16 @@ def _bounded(lo: int, hi: int, name: str, doc: str):
     return parse
 
 
-time_steps = _bounded(1, MAX_T, "time_steps", f"Time steps T in [1, {MAX_T:_}].")
+def time_steps(text: str) -> int:
+    """Time steps T (``--T``) in [1, MAX_T]."""
+    v = _int_in(text, 1, INT_MAX)
+    if v > MAX_T:
+        raise argparse.ArgumentTypeError(f"--T {v} is more than {MAX_T:_} time steps per sample; a run's memory "
+                                         "and time grow with T")
+    return v
+
+
+time_chunk = _bounded(1, MAX_T, "time_chunk", f"Time steps folded into one pass, in [1, {MAX_T:_}].")
 thread_count = _bounded(1, MAX_THREADS, "thread_count", f"CPU threads in [1, {MAX_THREADS}].")
 seed_count = _bounded(1, MAX_SEEDS, "seed_count", f"A number of mask seeds in [1, {MAX_SEEDS:_}].")
 sample_count = _bounded(1, MAX_SAMPLES, "sample_count", f"A number of samples in [1, {MAX_SAMPLES:_}].")

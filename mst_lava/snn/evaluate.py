@@ -64,7 +64,7 @@ def register(subparsers) -> None:
     p.add_argument("--n", type=at.sample_count, default=None, help="evaluate the first N test samples only")
     p.add_argument("--batch-size", type=at.batch_size, default=64,
                    help="test samples simulated at once (default 64); memory grows with batch size × time chunk")
-    p.add_argument("--t-chunk", type=at.time_steps, default=None,
+    p.add_argument("--t-chunk", type=at.time_chunk, default=None,
                    help="time steps folded into one forward pass (default: automatic, from the largest neuron layer)")
     p.add_argument("--device", type=at.device_name, default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"),
