@@ -35,12 +35,77 @@ def _int(text: str, what: str) -> int:
     return int(s)
 
 
+# Upper bounds of size and count options, checked when the command line is parsed, before anything is
+# allocated (a --T of 10**12 grew to 12 GB before; a --threads of 10**12 overflowed in torch). Each is far
+# above any sensible use; INT_MAX bounds every other integer option (what C APIs such as torch's take).
+INT_MAX = 2 ** 31 - 1
+MAX_T = 100_000                 # time steps per sample
+MAX_THREADS = 4096              # torch CPU threads
+MAX_SEEDS = 10_000              # mask seeds averaged (snn-eval --seeds, rsm-search --seeds/--final-seeds)
+MAX_SAMPLES = 10 ** 7           # --n, --offset, --search-n, --limit-train
+MAX_BATCH = 10 ** 6             # samples simulated or trained at once
+MAX_EPOCHS = 100_000            # training epochs (and --warmup-epochs, --eval-from)
+MAX_FRAMES = 10_000             # event frames per sample
+MAX_WORKERS = 1024              # data loader processes
+
+
+def _int_in(text: str, lo: int, hi: int) -> int:
+    what = {0: "a non-negative integer", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
+    v = _int(text, what)
+    if v < lo:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    if v > hi:
+        raise argparse.ArgumentTypeError(f"expected {what} up to {hi:_}, got {text!r}")
+    return v
+
+
 def positive_int(text: str) -> int:
-    """An integer >= 1."""
+    """An integer in [1, INT_MAX]."""
     v = _int(text, "a positive integer")
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if v > INT_MAX:
+        raise argparse.ArgumentTypeError(f"expected a positive integer up to {INT_MAX:_}, got {text!r}")
     return v
+
+
+def _bounded(lo: int, hi: int, name: str, doc: str):
+    def parse(text: str) -> int:
+        return _int_in(text, lo, hi)
+    parse.__name__ = parse.__qualname__ = name
+    parse.__doc__ = doc
+    return parse
+
+
+def time_steps(text: str) -> int:
+    """Time steps T (``--T``) in [1, MAX_T]."""
+    v = _int_in(text, 1, INT_MAX)
+    if v > MAX_T:
+        raise argparse.ArgumentTypeError(f"--T {v} is more than {MAX_T:_} time steps per sample; a run's memory "
+                                         "and time grow with T")
+    return v
+
+
+time_chunk = _bounded(1, MAX_T, "time_chunk", f"Time steps folded into one pass, in [1, {MAX_T:_}].")
+thread_count = _bounded(1, MAX_THREADS, "thread_count", f"CPU threads in [1, {MAX_THREADS}].")
+seed_count = _bounded(1, MAX_SEEDS, "seed_count", f"A number of mask seeds in [1, {MAX_SEEDS:_}].")
+sample_count = _bounded(1, MAX_SAMPLES, "sample_count", f"A number of samples in [1, {MAX_SAMPLES:_}].")
+sample_count_or_all = _bounded(0, MAX_SAMPLES, "sample_count_or_all",
+                               f"A number of samples in [0, {MAX_SAMPLES:_}] (0: all).")
+sample_index = _bounded(0, MAX_SAMPLES, "sample_index", f"A sample index in [0, {MAX_SAMPLES:_}].")
+batch_size = _bounded(1, MAX_BATCH, "batch_size", f"A batch size in [1, {MAX_BATCH:_}].")
+epochs = _bounded(1, MAX_EPOCHS, "epochs", f"A number of epochs in [1, {MAX_EPOCHS:_}].")
+epochs_or_none = _bounded(0, MAX_EPOCHS, "epochs_or_none", f"A number of epochs in [0, {MAX_EPOCHS:_}].")
+frame_count = _bounded(1, MAX_FRAMES, "frame_count", f"Event frames per sample in [1, {MAX_FRAMES:_}].")
+worker_count = _bounded(0, MAX_WORKERS, "worker_count", f"Data loader processes in [0, {MAX_WORKERS}].")
+
+
+def time_steps_text(text: str) -> str:
+    """Comma-separated time steps, each in [1, MAX_T] (``snn-eval --T 8,16,32``); returned as given."""
+    for p in str(text).replace(" ", "").split(","):
+        if p and re.fullmatch(r"[+-]?\d+", p) and int(p) > MAX_T:     # the rest: parse_T, with the work
+            raise argparse.ArgumentTypeError(f"time steps are at most {MAX_T:_}, got {p} (in {text!r})")
+    return str(text)
 
 
 THREADS_HELP = ("CPU threads for torch (default: torch's, one per core); on a machine busy with other jobs 1 is "
@@ -49,7 +114,8 @@ THREADS_HELP = ("CPU threads for torch (default: torch's, one per core); on a ma
 
 def add_threads_option(p: argparse.ArgumentParser, prefix: str = "") -> None:
     """``--threads N`` (N >= 1), the same in every command that runs torch on a CPU."""
-    p.add_argument("--threads", type=positive_int, default=None, help=prefix + THREADS_HELP)
+    p.add_argument("--threads", type=thread_count, default=None,
+                   help=prefix + THREADS_HELP + f" (at most {MAX_THREADS})")
 
 
 def apply_threads(n: int | None) -> None:
@@ -73,10 +139,12 @@ def torch_threads(n: int | None):
 
 
 def non_negative_int(text: str) -> int:
-    """An integer >= 0."""
+    """An integer in [0, INT_MAX]."""
     v = _int(text, "a non-negative integer")
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    if v > INT_MAX:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer up to {INT_MAX:_}, got {text!r}")
     return v
 
 

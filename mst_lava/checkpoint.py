@@ -340,6 +340,22 @@ def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     return model
 
 
+def weights_fingerprint(state_dict) -> str:
+    """SHA-256 (hex) of a model's weights: over the state dict's entries in sorted key order, each key's UTF-8
+    name, its shape and the bytes of its float32 numpy copy. ``mst-export`` records it as the file's root
+    attribute ``source_sha256``; ``mst verify`` recomputes it from the checkpoint it is given."""
+    import hashlib
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key]
+        if not isinstance(t, torch.Tensor):
+            continue
+        a = t.detach().to("cpu", torch.float32).contiguous().numpy()
+        h.update(key.encode("utf-8") + b"\0" + repr(tuple(a.shape)).encode("ascii") + b"\0")
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def load_checkpoint(path) -> tuple[torch.nn.Module, dict]:
     """(model in eval mode, checkpoint dict)."""
     ckpt = read_checkpoint(path)

@@ -40,11 +40,11 @@ def _add_train(sub) -> None:
                    help="QCFS quantization levels L of a fresh model (default: the preset's, 16); with --init, the "
                         "trained model is re-quantized to L levels and fine-tuned; fewer levels let the SNN "
                         "reach the ANN's accuracy in fewer time steps")
-    p.add_argument("--epochs", type=at.positive_int, default=30, help="training epochs (default 30)")
-    p.add_argument("--batch-size", type=at.positive_int, default=64,
+    p.add_argument("--epochs", type=at.epochs, default=30, help="training epochs (default 30)")
+    p.add_argument("--batch-size", type=at.batch_size, default=64,
                    help="training samples per step, per process under torchrun (default 64)")
     p.add_argument("--lr", type=at.positive_float, default=2e-3, help="peak learning rate (AdamW, weight decay 0.05)")
-    p.add_argument("--warmup-epochs", type=at.non_negative_int, default=2,
+    p.add_argument("--warmup-epochs", type=at.epochs_or_none, default=2,
                    help="epochs of linear learning-rate warmup before the cosine decay (default 2)")
     p.add_argument("--label-smoothing", type=at.fraction, default=0.1, help="in [0, 1) (default 0.1)")
     at.add_mask_option(p, "no masking (--resume continues with the interrupted run's ratios)", default=[])
@@ -54,8 +54,8 @@ def _add_train(sub) -> None:
     p.add_argument("--init", type=at.path_text, default=None, metavar="CKPT",
                    help="fine-tune from this checkpoint (e.g. add masking)")
     p.add_argument("--device", type=at.device_or_auto, default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=at.non_negative_int, default=0, help="data loader worker processes")
-    p.add_argument("--frames", type=at.positive_int, default=None, help="event datasets: number of frames per sample")
+    p.add_argument("--workers", type=at.worker_count, default=0, help="data loader worker processes")
+    p.add_argument("--frames", type=at.frame_count, default=None, help="event datasets: number of frames per sample")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="training arithmetic: auto = bf16 autocast on a GPU and on CPUs with native bf16 "
                         "(AVX512-BF16/AMX), fp32 elsewhere (evaluation is always fp32 on a CPU)")
@@ -67,10 +67,10 @@ def _add_train(sub) -> None:
                    help="keep an exponential moving average of the weights and BatchNorm statistics with this "
                         "decay per step (timm's ModelEmaV3; e.g. 0.999, about two Fashion-MNIST epochs at batch "
                         "128) and evaluate and save the average instead of the last weights (default 0: off)")
-    p.add_argument("--eval-from", type=at.positive_int, default=1, metavar="EPOCH",
+    p.add_argument("--eval-from", type=at.epochs, default=1, metavar="EPOCH",
                    help="evaluate the test set only after this epoch and the later ones (the last epoch always); "
                         "saves the evaluation passes of early epochs (default 1: every epoch)")
-    p.add_argument("--limit-train", type=at.positive_int, default=None, help="use only the first N training samples")
+    p.add_argument("--limit-train", type=at.sample_count, default=None, help="use only the first N training samples")
     p.set_defaults(func=_run_train)
 
 
@@ -131,9 +131,9 @@ def _add_demo(sub) -> None:
     p.add_argument("--dataset", default="digits", choices=tuple(SHIPPED),
                    help="digits (default, the quick one: 8x8 images) or fmnist (Fashion-MNIST 28x28; needs "
                         "`make data`)")
-    p.add_argument("--n", type=at.positive_int, default=None,
+    p.add_argument("--n", type=at.sample_count, default=None,
                    help="number of test images (default 100 digits, 20 fmnist)")
-    p.add_argument("--T", type=at.positive_int, default=64, help="time steps per image (default 64)")
+    p.add_argument("--T", type=at.time_steps, default=64, help="time steps per image (default 64)")
     p.add_argument("--report", type=at.path_text, default=None,
                    help="report folder (default runs/demo or runs/demo-fmnist); the graded network's report goes "
                         "to its subfolder graded/")

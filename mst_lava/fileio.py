@@ -278,6 +278,46 @@ def atomic_write(path: str | os.PathLike, write, what: str = "output") -> None:
         raise
 
 
+def atomic_write_all(files, what: str = "report file") -> list[Path]:
+    """Write several files all or nothing: ``files`` is a sequence of ``(path, write)``; every ``write(tmp)``
+    fills a temp file next to its path first, and only when all of them succeeded are they renamed into place.
+    A failure (a full disk, Ctrl-C) removes every temp file, and the files of this call already renamed if a
+    rename itself fails, so no folder is left with some of the files and not the others; an OSError becomes
+    one MSTError naming the file. Returns the paths written."""
+    from mst_lava.interrupts import check as _interrupt_pending
+    items = [(Path(p), w) for p, w in files]
+    for path, _ in items:
+        _check_target(path, what)
+        ensure_dir(path.parent if str(path.parent) else Path("."), f"the folder of {what}")
+        remove_stale_temps(path)
+    temps: list[str] = []
+    done: list[Path] = []
+    current = items[0][0] if items else None
+    try:
+        for path, write in items:
+            current = path
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            temps.append(tmp)
+            write(tmp)
+            _interrupt_pending()
+            os.chmod(tmp, 0o644)
+        for (path, _), tmp in zip(items, temps):
+            current = path
+            os.replace(tmp, path)
+            done.append(path)
+    except BaseException as e:
+        for tmp in temps:
+            _unlink(tmp)
+        for p in done:          # a rename failed after others: take those back too (all or nothing)
+            _unlink(p)
+        if isinstance(e, OSError):
+            raise MSTError(f"cannot write {what} {current}: {_reason(e)}; nothing of "
+                           f"{', '.join(p.name for p, _ in items)} was written") from None
+        raise
+    return [p for p, _ in items]
+
+
 def _unlink(p) -> None:
     try:
         os.unlink(p)

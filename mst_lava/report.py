@@ -20,7 +20,7 @@ import platform
 from pathlib import Path
 
 from mst_lava.energy import format_energy, formulation_totals
-from mst_lava.fileio import atomic_write, ensure_dir
+from mst_lava.fileio import atomic_write, atomic_write_all, ensure_dir
 from mst_lava.model.rsm import format_mask
 
 COUNT_NOTES = [
@@ -77,7 +77,35 @@ def write_text(path, text: str, what: str = "report file") -> None:
 
 
 def write_json(path, obj, what: str = "report file") -> None:
-    write_text(path, json.dumps(obj, indent=1, default=json_default, ensure_ascii=False), what)
+    write_text(path, json_text(obj), what)
+
+
+def json_text(obj) -> str:
+    """A report's JSON text, as :func:`write_json` writes it."""
+    return json.dumps(obj, indent=1, default=json_default, ensure_ascii=False)
+
+
+def text_writer(text: str):
+    """A writer for :func:`mst_lava.fileio.atomic_write_all`: ``text`` into the temp file."""
+    return lambda tmp: Path(tmp).write_text(text)
+
+
+def write_report_folder(out_dir, files) -> list[Path]:
+    """Write a report's files (``(name, writer)`` pairs) into ``out_dir`` all or nothing
+    (:func:`mst_lava.fileio.atomic_write_all`); a folder this call created is removed again when the
+    writing fails."""
+    out = Path(out_dir)
+    existed = out.is_dir()
+    out = ensure_dir(out, "report folder")
+    try:
+        return atomic_write_all([(out / name, w) for name, w in files])
+    except BaseException:
+        if not existed:
+            try:
+                out.rmdir()         # only if empty
+            except OSError:
+                pass
+        raise
 
 
 def machine_info() -> dict:
@@ -294,18 +322,25 @@ def plot_breakdown(rows: list[dict], total: float, title: str, path) -> None:
 
 def plot_run_breakdown(r: dict, path) -> bool:
     """``mst run``'s chart of :func:`energy_breakdown`; False (nothing drawn) without matplotlib or energy."""
-    if not r.get("energy"):
+    write = run_breakdown_writer(r)
+    if write is None:
         return False
+    atomic_write(Path(path), write, "plot")
+    return True
+
+
+def run_breakdown_writer(r: dict):
+    """The writer (``write(tmp)``) of ``mst run``'s energy_breakdown.png, or None without matplotlib or energy."""
+    if not r.get("energy"):
+        return None
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        return False
+        return None
     th = r["energy"]["theoretical"]
     rows, total = energy_breakdown(r["per_inference"], th)
     title = f"where the energy goes: {r['network']}, T={r['T']}, {th['precision']}"
-    atomic_write(Path(path), lambda tmp: _plot_into(lambda _, f: plot_breakdown(rows, total, title, f), r, tmp),
-                 "plot")
-    return True
+    return lambda tmp: _plot_into(lambda _, f: plot_breakdown(rows, total, title, f), r, tmp)
 
 
 def plot_energy_breakdown(r: dict, path) -> None:
@@ -398,19 +433,16 @@ EVAL_REPORT_FILES = ("report.json", "summary.md", *EVAL_PLOTS)     # + snn-eval'
 RUN_REPORT_FILES = ("report.json", "summary.md", "energy_breakdown.png")
 
 
-def write_report(r: dict, out_dir, plots: bool = True) -> list[Path]:
-    """Write report.json, summary.md and (unless ``plots=False``) four PNG plots into ``out_dir``."""
-    out = ensure_dir(out_dir, "report folder")
-    paths = [out / "report.json", out / "summary.md"]
-    write_json(paths[0], r)
-    write_text(paths[1], markdown_summary(r))
+def write_report(r: dict, out_dir, plots: bool = True, summary_extra: str = "") -> list[Path]:
+    """Write report.json, summary.md (``summary_extra`` appended) and (unless ``plots=False``) four PNG plots
+    into ``out_dir``, all or nothing (:func:`write_report_folder`)."""
+    files = [("report.json", text_writer(json_text(r))), ("summary.md", text_writer(markdown_summary(r) +
+                                                                                   summary_extra))]
     if plots:
         for name, fn in zip(EVAL_PLOTS, (plot_accuracy, plot_firing_rates, plot_spikes_per_block,
                                          plot_energy_breakdown)):
-            p = out / name
-            atomic_write(p, lambda tmp, fn=fn: _plot_into(fn, r, tmp), "plot")
-            paths.append(p)
-    return paths
+            files.append((name, lambda tmp, fn=fn: _plot_into(fn, r, tmp)))
+    return write_report_folder(out_dir, files)
 
 
 def _plot_into(fn, r: dict, tmp) -> None:

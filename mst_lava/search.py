@@ -40,10 +40,10 @@ def register(subparsers) -> None:
     at.add_dataset_options(p, "the one named in the checkpoint")
     p.add_argument("--budget", type=float, default=0.3,
                    help="largest accuracy loss allowed, in percentage points, against the unmasked SNN (default 0.3)")
-    p.add_argument("--T", type=at.positive_int, default=32, help="time steps (default 32)")
-    p.add_argument("--seeds", type=at.positive_int, default=3,
+    p.add_argument("--T", type=at.time_steps, default=32, help="time steps (default 32)")
+    p.add_argument("--seeds", type=at.seed_count, default=3,
                    help="mask seeds 0, 1000, ... averaged per candidate (default 3)")
-    p.add_argument("--final-seeds", type=at.positive_int, default=10,
+    p.add_argument("--final-seeds", type=at.seed_count, default=10,
                    help="seeds for the final test-split comparison (default 10)")
     p.add_argument("--levels", type=at.fraction_list, default=DEFAULT_LEVELS,
                    help=f"ratios in [0, 1) a site may take (default {DEFAULT_LEVELS})")
@@ -51,11 +51,11 @@ def register(subparsers) -> None:
     p.add_argument("--uniform", default="Q=0.75,K=0.75,A=0.75",
                    help="the uniform masking to compare with: one configuration as for --mask, comma-separated "
                         "(default Q=0.75,K=0.75,A=0.75, the paper's)")
-    p.add_argument("--search-n", type=at.positive_int, default=256,
+    p.add_argument("--search-n", type=at.sample_count, default=256,
                    help="held-out training samples scored per candidate (default 256)")
-    p.add_argument("--n", type=at.positive_int, default=None,
+    p.add_argument("--n", type=at.sample_count, default=None,
                    help="test samples for the final comparison (default: all)")
-    p.add_argument("--batch-size", type=at.positive_int, default=128, help="samples simulated at once (default 128)")
+    p.add_argument("--batch-size", type=at.batch_size, default=128, help="samples simulated at once (default 128)")
     p.add_argument("--attention", default="paper", choices=MODES,
                    help="attention products of the SNN, as for snn-eval: paper (default) or compensated (what "
                         "mst-export/NetSim/Lava run)")

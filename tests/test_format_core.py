@@ -109,6 +109,11 @@ def test_every_json_attribute_is_decoded(tmp_path):
     g = read_network(DIGITS_NET)
     assert isinstance(g.attrs["mask"], dict) and isinstance(g.attrs["model_config"], dict)
     g.attrs["mask"] = {"Q": 0.75, "K@1": 0.5}
+    from mst_lava.model.rsm import drop_threshold, ratio_for
+    for L in g.layers:              # the layers apply the mask (a mask no layer applies is refused)
+        if L.mst.get("site"):
+            r = ratio_for(g.attrs["mask"], L.mst["site"], int(L.mst["block"]))
+            L.mst.update(rsm_ratio=r, rsm_threshold=drop_threshold(r))
     g.attrs["checkpoint_metrics"] = {"ann_acc": 0.98}
     write_network(tmp_path / "a.net", g)
     with h5py.File(tmp_path / "a.net", "r") as f:       # stored as JSON text

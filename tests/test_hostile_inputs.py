@@ -320,6 +320,43 @@ BAD_ARGS = [
     (["rsm-search", "{ckpt}", "--uniform", "Q@99=0.5"], "Q@99"),
     (["demo", "--T", "0"], "--T"),
     (["demo", "--n", "-1"], "--n"),
+    # issue 31 item 12: huge sizes and counts, refused when parsed (they grew to 12 GB, overflowed, MemoryError)
+    (["snn-eval", "{ckpt}", "--T", "999999999999"], "--T"),
+    (["snn-eval", "{ckpt}", "--T", "8,100001"], "--T"),
+    (["snn-eval", "{ckpt}", "--seeds", "10001"], "--seeds"),
+    (["snn-eval", "{ckpt}", "--n", str(10 ** 7 + 1)], "--n"),
+    (["snn-eval", "{ckpt}", "--batch-size", str(10 ** 6 + 1)], "--batch-size"),
+    (["snn-eval", "{ckpt}", "--t-chunk", "999999999999"], "--t-chunk"),
+    (["snn-eval", "{ckpt}", "--threads", "999999999999"], "--threads"),
+    (["train", "--threads", "999999999999"], "--threads"),
+    (["train", "--threads", "4097"], "--threads"),
+    (["train", "--epochs", "999999999999"], "--epochs"),
+    (["train", "--batch-size", "999999999999"], "--batch-size"),
+    (["train", "--workers", "999999999999"], "--workers"),
+    (["train", "--frames", "999999999999"], "--frames"),
+    (["train", "--limit-train", "999999999999"], "--limit-train"),
+    (["train", "--warmup-epochs", "999999999999"], "--warmup-epochs"),
+    (["train", "--eval-from", "999999999999"], "--eval-from"),
+    (["train", "--qcfs-levels", "999999999999"], "--qcfs-levels"),
+    (["rsm-search", "{ckpt}", "--threads", "999999999999"], "--threads"),
+    (["rsm-search", "{ckpt}", "--T", "999999999999"], "--T"),
+    (["rsm-search", "{ckpt}", "--seeds", "999999999999"], "--seeds"),
+    (["rsm-search", "{ckpt}", "--final-seeds", "999999999999"], "--final-seeds"),
+    (["rsm-search", "{ckpt}", "--search-n", "999999999999"], "--search-n"),
+    (["rsm-search", "{ckpt}", "--n", "999999999999"], "--n"),
+    (["rsm-search", "{ckpt}", "--batch-size", "999999999999"], "--batch-size"),
+    (["run", "{net}", "--threads", "999999999999"], "--threads"),
+    (["run", "{net}", "--T", "999999999999"], "--T"),
+    (["run", "{net}", "--T", "100001"], "--T"),
+    (["run", "{net}", "--n", "999999999999"], "--n"),
+    (["run", "{net}", "--offset", "999999999999"], "--offset"),
+    (["run", "{net}", "--batch-size", "999999999999"], "--batch-size"),
+    (["run", "{net}", "--frames", "999999999999"], "--frames"),
+    (["verify", "{ckpt}", "{net}", "--threads", "999999999999"], "--threads"),
+    (["verify", "{ckpt}", "{net}", "--T", "999999999999"], "--T"),
+    (["verify", "{ckpt}", "{net}", "--n", "999999999999"], "--n"),
+    (["demo", "--T", "999999999999"], "--T"),
+    (["demo", "--n", "999999999999"], "--n"),
 ]
 
 BAD_EXPORT_ARGS = [
@@ -333,6 +370,8 @@ BAD_EXPORT_ARGS = [
     (["{ckpt}", "-o", "o.net", "--precision", "double"], "--precision"),
     (["{ckpt}", "-o", "o.net", "--mask", ""], "--mask"),
     (["{ckpt}", "-o", "o.net", "--mask", "Q=0.5", " "], "--mask"),
+    (["{ckpt}", "-o", "o.net", "--burst", "999999999999"], "--burst"),
+    (["{ckpt}", "-o", "o.net", "--payload-bits", "999999999999"], "--payload-bits"),
 ]
 
 
@@ -357,6 +396,13 @@ def test_argument_types_accept_good_values():
     assert argtypes.fraction("0.5") == 0.5 and argtypes.positive_float("1e-3") == 1e-3
     assert argtypes.fraction_list("0.75,0.25,0.25") == [0.25, 0.75]
     assert argtypes.device_name("cuda:1") == "cuda:1" and argtypes.device_or_auto("auto") == "auto"
+    # the upper bounds of sizes and counts are accepted themselves
+    assert argtypes.time_steps(str(argtypes.MAX_T)) == argtypes.MAX_T
+    assert argtypes.thread_count(str(argtypes.MAX_THREADS)) == argtypes.MAX_THREADS
+    assert argtypes.seed_count(str(argtypes.MAX_SEEDS)) == argtypes.MAX_SEEDS
+    assert argtypes.sample_count(str(argtypes.MAX_SAMPLES)) == argtypes.MAX_SAMPLES
+    assert argtypes.sample_count_or_all("0") == 0 and argtypes.batch_size(str(argtypes.MAX_BATCH)) == argtypes.MAX_BATCH
+    assert argtypes.time_steps_text("8,16,100000") == "8,16,100000"
 
 
 @pytest.fixture(scope="module")
@@ -693,3 +739,182 @@ def test_bad_baseline_config(field, value, work, capsys):
     c["config"][field] = value
     torch.save(c, p)
     refused(capsys, work, ["snn-eval", p, "--report", work / "rep"], str(p), field if field != "arch" else "vgg99")
+
+
+# ----------------------------------------------------------------------------------------
+# issue 31: nothing lost, nothing silently wrong
+
+def _net_copy(src: Path, dst: Path, edit) -> Path:
+    import h5py
+    dst.write_bytes(src.read_bytes())
+    with h5py.File(dst, "r+") as f:
+        edit(f)
+    return dst
+
+
+def _external_link_to(target: Path):
+    import h5py
+
+    def edit(f):
+        del f["layer/1/bias"]
+        f["layer/1/bias"] = h5py.ExternalLink(str(target), "/bias")
+    return edit
+
+
+def _soft_link(f):
+    import h5py
+    del f["layer/1/bias"]
+    f["layer/1/bias"] = h5py.SoftLink("/layer/2/bias")
+
+
+def _external_storage(target: Path):
+    def edit(f):
+        target.write_bytes(bytes(64))
+        del f["layer/1/bias"]
+        f.create_dataset("layer/1/bias", shape=(8,), dtype="f8", external=[(str(target), 0, 64)])
+    return edit
+
+
+LINK_CASES = [  # (name, edit of a copy of the exported file given the work folder, needles)
+    ("external_link_to_fifo", lambda w: _external_link_to(w / "pipe"), ("layer/1/bias", "external link")),
+    ("external_link_to_missing_file", lambda w: _external_link_to(w / "nothing.h5"),
+     ("layer/1/bias", "external link")),
+    ("soft_link", lambda w: _soft_link, ("layer/1/bias", "soft link to /layer/2/bias")),
+    ("external_storage", lambda w: _external_storage(w / "raw.bin"), ("layer/1/bias", "other files")),
+]
+
+
+@pytest.mark.parametrize("name,edit,needles", LINK_CASES, ids=[c[0] for c in LINK_CASES])
+def test_links_that_leave_the_file_are_refused(name, edit, needles, exported_net, work, capsys):
+    """An external link to a named pipe blocked inspect, run and verify for ever: every link but a hard one
+    (and data kept in other files) is refused before any dataset is read, naming the link."""
+    import signal
+    os.mkfifo(work / "pipe")
+    net = _net_copy(exported_net, work / "linked.net", edit(work))
+    old = signal.signal(signal.SIGALRM, lambda *a: pytest.fail("a link out of the file was followed"))
+    signal.alarm(120)
+    try:
+        for argv in (["inspect", net], ["run", net, "--backend", "torch", "--n", "1"],
+                     ["run", net, "--n", "1"], ["verify", DIGITS, net, "--n", "1"]):
+            refused(capsys, work, argv, "linked.net", *needles)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _cifar100(root: Path, labels=(0, 1, 2)):
+    sub = root / "cifar-100-python"
+    sub.mkdir(parents=True)
+    (sub / "test").write_bytes(pickle.dumps({b"data": np.zeros((len(labels), 3072), np.uint8),
+                                             b"fine_labels": list(labels)}))
+
+
+DATASET_MISMATCH_CASES = [  # (argv after the network, needles): datasets that do not fit digits (1x8x8, 10 classes)
+    (["--dataset", "fmnist", "--data", "{fm}"], ("dataset fmnist has 28x28 images with 1 channel", "8x8", "--resize")),
+    (["--dataset", "cifar10", "--data", "{work}"], ("dataset cifar10 has 32x32 images with 3 channels", "--resize")),
+    (["--dataset", "imagenet", "--data", "{work}"], ("dataset imagenet has 224x224", "--resize")),
+    (["--dataset", "cifar100", "--data", "{work}", "--resize"], ("dataset cifar100 has 100 classes", "has 10")),
+]
+
+
+@pytest.mark.parametrize("args,needles", DATASET_MISMATCH_CASES, ids=[c[0][1] + (" --resize" if "--resize" in c[0]
+                                                                                     else "") for c in
+                                                                       DATASET_MISMATCH_CASES])
+def test_dataset_that_does_not_fit_the_network(args, needles, exported_net, work, capsys):
+    """`mst run digits.net --dataset fmnist` shrank 28x28 images to 8x8 and reported 0 % (verify: PASS): a
+    dataset other than the file's whose images or classes differ from the network's is refused, on both
+    backends and in verify; --resize allows the resize, never other classes."""
+    _fmnist(work / "fm")
+    _cifar100(work)
+    args = [a.format(fm=work / "fm", work=work) for a in args]
+    for argv in (["run", exported_net, "--backend", "torch"], ["run", exported_net],
+                 ["verify", DIGITS, exported_net]):
+        refused(capsys, work, argv + args + ["--n", "1"], *needles)
+
+
+def test_resize_runs_a_dataset_of_another_size(exported_net, work, capsys):
+    _fmnist(work / "fm")
+    rc = main(["run", str(exported_net), "--backend", "torch", "--dataset", "fmnist", "--data", str(work / "fm"),
+               "--resize", "--n", "2", "--T", "2", "--no-progress"])
+    assert rc == 0 and "accuracy" in capsys.readouterr().out
+    from mst_lava.run.commands import register  # noqa: F401  (the option is documented in --help)
+    assert main(["run", "--help"]) == 0 and "--resize" in capsys.readouterr().out
+
+
+def _set_attr(key, value):
+    return lambda f: f.attrs.__setitem__(key, value)
+
+
+IGNORED_FIELD_CASES = [  # (name, edit of the exported digits file, needles): fields that were read and ignored
+    ("membrane_unit_nan", lambda f: f["layer/1/mst/fixed/membrane_unit"].write_direct(np.array(np.nan)),
+     ("layer/1", "membrane_unit is nan")),
+    ("max_current_nan", lambda f: f["layer/1/mst/fixed/max_current"].write_direct(np.array(np.nan)),
+     ("layer/1", "max_current is nan")),
+    ("mask_unknown_site", _set_attr("mask", '{"bogus": 0.5}'), ("attribute mask names site 'bogus'",)),
+    ("mask_no_rsm_layers", _set_attr("mask", '{"Q": 0.75}'), ("no RSM ratios",)),
+    ("site_deleted", lambda f: f.__delitem__("layer/1/mst/site"), ("layer/1", "site is missing")),
+]
+
+
+@pytest.mark.parametrize("name,edit,needles", IGNORED_FIELD_CASES, ids=[c[0] for c in IGNORED_FIELD_CASES])
+def test_fields_read_and_ignored_are_refused(name, edit, needles, work, capsys):
+    """NaN in an informative fixed-point unit, a mask that names no site of the file or that no layer applies
+    (it was echoed as the run's mask), a neuron layer without its site (it dropped out of the energy report)."""
+    from mst_lava.export import export_checkpoint
+    src = work.parent / "fixed_src.net"
+    if not src.exists():
+        export_checkpoint(DIGITS, src, precision="fixed")
+    net = _net_copy(src, work / "edited.net", edit)
+    for argv in (["inspect", net], ["run", net, "--backend", "torch", "--n", "1"], ["run", net, "--n", "1"]):
+        refused(capsys, work, argv, "edited.net", *needles)
+
+
+def _full_disk_on_second_file(monkeypatch):
+    """Report files are written through ``report.text_writer``: the second one hits a full disk mid-write."""
+    import errno
+
+    import mst_lava.report
+    real, made = mst_lava.report.text_writer, []
+
+    def text_writer(text):
+        made.append(text)
+        if len(made) != 2:
+            return real(text)
+
+        def write(tmp):
+            Path(tmp).write_text(text[: len(text) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write
+    monkeypatch.setattr(mst_lava.report, "text_writer", text_writer)
+    return made
+
+
+def test_full_disk_while_writing_a_run_report_leaves_no_half_report(exported_net, work, capsys, monkeypatch):
+    """`mst run --report`: report.json without summary.md was left behind; now all files or none."""
+    made = _full_disk_on_second_file(monkeypatch)
+    refused(capsys, work, ["run", exported_net, "--backend", "torch", "--n", "2", "--T", "2", "--no-progress",
+                           "--report", work / "rep"], "summary.md", "disk is full")
+    assert len(made) == 2 and not (work / "rep").exists()
+    (work / "rep").mkdir()
+    (work / "rep" / "report.json").write_text("the previous run's")      # an earlier report stays whole
+    made.clear()
+    refused(capsys, work, ["run", exported_net, "--backend", "torch", "--n", "2", "--T", "2", "--no-progress",
+                           "--report", work / "rep"], "summary.md", "disk is full")
+    assert (work / "rep" / "report.json").read_text() == "the previous run's"
+    monkeypatch.undo()
+    assert main(["run", str(exported_net), "--backend", "torch", "--n", "2", "--T", "2", "--no-progress",
+                 "--report", str(work / "rep")]) == 0
+    assert {"report.json", "summary.md"} <= set(os.listdir(work / "rep"))
+
+
+def test_full_disk_while_writing_an_snn_eval_report_leaves_no_half_report(work, capsys, monkeypatch):
+    made = _full_disk_on_second_file(monkeypatch)
+    rep = work / "rep"
+    argv = ["snn-eval", str(DIGITS), "--n", "4", "--T", "2", "--seeds", "1", "--batch-size", "4", "--no-plots",
+            "--report", str(rep)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "snn-eval" not in ln]
+    assert len(made) == 2 and len(err) == 1 and "summary.md" in err[0] and "disk is full" in err[0]
+    # nothing of the report; the progress of the evaluation stays for --resume
+    assert sorted(os.listdir(rep)) == ["progress.json"]

@@ -180,3 +180,65 @@ def test_exception_in_a_process_model_stops_lava(tmp_path):
     r = subprocess.run([PY, str(script)], capture_output=True, text=True, timeout=180)
     assert "ERROR" in r.stdout and "NO ERROR" not in r.stdout, r.stdout + r.stderr[-3000:]
     assert "LEFT 0" in r.stdout, r.stdout + r.stderr[-3000:]
+
+
+def _pymp_dirs(tmp: Path) -> list[Path]:
+    return sorted(p for p in tmp.iterdir() if p.name.startswith("pymp-"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_run_leaves_no_multiprocessing_temp_folder(tiny_net, tmp_path, monkeypatch, sig):
+    """multiprocessing's temp folder (/tmp/pymp-*, the shared-memory manager's listener socket) was left by a
+    run interrupted after start-up. SIGTERM (and SIGINT): the run removes it as it stops; SIGKILL: the
+    folder stays, recorded in the run's registry, and the next session's start-up removes it."""
+    import tempfile
+
+    from mst_lava.lava.session import cleanup_stale_shm
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc, seen = _run_until_lava_is_up(tiny_net, env=dict(os.environ, TMPDIR=str(tmp)))
+    try:
+        assert proc.poll() is None and len(seen) >= 8, f"Lava never came up: {proc.poll()}"
+        assert len(_pymp_dirs(tmp)) == 1
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    time.sleep(0.5)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143 and _pymp_dirs(tmp) == []
+        return
+    left = _pymp_dirs(tmp)
+    assert len(left) == 1 and any(left[0].name in f.read_text() for f in tmp.glob("mst_lava-shm-*/*.pymp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))        # what the next session in that TMPDIR does first
+    cleanup_stale_shm()
+    assert _pymp_dirs(tmp) == [] and list(tmp.glob("mst_lava-shm-*/*")) == []
+
+
+def test_stale_multiprocessing_temp_folders_are_removed_conservatively(tmp_path, monkeypatch):
+    """Only folders a gone session recorded, in which no live process has a socket bound, are removed."""
+    import socket
+    import tempfile
+
+    from mst_lava.lava.session import _registry_dir, _start_time, cleanup_stale_shm
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    reg = _registry_dir()
+    reg.mkdir(mode=0o700)
+    dead, listening, live, not_pymp = (tmp_path / "pymp-dead", tmp_path / "pymp-listening", tmp_path / "pymp-live",
+                                       tmp_path / "other")
+    for d in (dead, listening, live, not_pymp):
+        d.mkdir()
+        (d / "listener-x").write_text("")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(listening / "listener-live"))
+        sock.listen(1)
+        (reg / "99999999-1-0.pymp").write_text(f"{dead}\n{listening}\n{not_pymp}\n")      # its process is gone
+        (reg / f"{os.getpid()}-{_start_time(os.getpid())}-0.pymp").write_text(f"{live}\n")  # running
+        cleanup_stale_shm()
+        assert not dead.exists() and listening.exists() and live.exists() and not_pymp.exists()
+        assert [p.name for p in reg.iterdir()] == [f"{os.getpid()}-{_start_time(os.getpid())}-0.pymp"]
+    finally:
+        sock.close()

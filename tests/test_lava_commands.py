@@ -24,6 +24,8 @@ def tiny(tmp_path_factory):
     export_checkpoint(d / "tiny.pt", d / "float.net", precision="float")
     other = build_model("digits", embed_dim=16, heads=(2, 2)).eval()
     save_checkpoint(d / "other.pt", other, dataset="digits")
+    torch.manual_seed(1)                       # the same config, other weights
+    save_checkpoint(d / "retrained.pt", build_model("digits").eval(), dataset="digits")
     return d
 
 
@@ -79,11 +81,45 @@ def test_verify_passes(tiny, capsys, net, prec):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "PASS" in out and "Q@0" in out and "largest per-site difference" in out
+    assert "is the file's source (source_sha256" in out
 
 
 def test_verify_refuses_a_checkpoint_that_is_not_the_source(tiny, capsys):
     rc = main(["verify", str(tiny / "other.pt"), str(tiny / "fixed.net"), "--n", "1", "--T", "4"])
     assert rc == 2 and "not exported from" in capsys.readouterr().err
+
+
+def test_verify_refuses_other_weights_of_the_same_config(tiny, capsys):
+    """Same config, other weights: the file's source_sha256 (written by the exporter) tells them apart."""
+    rc = main(["verify", str(tiny / "retrained.pt"), str(tiny / "fixed.net"), "--n", "1", "--T", "4"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 2 and len(err) == 1 and "not exported from the weights of" in err[0] and "source_sha256" in err[0]
+
+
+def test_weights_fingerprint_is_the_exporters(tiny):
+    from mst_lava.checkpoint import load_checkpoint, weights_fingerprint
+    from mst_lava.export import read_network
+    model, _ = load_checkpoint(tiny / "tiny.pt")
+    fp = weights_fingerprint(model.state_dict())
+    assert read_network(tiny / "fixed.net").attrs["source_sha256"] == fp
+    assert read_network(tiny / "float.net").attrs["source_sha256"] == fp
+    other, _ = load_checkpoint(tiny / "retrained.pt")
+    assert weights_fingerprint(other.state_dict()) != fp
+
+
+def test_verify_of_a_file_without_fingerprint_says_so(tiny, tmp_path, capsys):
+    """Files of older versions record no source_sha256: verify still runs, with a note."""
+    import shutil
+
+    import h5py
+    old = tmp_path / "old.net"
+    shutil.copy(tiny / "fixed.net", old)
+    with h5py.File(old, "r+") as f:
+        del f.attrs["source_sha256"]
+    rc = main(["verify", str(tiny / "tiny.pt"), str(old), "--n", "1", "--T", "4", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "PASS" in out
+    assert "records no source_sha256" in out and "could not be checked" in out
 
 
 def test_compare_counts_tolerances():

@@ -79,6 +79,27 @@ FIXED_CASES = [
      r"layer/4 \(block0.attn.q\)/mst: rsm_ratio is nan"),
     ("theta_v_inf", lambda f: _set(f, "layer/8/mst/float/theta_v", np.inf),
      r"layer/8 \(block0.attn.av\)/mst/float: theta_v is inf"),
+    # issue 31: informative fields are checked too
+    ("membrane_unit_nan", lambda f: _set(f, "layer/4/mst/fixed/membrane_unit", np.nan),
+     r"layer/4 \(block0.attn.q\)/mst/fixed: membrane_unit is nan; a finite number"),
+    ("input_unit_nan", lambda f: _set(f, "layer/4/mst/fixed/input_unit", np.nan),
+     r"layer/4 \(block0.attn.q\)/mst/fixed: input_unit is nan; a finite number"),
+    ("max_current_inf", lambda f: _set(f, "layer/4/mst/fixed/max_current", np.inf),
+     r"layer/4 \(block0.attn.q\)/mst/fixed: max_current is inf; a finite number"),
+    ("membrane_unit_negative", lambda f: _set(f, "layer/7/mst/fixed/membrane_unit", -1.0),
+     r"layer/7 \(block0.attn.a\)/mst/fixed: membrane_unit -1.0 must be > 0"),
+    ("mask_unknown_site", lambda f: f.attrs.__setitem__("mask", '{"bogus": 0.5}'),
+     r"/: attribute mask names site 'bogus', which no layer of the file is"),
+    ("mask_unknown_block", lambda f: f.attrs.__setitem__("mask", '{"Q@7": 0.5}'),
+     r"/: attribute mask names site 'Q@7'"),
+    ("mask_without_ratios", lambda f: f.attrs.__setitem__("mask", '{"Q": 0.75}'),
+     r"/: attribute mask gives Q=0.75, but the file's layers carry no RSM ratios"),
+    ("site_missing", lambda f: f.__delitem__("layer/4/mst/site"),
+     r"layer/4 \(block0.attn.q\)/mst: site is missing or empty; every neuron layer \(conv\)"),
+    ("site_missing_qk", lambda f: f.__delitem__("layer/7/mst/site"),
+     r"layer/7 \(block0.attn.a\)/mst: site is missing or empty; every neuron layer \(mst_qk\)"),
+    ("source_sha256_garbage", lambda f: f.attrs.__setitem__("source_sha256", "abc"),
+     r"/: attribute source_sha256 is the string 'abc'; 64 lowercase hex digits"),
     # Loihi bit widths
     ("vthmant_17bit", lambda f: _set(f, "layer/4/neuron/vThMant", np.int64(2 ** 17)),
      r"layer/4 \(block0.attn.q\)/neuron: vThMant 131072 is outside \[1, 131071\] \(Loihi's threshold mantissa"),
@@ -238,3 +259,18 @@ def test_both_backends_refuse_the_same_file_with_the_same_line(files, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "Traceback" not in err[0]
     assert "layer/4 (block0.attn.q)/mst/fixed: weight_exp 9 is outside [-8, 7]" in err[0]
+
+
+def test_mask_attribute_must_be_the_layers_ratios(tmp_path):
+    """The root mask is what reports print as the run's mask: it must be what the layers apply."""
+    g = export_model(small_model(0), precision="fixed", mask=["Q=0.75", "K@1=0.5"])
+    write_network(tmp_path / "m.net", g)
+    back = read_network(tmp_path / "m.net")
+    assert back.attrs["mask"] == {"Q": 0.75, "K@1": 0.5}
+    bad = _edited(tmp_path / "m.net", tmp_path / "bad.net", lambda f: f.attrs.__setitem__("mask", '{"Q": 0.5}'))
+    with pytest.raises(MSTError, match=r"attribute mask gives Q@0 the ratio 0.5, but layer block0.attn.q \(Q@0\) "
+                                       r"carries mst/rsm_ratio 0.75"):
+        read_network(bad)
+    bad = _edited(tmp_path / "m.net", tmp_path / "bad2.net", lambda f: f.attrs.__setitem__("mask", '{"Q": 0.75}'))
+    with pytest.raises(MSTError, match=r"gives K@1 the ratio 0, but layer .* carries mst/rsm_ratio 0.5"):
+        read_network(bad)

@@ -16,6 +16,14 @@ DEFAULT_PRESET = {"digits": "digits", "fmnist": "fmnist", "cifar10": "cifar", "c
                   "cifar10-official": "swin-t", "cifar100-official": "swin-t", "imagenet-official": "swin-t"}
 
 
+# (image size, channels) a static dataset is read at when no other size is asked for: the raw images of
+# digits, Fashion-MNIST and CIFAR, the preprocessing's output for ImageNet and the official variants.
+# Event datasets have none (their sensors' frames are always resized to the model's input).
+NATIVE_SIZE = {"digits": (8, 1), "fmnist": (28, 1), "cifar10": (32, 3), "cifar100": (32, 3),
+               "imagenet": (224, 3), "cifar10-official": (224, 3), "cifar100-official": (224, 3),
+               "imagenet-official": (224, 3)}
+
+
 def _event_datasets() -> dict:
     try:
         from mst_lava.data.events import EVENT_DATASETS
@@ -44,9 +52,7 @@ def get_dataset(name: str, root=None, split: str = "train", img_size: int | None
         from mst_lava.data.static import STATIC_DATASETS
         if frames:
             raise MSTError("--frames applies to event-camera datasets only")
-        defaults = {"digits": (8, 1), "fmnist": (28, 1), "cifar10": (32, 3), "cifar100": (32, 3),
-                    "imagenet": (224, 3), "cifar10-official": (224, 3), "cifar100-official": (224, 3),
-                    "imagenet-official": (224, 3)}[name]
+        defaults = NATIVE_SIZE[name]
         return STATIC_DATASETS[name](root, split, img_size or defaults[0], in_chans or defaults[1], augment)
     events = _event_datasets()
     if name in events:

@@ -175,6 +175,8 @@ def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
         burst = neurons.check_burst_option(burst, getattr(cfg, "L", None), payload_bits)
     except ValueError as e:
         raise MSTError(str(e)) from None
+    from mst_lava.checkpoint import weights_fingerprint
+    source_sha256 = weights_fingerprint(model.state_dict())     # before anything reads the model
     b = _Builder(mask, int(seed), burst)
     with torch.no_grad():
         inp = b.add(Layer(type="input", shape=(cfg.in_chans, cfg.img_size, cfg.img_size), name="input",
@@ -228,7 +230,8 @@ def export_model(model, *, precision: str = "float", mask=None, seed: int = 0,
 
     attrs = {"precision": precision, "producer": f"mst_lava {__version__}", "rsm_seed": int(seed),
              "num_classes": int(cfg.num_classes), "model_config": cfg.to_dict(),
-             "output_layer": int(out), "mask": dict(mask), "tSample": 32}       # dicts: JSON in the file
+             "output_layer": int(out), "mask": dict(mask), "tSample": 32,       # dicts: JSON in the file
+             "source_sha256": source_sha256}
     if ckpt is not None:
         attrs["dataset"] = str(ckpt.get("dataset") or "")
         attrs["checkpoint_metrics"] = dict(ckpt.get("metrics") or {})

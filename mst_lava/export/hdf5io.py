@@ -285,6 +285,7 @@ def read_network(path) -> NetxGraph:
                        "re-create it with `mst-export`")
     try:
         with h5py.File(p, "r") as f:
+            _refuse_links(f, ctx)           # before any dataset is read: nothing outside the file is opened
             graph = _read_file(f, ctx)
     except MSTError:
         raise
@@ -300,6 +301,37 @@ def read_network(path) -> NetxGraph:
     except (ValueError, TypeError, KeyError, IndexError, OverflowError, ZeroDivisionError) as e:  # pragma: no cover
         raise MSTError(f"{p}: invalid network ({type(e).__name__}: {e})") from None
     return graph
+
+
+def _refuse_links(f, ctx: _Ctx) -> None:
+    """Walk every member of the file by its links, without resolving any but hard links, and refuse soft and
+    external links and datasets whose data lives in other files (external storage, virtual datasets): following
+    them opens paths outside the file (a named pipe there blocks the reader for ever). Nothing is read."""
+    seen = set()
+    stack = [(f, "")]
+    while stack:
+        g, prefix = stack.pop()
+        for name in g.keys():                       # link names: resolves nothing
+            path = f"{prefix}/{name}"
+            link = g.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                ctx.fail(path.lstrip("/"), f"is an HDF5 external link to {link.filename}:{link.path}; a network "
+                                           "file is self-contained (links that leave the file are refused)")
+            if isinstance(link, h5py.SoftLink):
+                ctx.fail(path.lstrip("/"), f"is an HDF5 soft link to {link.path}; a network file holds its "
+                                           "members directly (soft and external links are refused)")
+            if not isinstance(link, h5py.HardLink):
+                ctx.fail(path.lstrip("/"), f"is an HDF5 link of an unknown kind ({type(link).__name__})")
+            obj = g[name]
+            if isinstance(obj, h5py.Dataset):
+                if obj.external or obj.is_virtual:
+                    ctx.fail(path.lstrip("/"), "keeps its data in other files (HDF5 external storage or a "
+                                               "virtual dataset); a network file is self-contained")
+            elif isinstance(obj, h5py.Group):
+                addr = h5py.h5o.get_info(obj.id).addr
+                if addr not in seen:                # a hard link back up the tree: walk each group once
+                    seen.add(addr)
+                    stack.append((obj, path))
 
 
 def _value_attr(v):
@@ -571,6 +603,17 @@ def _float_array(ctx: _Ctx, where: str, key: str, v, shape=None) -> np.ndarray:
     return v
 
 
+def _all_finite(ctx: _Ctx, where: str, d: dict) -> None:
+    """Every float in the group ``d`` (and its subgroups) is finite, read or not: NaN is refused anywhere."""
+    for k, v in d.items():
+        if isinstance(v, dict):
+            _all_finite(ctx, f"{where}/{k}", v)
+        elif isinstance(v, (float, np.floating)) and not math.isfinite(float(v)):
+            ctx.fail(where, f"{k} is {float(v)}; a finite number belongs here")
+        elif isinstance(v, np.ndarray) and v.dtype.kind in "fc" and not np.all(np.isfinite(v)):
+            ctx.fail(where, f"{k} holds NaN or infinite values")
+
+
 def _pair_of(ctx: _Ctx, where: str, key: str, v, lo: int, hi: int) -> tuple[int, int]:
     a = _int_array(ctx, where, key, v, lo, hi)
     a = a.reshape(-1)
@@ -642,11 +685,35 @@ def _validate(graph: NetxGraph, ctx: _Ctx) -> None:
         if out != ro[0]:
             ctx.fail("/", f"output_layer {out} is a {graph.layers[out].type} layer; it must be the mst_readout "
                           f"(layer {ro[0]})")
+        _validate_mask(graph, ctx)
         K = int(np.prod(graph.layers[ro[0]].shape))
         if "num_classes" in graph.attrs:
             nc = _int(ctx, "/", "attribute num_classes", graph.attrs["num_classes"], 1)
             if nc != K:
                 ctx.fail("/", f"num_classes {nc} differs from the readout's {K} outputs")
+
+
+def _validate_mask(graph: NetxGraph, ctx: _Ctx) -> None:
+    """The root ``mask`` (what reports echo as the run's mask) names sites the file has and gives each RSM
+    site the ``mst/rsm_ratio`` its layer carries (the ratios the executors apply)."""
+    from mst_lava.model.rsm import ratio_for
+    mask = graph.attrs.get("mask") or {}
+    sites = [(L, str(L.mst.get("site", "")), int(L.mst.get("block", -1))) for L in graph.layers
+             if L.mst.get("site")]
+    have = {s for _, s, _ in sites} | {f"{s}@{b}" for _, s, b in sites}
+    for key in mask:
+        if key not in have:
+            ctx.fail("/", f"attribute mask names site {key!r}, which no layer of the file is (its sites: "
+                          f"{', '.join(sorted({s for _, s, _ in sites})) or 'none'}; SITE@BLOCK for one block)")
+    if any(float(r) > 0 for r in mask.values()) and not any(L.rsm_ratio > 0 for L, _, _ in sites):
+        ctx.fail("/", f"attribute mask gives {', '.join(f'{k}={float(v):g}' for k, v in mask.items())}, but the "
+                      "file's layers carry no RSM ratios (mst/rsm_ratio is 0 in every layer): the mask would be "
+                      "reported, not applied")
+    for L, s, b in sites:
+        want = ratio_for(mask, s, b)
+        if L.rsm_ratio != want:
+            ctx.fail("/", f"attribute mask gives {s}@{b} the ratio {want:g}, but layer {L.name} ({s}@{b}) carries "
+                          f"mst/rsm_ratio {L.rsm_ratio:g}; the mask must be the one the layers apply")
 
 
 def _validate_attrs(graph: NetxGraph, ctx: _Ctx) -> None:
@@ -655,6 +722,11 @@ def _validate_attrs(graph: NetxGraph, ctx: _Ctx) -> None:
     for k in ("tSample",):
         if k in a:
             _int(ctx, "/", f"attribute {k}", a[k], 1)
+    if "source_sha256" in a:
+        v = a["source_sha256"]
+        if not (isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)):
+            ctx.fail("/", f"attribute source_sha256 is {_describe(v)}; 64 lowercase hex digits (the SHA-256 of "
+                          "the exported weights) belong here")
     if "model_config" in a and not isinstance(a["model_config"], dict):
         ctx.fail("/", f"attribute model_config is {_describe(a['model_config'])}; a JSON object belongs here")
     if graph.precision == "fixed":
@@ -800,6 +872,10 @@ def _validate_mst_layer(graph: NetxGraph, i: int, L: Layer, ctx: _Ctx, where: st
     if lt.neuron:
         if L.neuron is None:
             ctx.fail(where, f"({L.type}) has no 'neuron' group")
+        if not site:
+            ctx.fail(wm, f"site is missing or empty; every neuron layer ({L.type}) of an {FORMAT} file is an RSM "
+                         "site (SC1, Q, ..., embed, merge), which the spike counts and the energy report are "
+                         "grouped by")
         _validate_neuron(L, ctx, where, True, fixed)
     elif L.neuron is not None:
         ctx.fail(where, f"({L.type}) has a 'neuron' group; only conv, mst_qk and mst_softmax_av layers have neurons")
@@ -807,6 +883,13 @@ def _validate_mst_layer(graph: NetxGraph, i: int, L: Layer, ctx: _Ctx, where: st
     if fixed:
         _need(L.fix, lt.fixed_keys, ctx, where + "/mst/fixed", f"{L.type} fixed-point parameters")
     wf, wx = where + "/mst/float", where + "/mst/fixed"
+    for w_, d in ((wm, L.mst), (wf, L.flt), (wx, L.fix)):   # NaN is refused anywhere, informative fields too
+        _all_finite(ctx, w_, d)
+    for k in ("membrane_unit", "input_unit", "unit"):
+        if k in L.fix:
+            _float(ctx, wx, k, L.fix[k], positive=True)
+    if "max_current" in L.fix:
+        _float(ctx, wx, "max_current", L.fix["max_current"], lo=0.0)
     if L.type == "input":
         if L.inputs:
             ctx.fail(where, "an input layer cannot have inputs")

@@ -27,7 +27,10 @@ and safe under any timing:
    what made the whole process die with SIGSEGV.
 4. **Leftovers of killed runs.** The names of a session's segments are recorded in a small
    registry file (under the temp folder) while it runs; the next session removes the
-   segments of registries whose process is gone (``cleanup_stale_shm``).
+   segments of registries whose process is gone (``cleanup_stale_shm``). The same registry
+   records multiprocessing's temp folder (``/tmp/pymp-*``, with the shared-memory manager's
+   listener socket): a session that created it removes it when it stops, and the next session
+   removes the folder of a killed run once its process is gone and no live socket is bound in it.
 
 Every wait is bounded; signals that arrive during :meth:`stop` are delivered after it.
 Use it as a context manager (``with LavaSession(proc, cfg) as s: s.run(steps)``), or call
@@ -285,14 +288,54 @@ def _unlink_segment(name: str) -> bool:
         return False
 
 
+PYMP_SUFFIX = ".pymp"        # next to a session's registry: the path of its multiprocessing temp folder
+
+
+def _mp_tempdir() -> str | None:
+    """This process's multiprocessing temp folder (``multiprocessing.util.get_temp_dir``), None if not made."""
+    return mp.process.current_process()._config.get("tempdir")
+
+
+def _bound_unix_socket_paths() -> list[str] | None:
+    """Paths of the Unix sockets bound by live processes (``/proc/net/unix``), None if unknown."""
+    try:
+        with open("/proc/net/unix") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return None
+    return [ln.split(None, 7)[7] for ln in lines if len(ln.split(None, 7)) == 8]
+
+
+def _remove_stale_pymp(path: str) -> bool:
+    """Remove the multiprocessing temp folder ``path`` of a session whose process is gone, conservatively:
+    an absolute ``pymp-*`` folder (not a link) of this user in which no live process has a socket bound."""
+    import shutil
+    import stat as st_
+    p = Path(path.strip())
+    if not p.is_absolute() or not p.name.startswith("pymp-") or "\n" in str(p):
+        return False
+    try:
+        s = os.lstat(p)
+    except OSError:
+        return False
+    if not st_.S_ISDIR(s.st_mode) or (hasattr(os, "getuid") and s.st_uid != os.getuid()):
+        return False
+    bound = _bound_unix_socket_paths()
+    if bound is None or any(b == str(p) or b.startswith(str(p) + "/") for b in bound):
+        return False                      # unknown, or a live process still listens there: keep it
+    shutil.rmtree(p, ignore_errors=True)
+    return not p.exists()
+
+
 def cleanup_stale_shm() -> int:
-    """Unlink the shared memory recorded by sessions whose process is gone (killed runs).
+    """Unlink the shared memory recorded by sessions whose process is gone (killed runs), and remove
+    their multiprocessing temp folders (:func:`_remove_stale_pymp`).
 
     Unlinking only removes the name: a process that still maps a segment keeps it. Returns the
     number of segments removed."""
     d = _registry_dir()
     try:
-        files = list(d.glob("*.txt"))
+        files = list(d.glob("*.txt")) + list(d.glob("*" + PYMP_SUFFIX))
     except OSError:
         return 0
     removed = 0
@@ -305,10 +348,14 @@ def cleanup_stale_shm() -> int:
         if _start_time(pid) == start:
             continue                              # that session's process is still running
         try:
-            names = f.read_text().split()
+            text = f.read_text()
         except OSError:
             continue
-        removed += sum(_unlink_segment(n) for n in names)
+        if f.suffix == PYMP_SUFFIX:
+            for line in text.splitlines():
+                _remove_stale_pymp(line)
+        else:
+            removed += sum(_unlink_segment(n) for n in text.split())
         try:
             f.unlink()
         except OSError:
@@ -360,6 +407,7 @@ class LavaSession:
         self._before: set = set()
         self._before_pids: set = set()
         self._registry: Path | None = None
+        self._own_tempdir = False
         self._started = False
         self._stopped = False
         self.steps_run = 0
@@ -382,6 +430,19 @@ class LavaSession:
         self._before = _alive_children()
         self._before_pids = _forked_children()
         self._registry = self._new_registry()
+        # multiprocessing's temp folder (Lava's shared-memory manager binds its listener socket there): made
+        # now, before any fork, and recorded, so that the next session removes it if this run is killed
+        self._own_tempdir = _mp_tempdir() is None
+        from multiprocessing.util import get_temp_dir
+        try:
+            tempdir = get_temp_dir()
+        except OSError:
+            tempdir = None
+        if tempdir and self._registry is not None:
+            try:
+                self._registry.with_suffix(PYMP_SUFFIX).write_text(tempdir + "\n")
+            except OSError:
+                pass
         self._started = True
         t0 = time.perf_counter()
         _REGISTRY = self._registry
@@ -442,7 +503,29 @@ class LavaSession:
                     self._kill_leftovers()
                 except BaseException:  # noqa: BLE001
                     pass
+            self._remove_own_tempdir()
         self.stop_s = time.perf_counter() - t0
+
+    def _remove_own_tempdir(self) -> None:
+        """Remove the multiprocessing temp folder this session made (its children are gone now): run the
+        finalizer multiprocessing registered for it, which also forgets it (a later session makes a new one)."""
+        if not self._own_tempdir:
+            return
+        self._own_tempdir = False
+        tempdir = _mp_tempdir()
+        if not tempdir:
+            return
+        try:
+            from multiprocessing import util
+            for fin in list(util._finalizer_registry.values()):
+                if getattr(fin, "_callback", None) is util._remove_temp_dir and tempdir in (fin._args or ()):
+                    fin()                   # rmtree + _config["tempdir"] = None, and unregisters itself
+                    return
+            import shutil
+            shutil.rmtree(tempdir, ignore_errors=True)
+            mp.process.current_process()._config["tempdir"] = None
+        except BaseException:  # noqa: BLE001 - stop never raises
+            pass
 
     # -- internals --------------------------------------------------------------------------
     def _new_registry(self) -> Path | None:
@@ -561,10 +644,11 @@ class LavaSession:
 
     def _drop_registry(self) -> None:
         if self._registry is not None:
-            try:
-                self._registry.unlink()
-            except OSError:
-                pass
+            for f in (self._registry, self._registry.with_suffix(PYMP_SUFFIX)):
+                try:
+                    f.unlink()
+                except OSError:
+                    pass
             self._registry = None
 
     def _kill_leftovers(self) -> None:

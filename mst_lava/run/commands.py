@@ -27,8 +27,12 @@ def _add_common(p, *, n_type, n_default: int, n_help: str, T_default: int) -> No
     p.add_argument("net", help="network file written by mst-export (e.g. export/digits.net)")
     at.add_dataset_options(p, RUN_DATASET_DEFAULT, legacy_data_name=True)
     p.add_argument("--n", type=n_type, default=n_default, help=n_help)
-    p.add_argument("--offset", type=at.non_negative_int, default=0, help="index of the first test sample (default 0)")
-    p.add_argument("--T", type=at.positive_int, default=T_default, help=f"time steps per sample (default {T_default})")
+    p.add_argument("--offset", type=at.sample_index, default=0, help="index of the first test sample (default 0)")
+    p.add_argument("--resize", action="store_true",
+                   help="let a --dataset other than the file's resize its images (and repeat or average their "
+                        "channels) to the network's input; without it a dataset whose image size or channels "
+                        "differ from the file's input layer is refused (the number of classes must match always)")
+    p.add_argument("--T", type=at.time_steps, default=T_default, help=f"time steps per sample (default {T_default})")
     p.add_argument("--seed", type=at.seed, default=None,
                    help=f"RSM seed in [0, {at.SEED_MAX}] (default: the file's rsm_seed)")
     from mst_lava.run.lava_backend import add_process_graph_options
@@ -44,7 +48,7 @@ def register(subparsers) -> None:
                     "synaptic ops and energy per inference. Lava backends: all counted by the Lava processes "
                     "themselves. --backend torch: the torch executor of the same file (NetSim), batched on CPU "
                     "or CUDA, bit-exact with Lava in fixed point; Lava is not imported.")
-    _add_common(p, n_type=at.non_negative_int, n_default=20, T_default=64,
+    _add_common(p, n_type=at.sample_count_or_all, n_default=20, T_default=64,
                 n_help="number of test samples (default 20; 0 = the whole test split from --offset)")
     p.add_argument("--backend", default="lava-cpu", choices=BACKENDS,
                    help="lava-cpu: Lava's CPU simulator (Loihi2SimCfg, default); loihi: Loihi2HwCfg (needs "
@@ -54,7 +58,7 @@ def register(subparsers) -> None:
                    help="float or fixed point: Lava's floating_pt or fixed_pt models, NetSim's float64 or integer "
                         "arithmetic (default: the file's precision)")
     torch_backend.add_options(p)
-    p.add_argument("--frames", type=at.positive_int, default=None, help="event datasets: frames per sample")
+    p.add_argument("--frames", type=at.frame_count, default=None, help="event datasets: frames per sample")
     p.add_argument("--report", type=at.path_text, default=None, metavar="DIR",
                    help="write report.json and summary.md into DIR")
     p.set_defaults(func=cmd_run)
@@ -65,7 +69,7 @@ def register(subparsers) -> None:
                     "print per-site spike counts and exit 1 if they differ beyond the tolerance "
                     "(fixed: exact; float: <= 0.5 %% per site and identical predictions).")
     v.add_argument("checkpoint", help="the checkpoint the network was exported from (.pt)")
-    _add_common(v, n_type=at.positive_int, n_default=5, n_help="number of test samples (default 5)", T_default=32)
+    _add_common(v, n_type=at.sample_count, n_default=5, n_help="number of test samples (default 5)", T_default=32)
     v.add_argument("--precision", default=None, choices=("float", "fixed"),
                    help="precision of both runs (default: the file's precision)")
     v.add_argument("--reference", default="netsim", choices=("netsim", "snn"),
@@ -84,13 +88,14 @@ def cmd_verify(args) -> int:
 
 def cmd_run(args) -> int:
     from mst_lava.report import (
+        json_text,
         per_inference_summary,
-        plot_run_breakdown,
+        run_breakdown_writer,
         run_energy,
         run_lines,
         run_markdown,
-        write_json,
-        write_text,
+        text_writer,
+        write_report_folder,
     )
     from mst_lava.run.lava_backend import uses_process_graph_options
     at.resolve_dataset_options(args, "run")
@@ -123,8 +128,6 @@ def cmd_run(args) -> int:
         print(line)
     print(rec.throughput_line)
     if args.report:
-        from mst_lava.fileio import ensure_dir
-        out = ensure_dir(args.report, "--report folder")
         report = {
             "command": "mst " + " ".join(sys.argv[1:]) if sys.argv else "",
             "network": str(args.net), "dataset": rec.dataset, "backend": args.backend,
@@ -139,9 +142,11 @@ def cmd_run(args) -> int:
             "throughput": rec.throughput,
             "machine": rec.machine,
         }
-        write_json(out / "report.json", report)
-        write_text(out / "summary.md", run_markdown(report))
-        print(f"wrote {out / 'report.json'} and {out / 'summary.md'}")
-        if plot_run_breakdown(report, out / "energy_breakdown.png"):
-            print(f"wrote {out / 'energy_breakdown.png'}")
+        files = [("report.json", text_writer(json_text(report))), ("summary.md", text_writer(run_markdown(report)))]
+        plot = run_breakdown_writer(report)
+        if plot is not None:
+            files.append(("energy_breakdown.png", plot))
+        # every file of the report, all or nothing (a full disk left report.json without summary.md)
+        paths = write_report_folder(args.report, files)
+        print(f"wrote {' and '.join(str(p) for p in paths)}")
     return 0

@@ -10,28 +10,36 @@ import numpy as np
 from mst_lava.errors import MSTError
 
 
-def load_inputs(graph, dataset: str | None, root, n: int, offset: int = 0, frames: int | None = None):
+def load_inputs(graph, dataset: str | None, root, n: int, offset: int = 0, frames: int | None = None,
+                resize: bool = False):
     """The first ``n`` test samples (from ``offset``; ``n = 0``: to the end) the network expects:
     (x float32 numpy array, labels, dataset name)."""
-    ds, name, n = eval_split(graph, dataset, root, n, offset, frames)
+    ds, name, n = eval_split(graph, dataset, root, n, offset, frames, resize)
     x, labels = samples(ds, offset, offset + n, name, graph)
     return x, labels, name
 
 
-def eval_split(graph, dataset: str | None, root, n: int, offset: int = 0, frames: int | None = None):
+def eval_split(graph, dataset: str | None, root, n: int, offset: int = 0, frames: int | None = None,
+               resize: bool = False):
     """The test split of the network's dataset (``dataset`` or the one the file records), its name and the
-    number of samples ``n`` resolves to."""
+    number of samples ``n`` resolves to. A dataset other than the one the file records must fit the network:
+    its image size and channels (unless ``resize``) and its number of classes."""
     from mst_lava.data import eval_arrays, get_dataset
-    name = dataset or str(graph.attrs.get("dataset") or "") or None
+    recorded = str(graph.attrs.get("dataset") or "") or None
+    name = dataset or recorded
     if not name:
         raise MSTError(f"{graph.path or 'the network'} does not record its dataset; give --dataset NAME")
     if n < 0 or offset < 0:
         raise MSTError("--n must be non-negative (0 = the whole test split) and --offset non-negative")
     C, H, W = (int(s) for s in graph.layers[0].shape)
+    if name != recorded and not resize:
+        check_image_size(graph, name)
     ds = None if frames else eval_arrays(name, root, "test")
     if ds is None or ds.eval_images(0, 1, H, C) is None:
         kw = {"frames": frames} if frames else {}
         ds = get_dataset(name, root, "test", H, in_chans=C, **kw)
+    if name != recorded:
+        check_classes(graph, name, ds)
     if n == 0:
         n = len(ds) - offset
         if n < 1:
@@ -40,6 +48,42 @@ def eval_split(graph, dataset: str | None, root, n: int, offset: int = 0, frames
         raise MSTError(f"the {name} test split has {len(ds)} samples; --offset {offset} --n {n} asks for more")
     return ds, name, n
 
+
+def _network(graph) -> str:
+    rec = str(graph.attrs.get("dataset") or "")
+    return f"{graph.path or 'the network'}" + (f" (exported for {rec})" if rec else "")
+
+
+def check_image_size(graph, name: str) -> None:
+    """The images of dataset ``name`` have the network's input size and channels, else an MSTError (a
+    silent resize of 28×28 images to 8×8 gave 0 % and a verify PASS)."""
+    from mst_lava.data import NATIVE_SIZE
+    if name not in NATIVE_SIZE:           # event datasets: frames are always resized to the model's input
+        return
+    C, H, W = (int(s) for s in graph.layers[0].shape)
+    size, chans = NATIVE_SIZE[name]
+    plural = "s" if C > 1 else ""
+    if (size, size, chans) != (H, W, C):
+        raise MSTError(f"dataset {name} has {size}x{size} images with {chans} channel{'s' if chans > 1 else ''}, "
+                       f"{_network(graph)} takes {H}x{W} images with {C} channel{plural}: wrong --dataset for this "
+                       "network? (--resize resizes the images to the network's input)")
+
+
+def network_classes(graph) -> int:
+    """The number of classes the file records (``num_classes``, else the readout's outputs)."""
+    nc = graph.attrs.get("num_classes")
+    if isinstance(nc, int) and not isinstance(nc, bool):
+        return nc
+    ro = [L for L in graph.layers if L.type == "mst_readout"]
+    return int(np.prod(ro[0].shape)) if ro else int(np.prod(graph.layers[-1].shape))
+
+
+def check_classes(graph, name: str, ds) -> None:
+    """Dataset ``name`` has as many classes as the network's readout, else an MSTError (no option helps)."""
+    k = getattr(ds, "num_classes", None) or len(getattr(ds, "classes", ()) or ())
+    if k and int(k) != network_classes(graph):
+        raise MSTError(f"dataset {name} has {int(k)} classes, {_network(graph)} has {network_classes(graph)}: "
+                       "wrong --dataset for this network")
 
 
 def samples(ds, start: int, stop: int, name: str, graph):

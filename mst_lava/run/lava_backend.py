@@ -63,7 +63,8 @@ def run(args) -> RunRecord:
     check_backend(args.backend)
     graph = load(args.net)
     precision = args.precision or graph.precision
-    x, labels, dname = load_inputs(graph, args.dataset, args.data, args.n, args.offset, args.frames)
+    x, labels, dname = load_inputs(graph, args.dataset, args.data, args.n, args.offset, args.frames,
+                                     getattr(args, "resize", False))
     t0 = time.perf_counter()
     net = build(graph, x, args.T, precision, args, args.seed)
     build_s = time.perf_counter() - t0

@@ -23,7 +23,7 @@ def add_options(p) -> None:
     """Options of ``mst run --backend torch``."""
     from mst_lava import argtypes as at
     p.add_argument("--device", type=at.device_name, default=None, help="--backend torch: cpu (default), cuda or cuda:N")
-    p.add_argument("--batch-size", type=at.positive_int, default=None,
+    p.add_argument("--batch-size", type=at.batch_size, default=None,
                    help=f"--backend torch: samples simulated at once (default {DEFAULT_BATCH}); memory grows with "
                         "batch size × T")
     at.add_threads_option(p, "--backend torch on cpu: ")
@@ -90,7 +90,8 @@ def run(args) -> RunRecord:
     graph = read_network(args.net)
     precision = args.precision or graph.precision
     sim = NetSim(graph, precision=precision, device=dev)
-    ds, dname, n = eval_split(graph, args.dataset, args.data, args.n, args.offset, args.frames)
+    ds, dname, n = eval_split(graph, args.dataset, args.data, args.n, args.offset, args.frames,
+                              getattr(args, "resize", False))
     seed = graph.seed if args.seed is None else int(args.seed)
     bs = min(bs, n)
     fit = torch_batch_that_fits(graph, args.T, bs, dev)

@@ -55,10 +55,13 @@ def verify(args) -> int:
     diff = sorted(k for k in set(cfg_file) & set(cfg_ckpt) if cfg_file[k] != cfg_ckpt[k])
     if diff:
         raise MSTError(f"{args.net} was not exported from {args.checkpoint}: model configs differ in {diff}")
-    x, labels, dname = load_inputs(graph, args.dataset, args.data, args.n, args.offset)
+    fingerprint_note = check_fingerprint(graph, model, args.net, args.checkpoint)
+    x, labels, dname = load_inputs(graph, args.dataset, args.data, args.n, args.offset,
+                                     resize=getattr(args, "resize", False))
     seed = graph.seed if args.seed is None else int(args.seed)
     print(f"verify: {args.net} ({precision} precision) on {args.n} {dname} samples, T={args.T}, RSM seed {seed}, "
           f"mask {format_mask(graph.attrs.get('mask'))}")
+    print(fingerprint_note)
     from mst_lava import argtypes as at
     at.apply_threads(getattr(args, "threads", None))
     t0 = time.perf_counter()
@@ -100,6 +103,22 @@ def verify(args) -> int:
         passed &= not bad
     print("PASS" if passed else "FAIL")
     return 0 if passed else 1
+
+
+def check_fingerprint(graph, model, net, checkpoint) -> str:
+    """The file's ``source_sha256`` against the checkpoint's weights: an MSTError when they differ, else the
+    line verify prints (files of older versions record none: a note that nothing could be checked)."""
+    from mst_lava.checkpoint import weights_fingerprint
+    recorded = graph.attrs.get("source_sha256")
+    if not recorded:
+        return (f"note: {net} records no source_sha256 (exported by an older mst_lava): whether it was exported "
+                f"from the weights of {checkpoint} could not be checked")
+    own = weights_fingerprint(model.state_dict())
+    if own != recorded:
+        raise MSTError(f"{net} was not exported from the weights of {checkpoint}: the file's source_sha256 "
+                       f"{recorded[:16]}… differs from the checkpoint's {own[:16]}… (same config, other weights; "
+                       "re-export the file from this checkpoint or give the checkpoint it was exported from)")
+    return f"weights: {checkpoint} is the file's source (source_sha256 {own[:16]}…)"
 
 
 def layer_count_differences(ref: dict, lava: dict) -> list[tuple]:

@@ -15,7 +15,6 @@ import math
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -39,8 +38,9 @@ def register(subparsers) -> None:
                     "with spike, synaptic-op and energy counts (Loihi profile and 45 nm theoretical energy).")
     p.add_argument("checkpoint", help="checkpoint .pt written by `mst train`")
     at.add_dataset_options(p, "the one named in the checkpoint")
-    p.add_argument("--T", default=DEFAULT_T, help=f"comma-separated time steps (default {DEFAULT_T})")
-    p.add_argument("--seeds", type=at.positive_int, default=10,
+    p.add_argument("--T", type=at.time_steps_text, default=DEFAULT_T,
+                   help=f"comma-separated time steps, each at most {at.MAX_T:_} (default {DEFAULT_T})")
+    p.add_argument("--seeds", type=at.seed_count, default=10,
                    help="number of mask seeds 0, 1000, ... for masked configurations (default 10)")
     at.add_mask_option(p, "the checkpoint's ratios when it was trained with any; the unmasked network is "
                           "evaluated as well unless --no-unmasked", configurations=True,
@@ -61,10 +61,10 @@ def register(subparsers) -> None:
                         "as one spike; with B = the QCFS levels L the network at T = 1 computes the ANN. "
                         "Torch simulation only: mst-export writes binary neurons")
     p.add_argument("--report", type=at.path_text, default="snn_report", help="output folder (default snn_report)")
-    p.add_argument("--n", type=at.positive_int, default=None, help="evaluate the first N test samples only")
-    p.add_argument("--batch-size", type=at.positive_int, default=64,
+    p.add_argument("--n", type=at.sample_count, default=None, help="evaluate the first N test samples only")
+    p.add_argument("--batch-size", type=at.batch_size, default=64,
                    help="test samples simulated at once (default 64); memory grows with batch size × time chunk")
-    p.add_argument("--t-chunk", type=at.positive_int, default=None,
+    p.add_argument("--t-chunk", type=at.time_chunk, default=None,
                    help="time steps folded into one forward pass (default: automatic, from the largest neuron layer)")
     p.add_argument("--device", type=at.device_name, default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"),
@@ -105,6 +105,9 @@ def parse_T(spec: str) -> list[int]:
         raise MSTError(f"--T {spec!r}: give comma-separated integers, e.g. --T 8,16,32,64") from None
     if not Ts or Ts[0] < 1:
         raise MSTError(f"--T {spec!r}: time steps must be positive integers")
+    from mst_lava.argtypes import MAX_T
+    if Ts[-1] > MAX_T:
+        raise MSTError(f"--T {spec!r}: time steps are at most {MAX_T:_}")
     return Ts
 
 
@@ -359,11 +362,9 @@ def _run_snn_eval(args) -> int:
         "wall_s": time.perf_counter() - t0,
     }
     from mst_lava.report import write_report
-    paths = write_report(report, args.report, plots=not args.no_plots)
     best = report["configs"][0]
     tm = str(max(Ts))
-    print(f"ANN accuracy {100 * ann_acc:.2f} %; SNN ({best['label']}, {args.attention} attention) at T={tm}: "
-          f"{100 * best['accuracy'][tm]['mean']:.2f} %")
+    lines = []
     if pepper:
         lines = ["", "## Pepper noise", "", f"SNN accuracy (%) at T={tm}, mean ± std over the seeds, "
                  "against the clean input.", "", "| configuration | clean | " +
@@ -373,10 +374,12 @@ def _run_snn_eval(args) -> int:
             cells = [c["accuracy"][tm]] + [e["accuracy"][c["label"]][tm] for e in pepper]
             lines.append(f"| {c['label']} | " + " | ".join(f"{100 * a['mean']:.2f} ± {100 * a['std']:.2f}"
                                                           for a in cells) + " |")
-        summary = Path(args.report) / "summary.md"
-        text = summary.read_text() + "\n".join(lines) + "\n"
-        from mst_lava.checkpoint import atomic_write
-        atomic_write(summary, lambda tmp: Path(tmp).write_text(text), "report file")
+    # every file of the report, all or nothing (a full disk left report.json without summary.md)
+    paths = write_report(report, args.report, plots=not args.no_plots,
+                         summary_extra="\n".join(lines) + "\n" if lines else "")
+    print(f"ANN accuracy {100 * ann_acc:.2f} %; SNN ({best['label']}, {args.attention} attention) at T={tm}: "
+          f"{100 * best['accuracy'][tm]['mean']:.2f} %")
+    if lines:
         print("\n".join(lines[4:]))
     prog.finish()
     for p in paths:
