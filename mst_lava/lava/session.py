@@ -507,8 +507,10 @@ class LavaSession:
         self.stop_s = time.perf_counter() - t0
 
     def _remove_own_tempdir(self) -> None:
-        """Remove the multiprocessing temp folder this session made (its children are gone now): run the
-        finalizer multiprocessing registered for it, which also forgets it (a later session makes a new one)."""
+        """Remove the multiprocessing temp folder this session made (its children are gone now) and make
+        multiprocessing forget it (a later session makes a new one): first cancel the exit finalizer
+        multiprocessing registered for it (a dict deletion, nothing an interrupt can leave half done), then
+        remove the folder; an interrupt during the removal leaves at most a folder the next start removes."""
         if not self._own_tempdir:
             return
         self._own_tempdir = False
@@ -516,14 +518,13 @@ class LavaSession:
         if not tempdir:
             return
         try:
+            import shutil
             from multiprocessing import util
             for fin in list(util._finalizer_registry.values()):
                 if getattr(fin, "_callback", None) is util._remove_temp_dir and tempdir in (fin._args or ()):
-                    fin()                   # rmtree + _config["tempdir"] = None, and unregisters itself
-                    return
-            import shutil
-            shutil.rmtree(tempdir, ignore_errors=True)
+                    fin.cancel()
             mp.process.current_process()._config["tempdir"] = None
+            shutil.rmtree(tempdir, ignore_errors=True)
         except BaseException:  # noqa: BLE001 - stop never raises
             pass
 
