@@ -43,7 +43,7 @@ demo-fmnist: setup data
 
 test: setup
 	$(VPY) -m ruff check .
-	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q -n 2 tests
 
 test-slow: setup
 	$(VPY) -m pytest -q -m slow tests
