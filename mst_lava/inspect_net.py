@@ -108,7 +108,7 @@ def _cover(n, k, s, p, no):
 
 
 def _conv_geometry(L, in_shape):
-    from mst_lava.export.hdf5io import _pair
+    from mst_lava.export.validate import _pair
     w = np.asarray(L.params["weight"])
     w = w.reshape(w.shape[:4])
     Co, Cg, kH, kW = w.shape

@@ -231,9 +231,9 @@ def test_reader_refuses_bad_event_merges(files, tmp_path, name, edit, message):
 
 def test_a_reader_of_versions_1_and_2_refuses_an_events_file(files, monkeypatch):
     """What a release before extension version 3 says (its reader knew versions 1 and 2 only)."""
-    from mst_lava.export import hdf5io
-    monkeypatch.setattr(hdf5io, "MST_VERSIONS", (1, 2))
-    monkeypatch.setattr(hdf5io, "MST_VERSION", 2)
+    from mst_lava.export import hdf5_read
+    monkeypatch.setattr(hdf5_read, "MST_VERSIONS", (1, 2))
+    monkeypatch.setattr(hdf5_read, "MST_VERSION", 2)
     with pytest.raises(MSTError, match=r"extension version 3; this mst_lava reads versions 1, 2 \(written by a "
                                        r"newer mst_lava: update mst_lava\)"):
         read_network(files / "fixed_events.net")

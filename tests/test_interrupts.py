@@ -82,7 +82,7 @@ def _graph():
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("swallowed", [False, True], ids=["raised", "swallowed"])
 def test_signal_in_the_middle_of_the_hdf5_write(tmp_path, monkeypatch, sig, swallowed):
-    from mst_lava.export import hdf5io
+    from mst_lava.export import hdf5_write as hdf5io
     graph, calls = _graph(), []
     put = hdf5io._put
 
@@ -107,7 +107,7 @@ def test_signal_in_the_middle_of_the_hdf5_write(tmp_path, monkeypatch, sig, swal
 def test_mst_export_sigterm_mid_write_is_143_and_one_line(tmp_path, monkeypatch, capsys):
     from mst_lava.checkpoint import save_checkpoint
     from mst_lava.cli import export_main
-    from mst_lava.export import hdf5io
+    from mst_lava.export import hdf5_write as hdf5io
     from mst_lava.model import build_model
     save_checkpoint(tmp_path / "m.pt", build_model("digits").eval(), dataset="digits")
     put, calls = hdf5io._put, []
