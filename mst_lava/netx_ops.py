@@ -535,8 +535,7 @@ def rsm_index(layout: str, shape, *, grid=None, window: int = 0, shift: int = 0,
 
 def rsm_keep(seed: int, site_id: int, block: int, step: int, index, threshold: int):
     """Keep-mask (bool, shaped like ``index``) of one site at one logical step."""
-    bits = _rsm.mask_bits(_rsm.mask_key(seed, int(site_id), block, step), index)
-    return bits >= threshold
+    return _rsm.keep(_rsm.mask_key(seed, int(site_id), block, step), index, threshold)
 
 
 # ----------------------------------------------------------------------------------------

@@ -177,15 +177,21 @@ def drop_threshold(ratio: float) -> int:
     return int(round(check_ratio(ratio) * 2.0 ** 32))
 
 
+def keep(key, index, threshold: int):
+    """The keep test, the one place it is written: element ``index`` (int64 numpy array or torch tensor) of the
+    stream ``key`` (an int, or keys broadcast against ``index``) survives when its bits are not below
+    ``threshold`` (:func:`drop_threshold`). A dropped spike, or graded message, is dropped whole."""
+    return mask_bits(key, index) >= threshold
+
+
 def keep_mask_numpy(seed: int, site: str | int, block: int, step: int, n: int, ratio: float) -> np.ndarray:
     """Boolean keep-mask for elements 0..n-1 of one sample at one step (numpy)."""
-    bits = mask_bits(mask_key(seed, site, block, step), np.arange(n, dtype=np.int64))
-    return bits >= drop_threshold(ratio)
+    return keep(mask_key(seed, site, block, step), np.arange(n, dtype=np.int64), drop_threshold(ratio))
 
 
 def keep_mask_torch(seed: int, site: str | int, block: int, step: int, n: int, ratio: float,
                     device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean keep-mask for elements 0..n-1 of one sample at one step (torch, any device)."""
     import torch
-    bits = mask_bits(mask_key(seed, site, block, step), torch.arange(n, dtype=torch.int64, device=device))
-    return bits >= drop_threshold(ratio)
+    return keep(mask_key(seed, site, block, step), torch.arange(n, dtype=torch.int64, device=device),
+                drop_threshold(ratio))

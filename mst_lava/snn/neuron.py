@@ -105,7 +105,7 @@ def keep_block(seed: int, site: str, block: int, t0: int, steps: int, n: int, ra
     rows = max(1, (1 << 24) // max(n, 1))
     idx = torch.arange(n, dtype=torch.int64, device=device).unsqueeze(0)
     for i in range(0, steps, rows):
-        out[i:i + rows] = rsm.mask_bits(keys[i:i + rows], idx) >= thr
+        out[i:i + rows] = rsm.keep(keys[i:i + rows], idx, thr)
     return out
 
 
