@@ -59,7 +59,8 @@ def register(subparsers) -> None:
                    help="spikes a neuron may fire in one time step (graded-payload neurons, as Loihi 2 sends "
                         "them; default 1: binary IF neurons). Each spike of a burst is worth λ/B and counted "
                         "as one spike; with B = the QCFS levels L the network at T = 1 computes the ANN. "
-                        "Torch simulation only: mst-export writes binary neurons")
+                        "`mst-export --burst B` writes the same neurons into a .net file (IF_BURST) for NetSim "
+                        "and Lava")
     p.add_argument("--report", type=at.path_text, default="snn_report", help="output folder (default snn_report)")
     p.add_argument("--n", type=at.sample_count, default=None, help="evaluate the first N test samples only")
     p.add_argument("--batch-size", type=at.batch_size, default=64,

@@ -21,8 +21,8 @@ With B = 1 this is the binary neuron above (same code path, bit for bit). With B
 levels) and T = 1 step, s = clip(floor(x·L/λ + ½), 0, L): the QCFS activation itself, so the
 one-step burst network computes the ANN. Every count treats a burst of s spikes as s spikes
 (s accumulations per synapse, s residual accumulations, s·s' coincidences in a product of two
-bursts, mst_lava.snn.counters); a burst network is simulated in torch only (mst-export writes
-binary neurons).
+bursts, mst_lava.snn.counters). ``mst-export --burst B`` writes the same neuron into the file (the registry's
+``IF_BURST``, mst_lava/neurons.py), which NetSim and the Lava processes run.
 
 RSM never touches the membrane: a spike is *emitted* (counted), then dropped on the way
 out with probability r. ``keep`` comes from the counter-based generator of
