@@ -93,15 +93,7 @@ def run(args) -> int:
     ckpt = read_checkpoint(args.checkpoint)          # validated before the export builds anything
     if mask:
         check_mask_sites(mask, meta_model(ckpt, args.checkpoint), "--mask")
-    if args.burst > 1:
-        levels = (ckpt.get("config") or {}).get("L") if isinstance(ckpt.get("config"), dict) else None
-        if levels is None:
-            raise MSTError(f"--burst needs a checkpoint with QCFS levels (config 'L'); {args.checkpoint} has none")
-        try:
-            neurons.check_burst_option(args.burst, levels, args.payload_bits)
-        except ValueError as e:
-            raise MSTError(str(e)) from None
-    del ckpt
+    del ckpt        # --burst and --payload-bits are checked by export_model before anything is written
     graph = export_checkpoint(args.checkpoint, out, precision=args.precision, mask=mask, seed=args.seed,
                               merge_input=args.merge_input, burst=args.burst, payload_bits=args.payload_bits,
                               weight_exponents=args.weight_exponents)
