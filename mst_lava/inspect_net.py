@@ -171,7 +171,10 @@ def _placement(L, graph, graded: bool) -> tuple[str, str]:
     if t == "conv":
         if src_graded and not graded:
             return "host", "host: its input is a graded stream, which Loihi 1 spikes cannot carry"
-        return "neurocore", "neurocore: synapses + IF neurons" + (" (graded input spikes)" if src_graded else "")
+        nrn = neurons.of(L.neuron).loihi_mapping(graded)
+        if nrn is None:
+            return "host", "host: graded-payload (IF_BURST) neurons, which Loihi 1 spikes cannot carry"
+        return "neurocore", f"neurocore: synapses + {nrn}" + (" (graded input spikes)" if src_graded else "")
     if t == "mst_residual":
         if graded:
             return "neurocore", "neurocore: graded relay neurons, one synapse per input (gains as weights)"
@@ -179,7 +182,8 @@ def _placement(L, graph, graded: bool) -> tuple[str, str]:
     if t in ("mst_qk", "mst_softmax_av"):
         what = "Q·Kᵀ products" if t == "mst_qk" else "softmax and ·V products"
         if graded:
-            return "neurocore", f"embedded processors: {what}; neurocore: IF neurons (graded current input)"
+            return "neurocore", (f"embedded processors: {what}; neurocore: "
+                                 f"{neurons.of(L.neuron).loihi_mapping(graded)} (graded current input)")
         return "host", f"embedded processors/host: {what} and the IF neurons (no graded input on Loihi 1)"
     if t == "mst_readout":
         return "host", "host/embedded processor: token sum and class scores"

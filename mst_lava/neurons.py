@@ -4,7 +4,7 @@ Every part of the toolkit that depends on "the neuron" asks this registry (:data
 the exporter (the ``neuron/`` group it writes), the reader (the group's validation), ``NetSim``
 and the Lava kernels (the step arithmetic, through :func:`mst_lava.netx_ops.if_scan` /
 ``if_step`` / ``if_step_fixed`` with the type's ``burst``), the ANN form (``NetSim.run_ann``),
-the counting rule (payload and messages) and ``mst inspect`` (payload bits, Loihi mapping).
+the counting rule (payload and messages) and ``mst inspect`` (payload bits, ``loihi_mapping``).
 Adding a neuron type means one new entry here plus its tests (tests/test_neurons.py runs the
 contract over every entry).
 
@@ -41,7 +41,6 @@ class NeuronType:
     """One neuron type of the format: its ``neuron/`` fields, validation, arithmetic parameters and counting."""
 
     name = ""
-    graded = False          # sends integer payloads (graded spikes) rather than binary spikes
     # the CUBA-style keys lava-dl netx also reads: IF is a neuron whose current decays fully each step
     # (iDecay 4096), whose voltage never decays (vDecay 0), with no refractory period (refDelay 0)
     FIXED_KEYS = {"iDecay": 4096, "vDecay": 0, "refDelay": 0}
@@ -54,6 +53,11 @@ class NeuronType:
     def burst(self, neuron: dict) -> int:
         """The largest payload of one message (1 for a binary spike)."""
         return 1
+
+    def loihi_mapping(self, graded_spikes: bool) -> str | None:
+        """How the neurons map to a neurocore of a chip with (Loihi 2) or without (Loihi) graded spikes, as
+        ``mst inspect`` words it; None where they cannot run on neurocores."""
+        return "IF neurons"
 
     def problems(self, neuron: dict) -> list[str]:
         """What in a (structurally read) ``neuron/`` group the runtime would not honour: [] when valid."""
@@ -88,7 +92,6 @@ class BinaryIF(NeuronType):
 
 class BurstIF(NeuronType):
     name = "IF_BURST"
-    graded = True
 
     def fields(self, threshold: float, burst: int = 1) -> dict:
         B = int(burst)
@@ -97,6 +100,9 @@ class BurstIF(NeuronType):
 
     def burst(self, neuron: dict) -> int:
         return int(np.asarray(neuron["burst"]).reshape(-1)[0])
+
+    def loihi_mapping(self, graded_spikes: bool) -> str | None:
+        return "IF neurons sending graded payloads" if graded_spikes else None
 
     def problems(self, neuron: dict) -> list[str]:
         out = super().problems(neuron)
