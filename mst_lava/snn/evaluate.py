@@ -22,6 +22,7 @@ from mst_lava import argtypes as at
 from mst_lava.errors import MSTError
 from mst_lava.model import rsm
 from mst_lava.netx_ops import MERGE_INPUTS
+from mst_lava.snn import shards
 from mst_lava.snn.attention import MODES, check_attention
 from mst_lava.snn.counters import OpCounter, ann_counts
 from mst_lava.snn.simulate import simulate
@@ -63,6 +64,9 @@ def register(subparsers) -> None:
                         "and Lava")
     p.add_argument("--report", type=at.path_text, default="snn_report", help="output folder (default snn_report)")
     p.add_argument("--n", type=at.sample_count, default=None, help="evaluate the first N test samples only")
+    p.add_argument("--samples", dest="n", type=at.sample_count, default=None, metavar="N",
+                   help="the same as --n, a spelling torchrun's own option parser does not mistake for its "
+                        "--nnodes/--nproc-per-node (use it under torchrun)")
     p.add_argument("--batch-size", type=at.batch_size, default=64,
                    help="test samples simulated at once (default 64); memory grows with batch size × time chunk")
     p.add_argument("--t-chunk", type=at.time_chunk, default=None,
@@ -165,18 +169,23 @@ def _loader(dataset, n: int | None, batch_size: int):
 
 
 @torch.no_grad()
-def _ann_accuracy(model, loader, device, dtype, mask: dict | None = None, seed: int = 0) -> float:
+def _ann_accuracy(model, loader, device, dtype, mask: dict | None = None, seed: int = 0,
+                  shard: tuple[int, int] = (0, 1)) -> float:
     from mst_lava.model.rsm import set_ann_masks
+    rank, world = shard
     set_ann_masks(model, mask or {}, seed)
     correct = total = 0
     try:
-        for x, y in loader:
+        for bi, (x, y) in enumerate(loader):
+            if bi % world != rank:
+                continue
             out = model(x.to(device, dtype))
             correct += int((out.argmax(-1).cpu() == torch.as_tensor(y)).sum())
             total += len(y)
     finally:
         set_ann_masks(model, {}, 0)
-    return correct / max(total, 1)
+    parts = shards.gather((correct, total), world)
+    return sum(c for c, _ in parts) / max(sum(n for _, n in parts), 1)
 
 
 def _mean_std(v: list[float]) -> dict:
@@ -188,20 +197,23 @@ def _mean_std(v: list[float]) -> dict:
 def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], seeds: list[int], *,
              device, dtype=torch.float32, t_chunk=None, precision="fp32", progress=True,
              attention: str = "paper", merge_input: str = "graded", burst: int = 1,
-             state: dict | None = None, save=None) -> dict:
+             state: dict | None = None, save=None, shard: tuple[int, int] = (0, 1)) -> dict:
     """Evaluate the converted ``model`` on ``loader``: accuracy at each T, counts and energy per config.
 
     ``attention``: ``"paper"`` or ``"compensated"`` attention products (see :func:`mst_lava.snn.simulate`).
     ``burst``: spikes per neuron and step (:mod:`mst_lava.snn.neuron`).
     ``state``: a phase of :class:`mst_lava.snn.progress.EvalProgress` (resumable: batches already in it
-    are skipped, their correct counts and op counts kept); ``save()`` is called after every batch."""
+    are skipped, their correct counts and op counts kept); ``save()`` is called after every batch.
+    ``shard`` ``(rank, world)``: evaluate every ``world``-th batch from ``rank`` and sum the ranks' tallies and
+    counters (:mod:`mst_lava.snn.shards`); every rank returns the whole evaluation's results."""
+    rank, world = shard
     check_attention(attention)
     from tqdm import tqdm
 
     from mst_lava.energy import energy_report
     model.to(device=device, dtype=dtype).eval()
     Tmax = max(Ts)
-    n_batches = len(loader)
+    n_batches = len(range(rank, len(loader), world))            # this rank's batches
     runs = [(ci, s) for ci, c in enumerate(configs) for s in (seeds if c else seeds[:1])]
     bar = tqdm(total=len(runs) * n_batches, desc="snn-eval", unit="batch", disable=not progress,
                dynamic_ncols=True)
@@ -211,7 +223,7 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
         for c, s in zip(counters, state["counters"]):
             if s is not None:
                 c.load_state(s)
-    acc: dict[tuple, dict[int, float]] = {}
+    tallies: dict[tuple, tuple[dict, int]] = {}
     t0 = time.perf_counter()
     wall_before = state["wall_s"] if state is not None else 0.0
     for ci, seed in runs:
@@ -220,9 +232,9 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
         correct = {t: int(done["correct"].get(str(t), 0)) for t in Ts}
         total, skip = int(done["total"]), int(done["batches"])
         bar.set_postfix_str(f"{mask_label(cfg)} seed {seed}")
-        bar.update(min(skip, n_batches))
+        bar.update(len(range(rank, min(skip, len(loader)), world)))
         for bi, (x, y) in enumerate(loader):
-            if bi < skip:
+            if bi < skip or bi % world != rank:
                 continue
             x = x.to(device, dtype)
             y = torch.as_tensor(y)
@@ -239,9 +251,15 @@ def evaluate(model, loader, n_samples: int, Ts: list[int], configs: list[dict], 
                 state["wall_s"] = wall_before + time.perf_counter() - t0
                 if save is not None:
                     save()
-        acc[(ci, seed)] = {t: correct[t] / max(total, 1) for t in Ts}
+        tallies[(ci, seed)] = (correct, total)
     bar.close()
     wall = wall_before + time.perf_counter() - t0
+    if world > 1:                                  # the whole evaluation: every rank's tallies and counters
+        tallies = shards.sum_tallies(shards.gather(tallies, world))
+        for c, states in zip(counters, zip(*shards.gather([c.state() for c in counters], world))):
+            c.load_state(shards.sum_counter_states(list(states)))
+        wall = max(shards.gather(wall, world))
+    acc = {k: {t: correct[t] / max(total, 1) for t in Ts} for k, (correct, total) in tallies.items()}
     x0, _ = next(iter(loader))
     ann = ann_counts(model, x0.to(device, dtype))
     zs = zero_skipping_ann(model, x0)
@@ -290,7 +308,9 @@ def _run_snn_eval(args) -> int:
     from mst_lava.checkpoint import check_output_dir
     from mst_lava.report import EVAL_REPORT_FILES
     from mst_lava.snn.progress import EvalProgress
-    check_output_dir(args.report, "--report", names=(*EVAL_REPORT_FILES, EvalProgress.NAME),
+    rank, world = shards.init_from_env(device)
+    progress_name = EvalProgress.NAME if world == 1 else f"progress.rank{rank}.json"
+    check_output_dir(args.report, "--report", names=(*EVAL_REPORT_FILES, progress_name),
                      inputs=[args.checkpoint])
     if args.pepper:
         from mst_lava.data.noise import parse_densities
@@ -325,7 +345,8 @@ def _run_snn_eval(args) -> int:
         "batch_size": args.batch_size, "T": Ts, "configs": configs, "seeds": seeds, "attention": args.attention,
         "dtype": args.dtype, "pepper": densities,
         **({"merge_input": args.merge_input} if args.merge_input != "graded" else {}),
-        **({"burst": args.burst} if args.burst != 1 else {})}, args.resume)
+        **({"burst": args.burst} if args.burst != 1 else {}),
+        **({"ranks": world} if world > 1 else {})}, args.resume, name=progress_name)
     if prog.resumed:
         print(f"resuming from {prog.path}", file=sys.stderr)
     t0 = time.perf_counter()
@@ -333,19 +354,25 @@ def _run_snn_eval(args) -> int:
         ann_masked = {}
         for c in configs:
             if c:
-                ann_masked[mask_label(c)] = _mean_std([_ann_accuracy(model, loader, device, dtype, c, s)
-                                                       for s in seeds])
-        prog.ann = {"accuracy": _ann_accuracy(model, loader, device, dtype), "masked": ann_masked}
+                ann_masked[mask_label(c)] = _mean_std([_ann_accuracy(model, loader, device, dtype, c, s,
+                                                                     shard=(rank, world)) for s in seeds])
+        prog.ann = {"accuracy": _ann_accuracy(model, loader, device, dtype, shard=(rank, world)),
+                    "masked": ann_masked}
         prog.save()
     ann_acc, ann_masked = prog.ann["accuracy"], prog.ann["masked"]
     common = dict(device=device, dtype=dtype, t_chunk=args.t_chunk, precision=args.energy_precision,
-                  attention=args.attention, merge_input=args.merge_input, burst=args.burst, save=prog.save)
+                  attention=args.attention, merge_input=args.merge_input, burst=args.burst, save=prog.save,
+                  shard=(rank, world))
     ev = evaluate(model, loader, n, Ts, configs, seeds, state=prog.phase("clean"), **common)
     pepper = []
     for d in densities:
         noisy = evaluate(model, NoisyLoader(loader, d), n, Ts, configs, seeds, state=prog.phase(f"pepper {d!r}"),
                          **common)
         pepper.append({"density": d, "accuracy": {c["label"]: c["accuracy"] for c in noisy["configs"]}})
+    if rank != 0:                                  # rank 0 writes the report
+        prog.finish()
+        shards.finish(world)
+        return 0
     report = {
         "command": "mst " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("mst")
         else " ".join(sys.argv),
@@ -355,7 +382,7 @@ def _run_snn_eval(args) -> int:
         "params": sum(p.numel() for p in model.parameters()),
         "device": str(device), "dtype": args.dtype, "energy_precision": args.energy_precision,
         "machine": {"platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(),
+                    "threads": torch.get_num_threads(), "ranks": world,
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "ann": {"accuracy": ann_acc, "masked": ann_masked},
         **ev,
@@ -383,6 +410,7 @@ def _run_snn_eval(args) -> int:
     if lines:
         print("\n".join(lines[4:]))
     prog.finish()
+    shards.finish(world)
     for p in paths:
         print(f"wrote {p}")
     return 0
