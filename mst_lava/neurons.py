@@ -94,17 +94,21 @@ class BurstIF(NeuronType):
     name = "IF_BURST"
 
     def fields(self, threshold: float, burst: int = 1) -> dict:
+        """IF's fields with ``burst`` B, ``messageBits`` ceil(log2(B + 1)) and ``gradedSpike`` 1; threshold = u."""
         B = int(burst)
         return {**super().fields(threshold), "burst": np.int64(B), "messageBits": np.int64(payload_bits(B)),
                 "gradedSpike": np.int64(1)}
 
     def burst(self, neuron: dict) -> int:
+        """The group's ``burst`` B."""
         return int(np.asarray(neuron["burst"]).reshape(-1)[0])
 
     def loihi_mapping(self, graded_spikes: bool) -> str | None:
+        """Graded payloads need Loihi 2's graded spikes: None (not on neurocores) on Loihi."""
         return "IF neurons sending graded payloads" if graded_spikes else None
 
     def problems(self, neuron: dict) -> list[str]:
+        """IF's checks plus ``burst``/``messageBits``/``gradedSpike``: integers, B within the declared bits."""
         out = super().problems(neuron)
         for k in ("burst", "messageBits"):
             if k not in neuron:

@@ -47,18 +47,22 @@ class Layer:
 
     @property
     def site(self) -> str:
+        """The RSM site name (``mst/site``), "" if none."""
         return str(self.mst.get("site", ""))
 
     @property
     def block(self) -> int:
+        """The block index of the site (``mst/block``), -1 if none."""
         return int(self.mst.get("block", -1))
 
     @property
     def rsm_ratio(self) -> float:
+        """The probability of dropping a spike at this layer (``mst/rsm_ratio``)."""
         return float(self.mst.get("rsm_ratio", 0.0))
 
     @property
     def has_neuron(self) -> bool:
+        """Whether the layer owns a neuron population (a ``neuron/`` group)."""
         return self.neuron is not None
 
     def threshold(self, precision: str):
@@ -81,16 +85,19 @@ class NetxGraph:
 
     @property
     def precision(self) -> str:
+        """``float`` or ``fixed``: the file's precision attribute."""
         return str(self.attrs.get("precision", "float"))
 
     @property
     def seed(self) -> int:
+        """The RSM seed written into the file (``rsm_seed``)."""
         return int(self.attrs.get("rsm_seed", 0))
 
     def __len__(self) -> int:
         return len(self.layers)
 
     def index(self, name: str) -> int:
+        """The index of the layer named ``name`` (KeyError if none)."""
         for i, layer in enumerate(self.layers):
             if layer.name == name:
                 return i
@@ -101,6 +108,7 @@ class NetxGraph:
         return [(i, layer) for i, layer in enumerate(self.layers) if layer.site]
 
     def summary(self) -> str:
+        """A printable table of the layers: index, type, name, shape, inputs, site, threshold."""
         rows = []
         for i, layer in enumerate(self.layers):
             site = f"{layer.site}@{layer.block}" if layer.site else ""

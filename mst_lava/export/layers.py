@@ -52,6 +52,15 @@ def new_counts(layer) -> dict:
             "neuron_updates": 0}
 
 
+RESULT_TOTALS = ("spikes", "delivered", "dropped", "messages", "synops", "synops_messages", "neuron_updates",
+                 "analog_macs", "residual_adds", "softmax_elements")
+
+
+def result_totals(counts: dict) -> dict:
+    """The totals over every layer of a run's per-layer counts (NetSim's and the Lava runner's alike)."""
+    return {k: int(sum(c.get(k, 0) for c in counts.values())) for k in RESULT_TOTALS}
+
+
 def events(x, spike: bool):
     """Events per element of an input value: a spike input's payload (0/1 binary, the spike count of a graded
     message), a graded value's 1 where it is non-zero (int64, numpy or torch)."""
@@ -116,6 +125,7 @@ class LayerType:
     fixed_keys: tuple = ()      # mst/fixed keys the type needs in a fixed file
 
     def params(self, graph, i: int, fixed: bool) -> dict:
+        """The layer's parameters in a precision's units (numpy; fixed point: the integer mantissas), read once."""
         return {}
 
     @staticmethod
@@ -146,6 +156,7 @@ class Input(LayerType):
     type, output, fixed_keys = "input", "graded", ("frac_bits",)
 
     def params(self, graph, i, fixed):
+        """``frac_bits`` of the input quantization (fixed point), None in float."""
         L = graph.layers[i]
         fb = int(L.fix.get("frac_bits", graph.attrs.get("input_frac_bits", ops.INPUT_FRAC_BITS))) if fixed else None
         return {"frac_bits": fb}
@@ -156,9 +167,11 @@ class Input(LayerType):
         return ops.quantize_input(x, P["frac_bits"]) if fixed else x
 
     def batched(self, P, ins, T, B, fixed):
+        """The image as a (1, B, C, H, W) value, the same every step; no counts."""
         return self.value(P, ins[0], fixed)[None], {}          # (1, B, C, H, W): constant over the steps
 
     def ann(self, P, ins):
+        """The image itself."""
         return ins[0]
 
 
@@ -176,6 +189,7 @@ class Conv(LayerType):
     float_keys, fixed_keys = ("weight", "bias"), ("weight_exp", "bias_exp")
 
     def params(self, graph, i, fixed):
+        """Weights, bias, geometry and fan-outs of a conv; one parameter set per spike input for §5b; ``in_burst``."""
         L = graph.layers[i]
         srcs = [graph.layers[k] for k in L.inputs]
         W, b = _float_or_fixed(L, "weight", fixed), _float_or_fixed(L, "bias", fixed)
@@ -193,6 +207,8 @@ class Conv(LayerType):
     @staticmethod
     def make_params(weight, bias, *, fixed: bool, weight_exp: int = 0, stride=1, padding=0, groups=1, in_shape,
                     out_shape, spike_input: bool = True) -> dict:
+        """The parameter set of a single-input conv: weights, bias, exponent (an int or one per output channel),
+        geometry, fan-out, conv plan, MACs per step."""
         w = np.asarray(weight)
         w = w.reshape(w.shape[:4]).astype(np.int64 if fixed else np.float64)
         in_shape = tuple(int(s) for s in in_shape)
@@ -252,6 +268,7 @@ class Conv(LayerType):
         return total if fixed else cls.current({"bias": P["bias"]}, total, False)
 
     def neuron_bias(self, P, fixed):
+        """The integer bias, shaped (Co, 1, 1), that the IF neurons add after the 24-bit wrap (fixed point only)."""
         return P["bias"].reshape(-1, 1, 1) if fixed and P["bias"] is not None else None
 
     @staticmethod
@@ -271,6 +288,8 @@ class Conv(LayerType):
 
     def batched(self, P, ins, T, B, fixed):
         # events per input element over the T steps of the B samples (an input constant over the steps: × T)
+        """The neurons' input currents (T or 1, B, Co, H, W) and the counts (payload and message synops, analog
+        MACs)."""
         def per_element(f):
             return [f(x).sum(0).sum(0) * (T if x.shape[0] == 1 else 1) for x in ins]
         ev = per_element(lambda x: events(x, P["spike_input"]))
@@ -280,6 +299,7 @@ class Conv(LayerType):
         return self.input_current(P, ins, fixed), self.counts(P, ev, T * B, msg)
 
     def ann(self, P, ins):
+        """The QCFS input of the ANN: the float current of the rates."""
         return self.input_current(P, ins, False)
 
 
@@ -291,6 +311,7 @@ class Residual(LayerType):
     float_keys, fixed_keys = ("gain",), ("gain", "unit")
 
     def params(self, graph, i, fixed):
+        """Gains per input (float, or integers in the stage's unit), which inputs are spikes, the §5a affine."""
         L = graph.layers[i]
         gains = np.asarray(L.fix["gain"] if fixed else L.flt["gain"]).reshape(-1)
         aff = None
@@ -303,6 +324,7 @@ class Residual(LayerType):
 
     @staticmethod
     def make_params(gains, spike_inputs, fixed: bool, affine: dict | None = None) -> dict:
+        """The parameter set from gains, spike-input flags and an optional stream affine (§5a)."""
         g = [int(v) if fixed else float(v) for v in np.asarray(gains).reshape(-1)]
         if affine is not None:
             dt = np.int64 if fixed else np.float64
@@ -312,6 +334,7 @@ class Residual(LayerType):
 
     @staticmethod
     def value(P, xs, fixed: bool):
+        """``Σ_k gain_k · x_k`` with the affine on the first input (float, or int64 in fixed point)."""
         acc = None
         for j, (g, x) in enumerate(zip(P["gains"], xs)):
             term = x * g if g != 1 else x
@@ -338,6 +361,7 @@ class Residual(LayerType):
         return ev, ([nonzero(x) for x in xs] if P.get("in_burst", 1) > 1 else None)
 
     def batched(self, P, ins, T, B, fixed):
+        """The stream value over the T steps (a constant input broadcast) and its counts."""
         out = self.value(P, ins, fixed)
         if out.shape[0] == 1 and T > 1:
             out = out.expand((T,) + tuple(out.shape[1:])) if ops.is_torch(out) else \
@@ -348,6 +372,7 @@ class Residual(LayerType):
                                 None if msg is None else [m * r for m, r in zip(msg, rep)])
 
     def ann(self, P, ins):
+        """The stream value of the ANN's rates."""
         return self.value(P, ins, False)
 
 
@@ -376,6 +401,7 @@ class QK(_Windowed):
     float_keys, fixed_keys = ("scale",), ("scale_mant", "scale_shift")
 
     def params(self, graph, i, fixed):
+        """Window geometry and the product constant (float ``scale``; fixed ``mant``, ``scale_shift``)."""
         L = graph.layers[i]
         P = self._window(L)
         if fixed:
@@ -412,10 +438,12 @@ class QK(_Windowed):
         return self.counts(P, payload(q), payload(k), nonzero(q), nonzero(k))
 
     def batched(self, P, ins, T, B, fixed):
+        """The A neurons' currents from the cumulative Q and K payloads, and the accumulator counts."""
         Sq, Sk = ops.cumsum0(ops.as_int64(ins[0])), ops.cumsum0(ops.as_int64(ins[1]))
         return self.currents(P, Sq, Sk, fixed), self.step_counts(P, ins[0], ins[1])
 
     def ann(self, P, ins):
+        """``c · q kᵀ`` of the ANN's Q and K rates per window and head."""
         q, k = self.windows(P, ins[0]), self.windows(P, ins[1])
         return ops.qk_value_float(q @ k.swapaxes(-1, -2), 1, P["scale"])
 
@@ -428,6 +456,7 @@ class SoftmaxAV(_Windowed):
     float_keys, fixed_keys = ("theta_a", "theta_v", "bias"), ("a_mult", "bias", "v_mant", "v_shift")
 
     def params(self, graph, i, fixed):
+        """Window geometry, θ_A and θ_V (or their fixed-point multipliers), bias table, shift mask, exp table."""
         L = graph.layers[i]
         P = self._window(L)
         C = int(graph.layers[L.inputs[1]].shape[0])
@@ -465,6 +494,7 @@ class SoftmaxAV(_Windowed):
 
     @staticmethod
     def to_grid(P, x):
+        """Values per window and head (..., nW, h, N, d) back on the un-shifted (..., C, H, W) grid."""
         H, W = P["grid"]
         return ops.from_windows(x, P["window"], P["shift"], H, W)
 
@@ -484,10 +514,12 @@ class SoftmaxAV(_Windowed):
         return self.counts(P, payload(a), payload(v), steps, nonzero(a), nonzero(v))
 
     def batched(self, P, ins, T, B, fixed):
+        """The AV neurons' currents from the cumulative A and V payloads, and the counts."""
         SA, SV = ops.cumsum0(ops.as_int64(ins[0])), ops.cumsum0(ops.as_int64(ins[1]))
         return self.currents(P, SA, SV, fixed), self.step_counts(P, ins[0], ins[1], T * B)
 
     def ann(self, P, ins):
+        """``softmax(θ_A·A + B + M) · θ_V V`` of the ANN's rates, on the grid."""
         G = ops.softmax_av_value_float(ins[0], self.windows(P, ins[1]), 1, **self._kw(P, False))
         return self.to_grid(P, G)
 
@@ -501,6 +533,7 @@ class Readout(LayerType):
     float_keys, fixed_keys = ("weight", "bias"), ("weight_exp", "unit")
 
     def params(self, graph, i, fixed):
+        """Head weights and bias (fixed: mantissas, exponent, unit), the token norm (§5a), fan-outs."""
         L = graph.layers[i]
         w = _float_or_fixed(L, "weight", fixed).astype(np.int64 if fixed else np.float64)
         norm = None
@@ -552,10 +585,12 @@ class Readout(LayerType):
         return scores / T
 
     def batched(self, P, ins, T, B, fixed):
+        """The per-step class scores (T, B, K) of the stream, and the counts."""
         x = ins[0]                                   # (T, B, C, H, W): the residual stream, every step
         return self.value(P, self.pool(P, x), fixed), self.counts(P, channel_events(x), T * B)
 
     def ann(self, P, ins):
+        """The ANN's logits from its stream."""
         return self.value(P, self.pool(P, ins[0]), False)
 
 

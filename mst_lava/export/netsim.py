@@ -21,7 +21,7 @@ from mst_lava import netx_ops as ops
 from mst_lava import neurons
 from mst_lava.errors import MSTError
 from mst_lava.export.graph import NetxGraph
-from mst_lava.export.layers import LAYER_TYPES, new_counts, pair, rsm_site
+from mst_lava.export.layers import LAYER_TYPES, new_counts, pair, result_totals, rsm_site
 
 
 @dataclass
@@ -38,8 +38,8 @@ class SimResult:
         return {f"{c['site']}@{c['block']}": c["spikes"] for c in self.counts.values() if c["site"]}
 
     def totals(self) -> dict:
-        keys = ("spikes", "delivered", "synops", "neuron_updates")
-        return {k: int(sum(c.get(k, 0) for c in self.counts.values())) for k in keys}
+        """Totals over every layer (:func:`mst_lava.export.layers.result_totals`, the keys the Lava runner's have)."""
+        return result_totals(self.counts)
 
 
 class NetSim:

@@ -31,6 +31,7 @@ class FixedSynapse:
 
     @property
     def vth(self) -> int:
+        """The threshold in membrane units: ``vThMant << 6``."""
         return self.vth_mant << ops.VTH_SHIFT
 
 

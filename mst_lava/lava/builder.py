@@ -89,6 +89,7 @@ class LavaNetwork:
     derived_synops: dict = field(default_factory=dict)  # layer → (source KNode id, its counter): Lava Conv layers
 
     def connect(self, src, src_port: str, dst, dst_port: str, transpose=None) -> None:
+        """Connect ``src.src_port`` to ``dst.dst_port`` (optionally through a transpose of the port) and record it."""
         out = getattr(src, src_port)
         if transpose is not None:
             out = out.transpose(list(transpose))
@@ -102,12 +103,15 @@ class LavaNetwork:
 
     @property
     def root(self):
+        """The process a Lava run is started from (the readout: every process reaches it)."""
         return self.readout
 
     def run_config(self, hardware: bool = False):
+        """The Lava run configuration mapping this network's processes to our models (Loihi2SimCfg or HwCfg)."""
         return M.run_config(self.procs, self.precision, hardware=hardware)
 
     def describe(self) -> str:
+        """``N Lava processes (k InputEncoder, ...)``: the processes by kind."""
         kinds: dict[str, int] = {}
         for p in self.procs:
             kinds[type(p).__name__] = kinds.get(type(p).__name__, 0) + 1

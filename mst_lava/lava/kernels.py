@@ -64,10 +64,12 @@ class Kernel:
         """Start a new sample (state back to its initial value)."""
 
     def step(self, t: int, *xs: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        """One logical step ``t`` (0-based within the sample) on the input arrays: the output array."""
         raise NotImplementedError
 
     @property
     def dtype(self):
+        """The dtype of the kernel's values: int64 in fixed point, float64 in float."""
         return np.int64 if self.fixed else np.float64
 
 
@@ -137,6 +139,7 @@ class SynapseKernel(Kernel):
             and self.padding == (0, 0) and self.groups == 1
 
     def step(self, t, x):
+        """The current of one step (conv: ``Conv.current`` of ``W ⋆ x``; dense; flatten), counting synops and MACs."""
         if self.kind == "flatten":
             return x.reshape(self.out_shape)
         if self.kind == "conv":
@@ -176,6 +179,7 @@ class SourceSynapseKernel(Kernel):
         self.out_shape = tuple(P["out_shape"])
 
     def step(self, t, *xs):
+        """The summed current of the step's spike inputs (one weight set each), counting their synops."""
         xs = [np.asarray(x, dtype=self.dtype) for x in xs]
         graded = self.P.get("in_burst", 1) > 1
         c = self.layer.counts(self.P, [events(x, True) for x in xs], 1,
@@ -218,10 +222,13 @@ class IFKernel(Kernel):
         self.reset()
 
     def reset(self):
+        """Membranes back to vth/2 (vth // 2 in fixed point) for a new sample."""
         self.v = ops.if_init(self.vth, self.shape, np.zeros(0), self.fixed)
 
     def step(self, t, current):
         # one step of netx_ops.if_scan (what NetSim scans over T), its counts as if_scan counts them
+        """One neuron step (``netx_ops.neuron_step``): spikes or graded payloads out, with spikes, messages,
+        updates and overflows counted."""
         if self.fixed:
             current = np.asarray(current).astype(np.int64)
             if self.weight_exp is not None:
@@ -260,6 +267,7 @@ class RSMKernel(Kernel):
         self._cache_ok = self.index.size * max(int(cache_steps), 1) <= (1 << 25)
 
     def keep(self, t: int) -> np.ndarray:
+        """The keep-mask of step ``t`` (cached per step when small)."""
         k = self._cache.get(t)
         if k is None:
             k = ops.rsm_keep(self.seed, self.site_id, self.block, t, self.index, self.threshold)
@@ -268,6 +276,8 @@ class RSMKernel(Kernel):
         return k
 
     def step(self, t, s):
+        """The step's spikes or payloads with the dropped messages zeroed whole; counts in, delivered, dropped,
+        messages."""
         if self.threshold <= 0:
             n, m = float(np.sum(s)), np.count_nonzero(s)
             self.counts[:4] += (n, n, 0, m)
@@ -302,6 +312,7 @@ class ResidualKernel(Kernel):
 
     @classmethod
     def from_params(cls, P: dict, fixed: bool):
+        """The kernel of an ``mst_residual`` layer from its parameters."""
         a = P["affine"] or {}
         k = cls(P["gains"], P["spike_inputs"], fixed=fixed, scale=a.get("scale"), offset=a.get("offset"),
                 scale_shift=a.get("shift", 0))
@@ -309,6 +320,7 @@ class ResidualKernel(Kernel):
         return k
 
     def step(self, t, *xs):
+        """The stream value of one step, counting synops and residual adds."""
         xs = [np.asarray(x, dtype=self.dtype) for x in xs]
         c = self.layer.counts(self.P, *self.layer.input_events(self.P, xs))
         self.counts[0] += c["synops"]
@@ -336,10 +348,12 @@ class QKKernel(Kernel):
         self.reset()
 
     def reset(self):
+        """Forget the cumulative Q, K counts and the previous value (a new sample)."""
         self.Sq = self.Sk = None
         self.prev = None
 
     def step(self, t, q, k):
+        """Add the step's Q and K payloads to the cumulative counts; the A current ``F(t) − F(t−1)``."""
         q, k = np.asarray(q).astype(np.int64), np.asarray(k).astype(np.int64)
         self.Sq = q if self.Sq is None else self.Sq + q
         self.Sk = k if self.Sk is None else self.Sk + k
@@ -372,10 +386,12 @@ class SoftmaxAVKernel(Kernel):
         self.reset()
 
     def reset(self):
+        """Forget the cumulative A, V counts and the previous value (a new sample)."""
         self.SA = self.SV = None
         self.prev = None
 
     def step(self, t, a, v):
+        """Add the step's A and V payloads; the AV current ``G(t) − G(t−1)`` on the grid, with its counts."""
         a, v = np.asarray(a).astype(np.int64), np.asarray(v).astype(np.int64)
         self.SA = a if self.SA is None else self.SA + a
         self.SV = v if self.SV is None else self.SV + v
@@ -405,6 +421,7 @@ class ReadoutKernel(Kernel):
         self.P, self.fixed = P, bool(fixed)
 
     def step(self, t, x):
+        """The class scores of one step from the stream, counting synops and MACs."""
         x = np.asarray(x, dtype=self.dtype)
         c = self.layer.counts(self.P, channel_events(x), 1)
         self.counts[0] += c["synops"]

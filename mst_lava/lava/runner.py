@@ -20,7 +20,7 @@ import numpy as np
 import mst_lava.lava  # noqa: F401  (Python 3.11 shim before any lava import)
 from mst_lava.backends import LAVA_BACKENDS as BACKENDS
 from mst_lava.errors import MSTError
-from mst_lava.export.layers import LAYER_TYPES, new_counts
+from mst_lava.export.layers import LAYER_TYPES, new_counts, result_totals
 from mst_lava.lava.builder import LavaNetwork, build_network
 from mst_lava.lava.session import LavaSession
 
@@ -44,6 +44,7 @@ class LavaResult:
 
     @property
     def steps_per_s(self) -> float:
+        """Lava steps per second of the run calls (compilation excluded)."""
         return self.steps / self.run_s if self.run_s > 0 else float("nan")
 
     def site_counts(self) -> dict:
@@ -51,9 +52,8 @@ class LavaResult:
         return {f"{c['site']}@{c['block']}": c["spikes"] for c in self.counts.values() if c["site"]}
 
     def totals(self) -> dict:
-        keys = ("spikes", "delivered", "dropped", "synops", "neuron_updates", "analog_macs", "residual_adds",
-                "softmax_elements")
-        return {k: int(sum(c.get(k, 0) for c in self.counts.values())) for k in keys}
+        """Totals over every layer (:func:`mst_lava.export.layers.result_totals`, the keys NetSim's have)."""
+        return result_totals(self.counts)
 
 
 def hardware_available() -> bool:

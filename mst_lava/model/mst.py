@@ -105,6 +105,7 @@ class MSTConfig:
                 res //= 2
 
     def to_dict(self) -> dict:
+        """The config as a plain dict (what a checkpoint stores)."""
         d = asdict(self)
         d["depths"], d["heads"] = list(self.depths), list(self.heads)
         for k in OFFICIAL_TOPOLOGY:   # written only when on: files of this project's MST stay as they were
@@ -114,6 +115,7 @@ class MSTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MSTConfig":
+        """A config from a checkpoint's dict (unknown keys refused)."""
         return config_from_dict(cls, d, "model config")
 
 
@@ -230,6 +232,7 @@ class TokenBN(nn.BatchNorm1d):
     """BatchNorm over the channel (last) dimension of a ``(..., C)`` tensor."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """BatchNorm over the last (channel) dimension of ``x`` (..., C)."""
         shape = x.shape
         return super().forward(x.reshape(-1, shape[-1])).reshape(shape)
 
@@ -290,6 +293,7 @@ class WindowAttention(nn.Module):
         self.products = None     # set by mst_lava.snn: its own scores()/attend() for a spiking run
 
     def position_bias(self) -> torch.Tensor:
+        """The relative-position bias table ``(heads, N, N)`` of a window."""
         N = self.w * self.w
         return self.bias_table[self.rel_index.view(-1)].view(N, N, -1).permute(2, 0, 1)  # h, N, N
 
@@ -307,6 +311,7 @@ class WindowAttention(nn.Module):
         return a.softmax(dim=-1) @ v
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Windowed multi-head attention of windows ``(B·nW, N, C)``, with the shift mask when given."""
         Bn, N, C = x.shape
         h = self.heads
         qkv = self.qkv(x).view(Bn, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
@@ -343,6 +348,7 @@ class Block(nn.Module):
             self.attn_mask = None
 
     def attention_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """SC1, (shifted) window attention and Proj of the stream ``(B, H, W, C)``."""
         H = W = self.res
         y = self.sc1(self.norm1(x))
         if self.shift:
@@ -362,6 +368,7 @@ class Block(nn.Module):
         return self.mlp2(self.fc2_norm(self.fc2(self.mlp1(h))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One transformer block on the stream ``(B, H, W, C)``: attention and MLP branches added to the residual."""
         x = x + self.attention_branch(x)
         if self.mlp_skip_norm:      # the official block: the MLP's skip starts at BN2(x)
             x = self.norm2(x)
@@ -389,6 +396,7 @@ class PatchMerging(nn.Module):
                           x[..., 1::2, 1::2, :]], dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Gather 2×2 tokens, BN and reduce: ``(B, H, W, C)`` → ``(B, H/2, W/2, 2C)``."""
         return self.act(self.reduction(self.norm(self.gather(x))))
 
 
@@ -428,13 +436,16 @@ class MST(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def blocks(self):
+        """Every block of every stage, in forward order."""
         for stage in self.stages:
             yield from stage
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The patch embedding with its BN and QCFS: images ``(B, C, H, W)`` → tokens ``(B, H', W', D)``."""
         return self.embed_act(self.embed_norm(self.patch_embed(x)).permute(0, 2, 3, 1))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The stages and merges on the embedded tokens, then the final norm: the stream before the head."""
         x = self.embed(x)
         for s, stage in enumerate(self.stages):
             for blk in stage:
@@ -444,4 +455,5 @@ class MST(nn.Module):
         return self.norm(x).mean(dim=(1, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(B, K)`` of images ``(B, C, H, W)``."""
         return self.head(self.forward_features(x))

@@ -93,6 +93,7 @@ class Spiking:
             m.products.reset()
 
     def set_seed(self, seed: int) -> None:
+        """Use RSM seed ``seed`` from now on, in every neuron."""
         self.seed = int(seed)
         for nrn in self.neurons:
             if hasattr(nrn, "set_seed"):
@@ -101,9 +102,11 @@ class Spiking:
                 nrn.seed = int(seed)
 
     def ratios(self) -> dict[str, float]:
+        """``{"SITE@BLOCK": drop ratio}`` of every converted site."""
         return {f"{m.site}@{m.block}": nrn.ratio for (_, m), nrn in zip(self.sites, self.neurons)}
 
     def restore(self) -> None:
+        """Undo the conversion: the model is the ANN again (no neurons on its sites, no attention products)."""
         for _, m in self.sites:
             m.neuron = None
         for m in self.products:
@@ -144,6 +147,7 @@ class SimResult:
     steps: torch.Tensor | None = None                     # (T, B, K) per-step head outputs if asked
 
     def predictions(self, t: int | None = None) -> torch.Tensor:
+        """Predicted classes (B,) after all T steps, or after the first ``t`` (a checkpoint step)."""
         return (self.logits if t is None else self.logits_at[t]).argmax(dim=-1)
 
 
