@@ -14,11 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # the torch executor and exporter work without h5py; only file I/O needs it
-    import h5py
-except ImportError:  # pragma: no cover
-    h5py = None
-
 from mst_lava import netx_ops as ops
 from mst_lava.errors import MSTError
 from mst_lava.export.graph import (
@@ -30,7 +25,7 @@ from mst_lava.export.graph import (
     Layer,
     NetxGraph,
 )
-from mst_lava.export.hdf5_write import _need_h5py
+from mst_lava.export.hdf5_write import _need_h5py, h5py  # h5py: None where it is not installed
 from mst_lava.export.validate import _describe, _int, _validate
 
 # keys of standard layer groups that we read as arrays (netx reads the same names)

@@ -10,11 +10,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-try:  # the torch executor and exporter work without h5py; only file I/O needs it
-    import h5py
-except ImportError:  # pragma: no cover
-    h5py = None
-
 from mst_lava import netx_ops as ops
 from mst_lava import neurons
 from mst_lava.export.graph import (
