@@ -559,8 +559,8 @@ def run_lines(summary: dict, precision: str, energy: dict | None, energy_note: s
                  f"({format_energy(th['total_with_residual_and_dynamic_pJ'])} with residual and dynamic products)")
     if "ann" in energy:
         a = energy["ann"]
-        snn_ops = t["synops"] + t["analog_macs"] + t["residual_accumulations"] + t["qk_products"] \
-            + t["softmax_v_accumulations"]
+        from mst_lava.energy import snn_operations
+        snn_ops = snn_operations(summary)
         line = (f"ANN baseline (dense, from the file's graph, 45 nm {a['precision']}): {fmt_num(a['macs'])} MACs, "
                 f"{format_energy(a['total_pJ'])}; SNN operations / ANN MACs {snn_ops / a['macs']:.3f}; "
                 f"SNN/ANN energy {th['ratio_to_ann']:.3f} ({th['ratio_to_ann_with_extra']:.3f} with residual and "

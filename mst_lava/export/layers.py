@@ -287,9 +287,9 @@ class Conv(LayerType):
         return out
 
     def batched(self, P, ins, T, B, fixed):
-        # events per input element over the T steps of the B samples (an input constant over the steps: × T)
         """The neurons' input currents (T or 1, B, Co, H, W) and the counts (payload and message synops, analog
         MACs)."""
+        # events per input element over the T steps of the B samples (an input constant over the steps: × T)
         def per_element(f):
             return [f(x).sum(0).sum(0) * (T if x.shape[0] == 1 else 1) for x in ins]
         ev = per_element(lambda x: events(x, P["spike_input"]))
